@@ -1,0 +1,153 @@
+"""`fleet`: the command line. Each subcommand parses its flags and calls domain code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+# One BLAS/torch thread per process: robots, learner and trainer share the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+
+
+def _token(args) -> str:
+    if args.token:
+        return args.token
+    if args.token_file:
+        lines = [l.strip() for l in Path(args.token_file).read_text().splitlines() if l.strip() and not l.startswith("#")]
+        if lines:
+            return lines[0]
+    sys.exit("a robot needs --token or --token-file (the learner's token file holds the accepted tokens)")
+
+
+def cmd_learner(args) -> None:
+    from learner.server import LearnerConfig, serve
+
+    trainer = dict(min_demos=args.min_demos, bootstrap_updates=args.bootstrap_updates,
+                   publish_every_updates=args.publish_every_updates, publish_every_s=args.publish_every_s,
+                   algorithm=args.algorithm, sampler=args.sampler,
+                   use_autonomous_successes=args.use_autonomous_successes)
+    if args.publish_until:
+        trainer["publish_until"] = args.publish_until
+    serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
+                        operators=args.operators, train=not args.no_train, trainer=trainer,
+                        port_file=Path(args.port_file) if args.port_file else None))
+
+
+def cmd_robot(args) -> None:
+    import torch
+
+    from robot_client.driver import SimDriver
+    from robot_client.loop import RobotClient, RobotConfig
+    from robot_client.teleop import ScriptedOperator
+
+    torch.set_num_threads(1)
+    driver = SimDriver(args.sim)
+    operator = ScriptedOperator(driver, segment_steps=args.operator_steps)
+    eval_seeds = tuple(range(args.eval_seeds))[args.eval_index::args.eval_stride] if args.eval_seeds else ()
+    config = RobotConfig(robot_id=args.robot_id, task=args.sim, learner=args.learner, token=_token(args),
+                         work_dir=Path(args.work_dir or f"runs/robots/{args.robot_id}"), demos=args.demos,
+                         eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
+                         operator_segment_steps=args.operator_steps, seed=args.seed)
+    RobotClient(config, driver, operator, expert_action=operator.expert_action).run()
+
+
+def cmd_demo(args) -> None:
+    from fleetlearn.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(minutes=args.minutes, robots=args.robots, operators=args.operators, out=Path(args.out),
+                        task=args.task, demos=args.demos))
+
+
+def cmd_rollback(args) -> None:
+    from learner.versions import VersionRegistry
+
+    registry = VersionRegistry(Path(args.data))
+    registry.publish(args.version, note=args.note or f"rollback to {args.version}", rollback=True)
+    print(f"published version {args.version} again; connected robots swap at their next episode boundary")
+
+
+def cmd_bench(args) -> None:
+    from bench import run_benchmark
+
+    run_benchmark(args.name, args.json, args.extra)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fleet", description="fleetlearn: fleet learning for robot arms")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("learner", help="run the learner: gRPC server, episode store, trainer, publisher")
+    p.add_argument("--data", default="runs/learner", help="episode store and checkpoints directory")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--port-file", help="write the bound port here (useful with --port 0)")
+    p.add_argument("--token-file", required=True, help="accepted robot bearer tokens, one per line")
+    p.add_argument("--operators", type=int, default=0, help="simulated operators to allocate to help requests")
+    p.add_argument("--algorithm", default="hg_dagger")
+    p.add_argument("--sampler", default="uniform")
+    p.add_argument("--use-autonomous-successes", action="store_true",
+                   help="HG-DAgger: also train on autonomous steps of successful episodes")
+    p.add_argument("--min-demos", type=int, default=16, help="demonstrations to wait for before version 0")
+    p.add_argument("--bootstrap-updates", type=int, default=1500, help="updates that train version 0")
+    p.add_argument("--publish-every-updates", type=int, default=800)
+    p.add_argument("--publish-every-s", type=float, default=75.0)
+    p.add_argument("--publish-until", type=float, help="Unix time after which no version is published")
+    p.add_argument("--no-train", action="store_true", help="serve only (no trainer process)")
+    p.set_defaults(fn=cmd_learner)
+
+    p = sub.add_parser("robot", help="run a robot client")
+    p.add_argument("--sim", required=True, help="simulated task to run, e.g. push_cube")
+    p.add_argument("--learner", required=True, help="learner address HOST:PORT")
+    p.add_argument("--robot-id", default=f"robot-{os.getpid()}")
+    p.add_argument("--token")
+    p.add_argument("--token-file")
+    p.add_argument("--work-dir", help="spool and weight cache (default runs/robots/ROBOT_ID)")
+    p.add_argument("--demos", type=int, default=0, help="record this many expert demonstrations first")
+    p.add_argument("--eval-seeds", type=int, default=20, help="size of the fleet's fixed evaluation seed list")
+    p.add_argument("--eval-index", type=int, default=0, help="this robot's share: seeds index, index+stride, ...")
+    p.add_argument("--eval-stride", type=int, default=1)
+    p.add_argument("--operator-steps", type=int, default=20, help="steps a simulated operator drives per takeover")
+    p.add_argument("--max-episodes", type=int)
+    p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_robot)
+
+    p = sub.add_parser("demo", help="learner + simulated robots + simulated operators on this machine")
+    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--robots", type=int, default=4)
+    p.add_argument("--operators", type=int, default=2)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--task", default="push_cube")
+    p.add_argument("--demos", type=int, default=16, help="scripted demonstrations version 0 trains on")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("rollback", help="publish an earlier policy version again")
+    p.add_argument("--data", default="runs/learner")
+    p.add_argument("--version", type=int, required=True)
+    p.add_argument("--note")
+    p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("bench", help="run a benchmark (ingest, weights)")
+    p.add_argument("name")
+    p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="benchmark-specific flags")
+    p.set_defaults(fn=cmd_bench)
+
+    args = parser.parse_args(argv)
+    _logging(args.verbose)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

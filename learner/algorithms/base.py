@@ -1,0 +1,24 @@
+"""The algorithm plug-in interface."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from learner.store import EpisodeArrays
+from policy import VLAPolicy
+
+
+class Algorithm(Protocol):
+    name: str
+
+    def wants_episode(self, kind: str, success: bool, human_steps: int) -> bool:
+        """Whether the trainer should load this stored episode at all (cheap, index-only)."""
+
+    def step_labels(self, episode: EpisodeArrays) -> np.ndarray:
+        """Bool per step: may this step's executed action be a training label?"""
+
+    def loss(self, policy: VLAPolicy, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss to minimise on one sampled batch, plus named figures to log."""

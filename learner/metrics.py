@@ -1,0 +1,52 @@
+"""Fleet metrics per policy version, read from the episode store.
+
+    success_rate               evaluation episodes (fixed seeds, no operator) that succeeded
+    interventions_per_episode  takeovers per training episode
+    human_steps                operator-driven steps over the version's training episodes
+    ROHE                       (M/N) * mean over training episodes of reward / (1 + human steps)
+                               (Fleet-DAgger's return on human effort; reward = 1 per success)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def version_table(db: sqlite3.Connection, robots: int, operators: int) -> list[dict]:
+    rows = db.execute(
+        """SELECT policy_version AS version,
+                  SUM(kind='training') AS episodes,
+                  SUM(kind='evaluation') AS eval_episodes,
+                  SUM(CASE WHEN kind='evaluation' THEN success ELSE 0 END) AS eval_successes,
+                  SUM(CASE WHEN kind='training' THEN success ELSE 0 END) AS train_successes,
+                  SUM(CASE WHEN kind='training' THEN takeovers ELSE 0 END) AS takeovers,
+                  SUM(CASE WHEN kind='training' THEN human_steps ELSE 0 END) AS human_steps,
+                  SUM(CASE WHEN kind='training' THEN total_reward / (1.0 + human_steps) ELSE 0 END) AS rohe_sum
+           FROM episodes WHERE complete=1 AND policy_version >= 0
+           GROUP BY policy_version ORDER BY policy_version""").fetchall()
+    table = []
+    for r in rows:
+        episodes, evals = r["episodes"] or 0, r["eval_episodes"] or 0
+        table.append({
+            "version": r["version"],
+            "episodes": episodes,
+            "eval_episodes": evals,
+            "success_rate": (r["eval_successes"] / evals) if evals else None,
+            "train_success_rate": (r["train_successes"] / episodes) if episodes else None,
+            "interventions_per_episode": (r["takeovers"] / episodes) if episodes else None,
+            "human_steps": r["human_steps"] or 0,
+            "rohe": (operators / robots) * (r["rohe_sum"] / episodes) if episodes and robots else None,
+        })
+    return table
+
+
+def format_table(table: list[dict]) -> str:
+    def f(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    lines = [f"{'version':>7} {'eval success':>12} {'eval eps':>8} {'train eps':>9} {'takeovers/ep':>12} "
+             f"{'human steps':>11} {'ROHE':>7}"]
+    for r in table:
+        lines.append(f"{r['version']:>7} {f(r['success_rate'], '12.0%')} {r['eval_episodes']:>8} {r['episodes']:>9} "
+                     f"{f(r['interventions_per_episode'], '12.2f')} {r['human_steps']:>11} {f(r['rohe'], '7.3f')}")
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""Training windows and the samplers that draw batches from them.
+
+A window is (episode, t): observation at step t, actions t .. t+horizon-1, with a per-token
+label mask from the algorithm (padding past the episode end is never a label). Only windows
+with at least one labelled token are eligible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from learner.store import EpisodeArrays
+
+
+@dataclass
+class LabelledEpisode:
+    episode: EpisodeArrays
+    labels: np.ndarray  # bool per step
+    online: bool        # collected by the fleet (not an offline demonstration)
+
+
+@dataclass
+class WindowIndex:
+    """All eligible windows of the loaded episodes."""
+
+    horizon: int
+    episodes: list[LabelledEpisode] = field(default_factory=list)
+    windows: list[tuple[int, int]] = field(default_factory=list)  # (episode position, t)
+
+    def add(self, item: LabelledEpisode) -> int:
+        position = len(self.episodes)
+        self.episodes.append(item)
+        labels = item.labels
+        n = len(labels)
+        # A window starting at t is eligible when any of labels[t : t + horizon] is set.
+        padded = np.concatenate([labels, np.zeros(self.horizon, bool)])
+        any_label = np.array([padded[t:t + self.horizon].any() for t in range(n)])
+        new = [(position, int(t)) for t in np.flatnonzero(any_label)]
+        self.windows.extend(new)
+        return len(new)
+
+    def batch(self, picks: list[tuple[int, int]], cameras: tuple[str, ...], tokenize) -> dict[str, torch.Tensor]:
+        images = {cam: [] for cam in cameras}
+        states, actions, masks, instructions = [], [], [], []
+        for position, t in picks:
+            item = self.episodes[position]
+            arrays = item.episode.arrays
+            n = len(item.labels)
+            idx = np.minimum(np.arange(t, t + self.horizon), n - 1)
+            valid = np.arange(t, t + self.horizon) < n
+            for cam in cameras:
+                images[cam].append(arrays[f"image/{cam}"][t])
+            states.append(arrays["state"][t])
+            actions.append(arrays["action"][idx])
+            masks.append(item.labels[idx] & valid)
+            instructions.append(item.episode.instruction)
+        batch = {f"image/{cam}": torch.from_numpy(np.stack(images[cam])) for cam in cameras}
+        batch["state"] = torch.from_numpy(np.stack(states))
+        batch["action"] = torch.from_numpy(np.stack(actions))
+        batch["label_mask"] = torch.from_numpy(np.stack(masks))
+        batch["tokens"] = tokenize(instructions)
+        return batch
+
+
+class Sampler(Protocol):
+    def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        ...
+
+
+class UniformSampler:
+    """Every eligible window equally likely (the union of demos and interventions)."""
+
+    def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        picks = rng.integers(0, len(index.windows), batch_size)
+        return [index.windows[i] for i in picks]
+
+
+class OfflineOnlineMixSampler:
+    """A fixed fraction of each batch from offline demonstrations, the rest from fleet data.
+
+    SOP samples a mix of a fixed offline buffer and a growing online buffer; the exact formula is
+    unpublished, so the fraction is a plain config number. Falls back to whichever side exists.
+    """
+
+    def __init__(self, offline_fraction: float = 0.3):
+        self.offline_fraction = offline_fraction
+
+    def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        offline = [w for w in index.windows if not index.episodes[w[0]].online]
+        online = [w for w in index.windows if index.episodes[w[0]].online]
+        if not offline or not online:
+            return UniformSampler().sample(index, batch_size, rng)
+        n_offline = int(round(self.offline_fraction * batch_size))
+        picks = [offline[i] for i in rng.integers(0, len(offline), n_offline)]
+        picks += [online[i] for i in rng.integers(0, len(online), batch_size - n_offline)]
+        return picks
+
+
+SAMPLERS = {"uniform": UniformSampler, "offline_online_mix": OfflineOnlineMixSampler}
+
+
+def make_sampler(name: str) -> Sampler:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known: {sorted(SAMPLERS)}")
+    return SAMPLERS[name]()

@@ -1,0 +1,301 @@
+"""The learner's gRPC server (grpc.aio). Servicer methods are thin: they validate, then call
+the EpisodeStore, the WeightPublisher and FleetControl."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import multiprocessing
+import signal
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from fleet.v1 import fleet_pb2 as pb
+from fleet.v1 import fleet_pb2_grpc as pb_grpc
+from fleetlearn import wire
+from learner.control import FleetControl
+from learner.publisher import WeightPublisher
+from learner.store import EpisodeStore
+from learner.trainer import TrainerConfig, trainer_main
+from learner.versions import VersionRegistry
+
+log = logging.getLogger("fleetlearn.learner")
+
+WEIGHTS_CHUNK_BYTES = 1 << 20
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+def read_tokens(path: Path) -> set[str]:
+    """One token per line; blank lines and '#' comments ignored."""
+    tokens = {line.strip() for line in Path(path).read_text().splitlines()}
+    tokens = {t for t in tokens if t and not t.startswith("#")}
+    if not tokens:
+        raise ValueError(f"{path} holds no tokens")
+    return tokens
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects every call whose `authorization` metadata is not `Bearer <known token>`."""
+
+    def __init__(self, tokens: set[str]):
+        self._tokens = [t.encode() for t in tokens]
+
+    def _valid(self, header: str | None) -> bool:
+        if not header or not header.startswith("Bearer "):
+            return False
+        offered = header[len("Bearer "):].encode()
+        return any(hmac.compare_digest(offered, t) for t in self._tokens)
+
+    async def intercept_service(self, continuation, details):
+        metadata = dict(details.invocation_metadata or ())
+        handler = await continuation(details)
+        if self._valid(metadata.get("authorization")) or handler is None:
+            return handler
+        message = "missing or unknown bearer token: pass the robot's token with --token-file"
+
+        async def deny(request, context):
+            log.warning("rejected %s: bad token from %s", details.method, context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        kinds = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }
+        return kinds[(handler.request_streaming, handler.response_streaming)](deny)
+
+
+class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
+    def __init__(self, store: EpisodeStore, publisher: WeightPublisher, control: FleetControl,
+                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES):
+        self.store = store
+        self.publisher = publisher
+        self.control = control
+        self.max_message_bytes = max_message_bytes
+
+    async def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
+        e = request.embodiment
+        problem = None
+        if not request.robot_id:
+            problem = "robot_id is empty"
+        elif e.state_dim <= 0 or e.action_dim <= 0:
+            problem = f"state_dim and action_dim must be positive (got {e.state_dim}, {e.action_dim})"
+        elif any(c.height <= 0 or c.width <= 0 or c.channels <= 0 for c in e.cameras):
+            problem = "every camera needs positive height, width and channels"
+        elif len({c.name for c in e.cameras}) != len(e.cameras):
+            problem = "camera names must be unique"
+        if problem:
+            log.warning("rejected registration of %r: %s", request.robot_id, problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        tasks = [{"name": t.name, "instruction": t.instruction} for t in request.tasks]
+        await asyncio.to_thread(self.store.register_robot, request.robot_id, e, tasks)
+        log.info("registered %s (%s, %d cameras, tasks %s)", request.robot_id, e.robot_type, len(e.cameras),
+                 [t["name"] for t in tasks])
+        current = self.publisher.current
+        return pb.RegisterResponse(session_id=uuid.uuid4().hex, policy_version=current.version if current else -1,
+                                   max_message_bytes=self.max_message_bytes, heartbeat_interval_s=HEARTBEAT_INTERVAL_S)
+
+    async def StreamEpisodes(self, request_iterator, context) -> None:
+        """Reads chunks, stores them (pipelined through the group-commit writer) and acks in order."""
+        pending: asyncio.Queue = asyncio.Queue()
+        embodiments: dict[str, pb.Embodiment] = {}
+
+        async def write_acks():
+            while True:
+                item = await pending.get()
+                if item is None:
+                    return
+                chunk, stored = item
+                status = await stored
+                await context.write(pb.ChunkAck(
+                    robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
+                    status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
+
+        writer = asyncio.create_task(write_acks())
+        failure: tuple[grpc.StatusCode, str, pb.EpisodeChunk | None] | None = None
+        try:
+            async for chunk in request_iterator:
+                failure = await self._check_chunk(chunk, embodiments)
+                if failure:
+                    break
+                arrays = wire.decode_chunk_steps(chunk, embodiments[chunk.robot_id])
+                pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays))))
+        except wire.WireError as exc:
+            failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc), chunk)
+        except grpc.aio.AioRpcError as exc:  # e.g. an oversized message rejected by the transport
+            failure = (exc.code(), exc.details() or "stream broken", None)
+        finally:
+            pending.put_nowait(None)
+            try:
+                await writer  # acks for everything stored before the failure still go out
+            except Exception:
+                writer.cancel()
+        if failure:
+            code, message, chunk = failure
+            log.warning("episode stream from %s rejected: %s: %s", context.peer(), code.name, message)
+            if chunk is not None:
+                context.set_trailing_metadata((("fleet-rejected-episode", chunk.episode_id),
+                                               ("fleet-rejected-sequence", str(chunk.sequence))))
+            await context.abort(code, message)
+
+    async def _check_chunk(self, chunk: pb.EpisodeChunk, embodiments: dict):
+        size = chunk.ByteSize()
+        if size > self.max_message_bytes:
+            return (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"chunk of {size} bytes exceeds max_message_bytes {self.max_message_bytes}; seal chunks smaller", chunk)
+        if not chunk.robot_id or not chunk.episode_id:
+            return grpc.StatusCode.INVALID_ARGUMENT, "chunk needs robot_id and episode_id", chunk
+        if chunk.sequence < 0:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"negative sequence {chunk.sequence}", chunk
+        if chunk.robot_id not in embodiments:
+            embodiment = await asyncio.to_thread(self.store.robot_embodiment, chunk.robot_id)
+            if embodiment is None:
+                return grpc.StatusCode.NOT_FOUND, f"unknown robot {chunk.robot_id!r}: call Register first", chunk
+            embodiments[chunk.robot_id] = embodiment
+        return None
+
+    async def WatchPolicy(self, request: pb.WatchPolicyRequest, context):
+        queue = self.publisher.watch()
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self.publisher.unwatch(queue)
+
+    async def FetchWeights(self, request: pb.FetchWeightsRequest, context):
+        path = self.publisher.file_path(request.version, request.file_name)
+        if path is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"version {request.version} file {request.file_name!r} is not the published version's")
+        announced = {f.name: f for f in self.publisher.current.files}[request.file_name]
+        if not 0 <= request.offset <= announced.size_bytes:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} outside 0..{announced.size_bytes}")
+        with open(path, "rb") as f:
+            f.seek(request.offset)
+            offset = request.offset
+            while True:
+                data = await asyncio.to_thread(f.read, WEIGHTS_CHUNK_BYTES)
+                if not data:
+                    return
+                yield pb.WeightsChunk(version=request.version, file_name=request.file_name, offset=offset, data=data,
+                                      total_bytes=announced.size_bytes, sha256=announced.sha256)
+                offset += len(data)
+
+    async def Control(self, request_iterator, context) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        if first.WhichOneof("body") != "heartbeat" or not first.heartbeat.robot_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the control stream must open with a heartbeat")
+        robot_id = first.heartbeat.robot_id
+        if await asyncio.to_thread(self.store.robot_embodiment, robot_id) is None:
+            log.warning("control stream from unknown robot %r", robot_id)
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown robot {robot_id!r}: call Register first")
+        session = self.control.open(robot_id)
+        self.control.on_message(robot_id, first)
+
+        async def forward_commands():
+            while True:
+                await context.write(await session.commands.get())
+
+        sender = asyncio.create_task(forward_commands())
+        try:
+            while True:
+                message = await asyncio.wait_for(context.read(), timeout=10 * HEARTBEAT_INTERVAL_S)
+                if message is grpc.aio.EOF:
+                    break
+                self.control.on_message(robot_id, message)
+        except asyncio.TimeoutError:
+            log.warning("robot %s stopped sending heartbeats; closing its control stream", robot_id)
+        finally:
+            sender.cancel()
+            self.control.close(robot_id, session)
+
+
+@dataclass
+class LearnerConfig:
+    data_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 50051
+    token_file: Path | None = None
+    operators: int = 0
+    train: bool = True
+    trainer: dict = field(default_factory=dict)  # TrainerConfig overrides
+    port_file: Path | None = None
+
+
+class Learner:
+    """Server + publisher + control plane in this process, trainer in a spawned one."""
+
+    def __init__(self, config: LearnerConfig):
+        if config.token_file is None:
+            raise ValueError("the learner needs --token-file: robots authenticate with a bearer token")
+        self.config = config
+        self.store = EpisodeStore(config.data_dir)
+        self.registry = VersionRegistry(config.data_dir)
+        self.publisher = WeightPublisher(self.registry)
+        self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)])
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+        self.trainer_process = None
+        self.trainer_stop = None
+
+    async def start(self) -> int:
+        self.server = grpc.aio.server(
+            interceptors=[TokenAuthInterceptor(read_tokens(self.config.token_file))],
+            options=[("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES),
+                     ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
+                     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                     ("grpc.keepalive_permit_without_calls", 1)])
+        pb_grpc.add_FleetLearnerServicer_to_server(
+            FleetLearnerServicer(self.store, self.publisher, self.control), self.server)
+        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind {self.config.host}:{self.config.port}; is another learner running?")
+        self.publisher.poll_once()
+        self._publisher_task = asyncio.create_task(self.publisher.run())
+        await self.server.start()
+        if self.config.train:
+            ctx = multiprocessing.get_context("spawn")
+            self.trainer_stop = ctx.Event()
+            trainer_config = TrainerConfig(data_dir=self.config.data_dir, **self.config.trainer)
+            self.trainer_process = ctx.Process(target=trainer_main, args=(trainer_config, self.trainer_stop),
+                                               name="fleet-trainer", daemon=True)
+            self.trainer_process.start()
+        if self.config.port_file:
+            self.config.port_file.write_text(str(self.port))
+        log.info("learner listening on %s:%d (data in %s)", self.config.host, self.port, self.config.data_dir)
+        return self.port
+
+    async def stop(self) -> None:
+        if self.trainer_stop is not None:
+            self.trainer_stop.set()
+        if self.server is not None:
+            await self.server.stop(grace=1.0)
+        self._publisher_task.cancel()
+        if self.trainer_process is not None:
+            await asyncio.to_thread(self.trainer_process.join, 15)
+            if self.trainer_process.is_alive():
+                self.trainer_process.terminate()
+        self.store.close()
+
+
+def serve(config: LearnerConfig) -> None:
+    async def main():
+        learner = Learner(config)
+        await learner.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+        await learner.stop()
+
+    asyncio.run(main())

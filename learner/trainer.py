@@ -1,0 +1,204 @@
+"""The trainer: its own process, so a training step never stalls the gRPC server.
+
+It follows the store: waits for enough offline demonstrations, trains version 0 on them to
+convergence, publishes it, then keeps training on everything the algorithm labels (demos plus
+fleet data as it streams in) and publishes a new version every N updates or T seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from learner.algorithms import make_algorithm
+from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
+from learner.store import StoreReader
+from learner.versions import VersionRegistry
+from policy import PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
+from policy.normalize import Normalizer
+from policy.vla import instruction_words
+
+log = logging.getLogger("fleetlearn.trainer")
+
+
+@dataclass
+class TrainerConfig:
+    data_dir: Path
+    algorithm: str = "hg_dagger"
+    sampler: str = "uniform"
+    use_autonomous_successes: bool = False
+    # Version 0: wait for this many demonstrations, then train this many updates on them.
+    min_demos: int = 16
+    bootstrap_updates: int = 1500
+    # Later versions: a new one every `publish_every_updates` updates or `publish_every_s` seconds,
+    # whichever comes first, and only once new fleet data has been trained on.
+    publish_every_updates: int = 800
+    publish_every_s: float = 75.0
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-6
+    ema_decay: float = 0.995
+    refresh_every_s: float = 5.0
+    # Stop publishing after this Unix time (the demo uses it to leave time for evaluation).
+    publish_until: float | None = None
+    seed: int = 0
+    policy_overrides: dict = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(self, config: TrainerConfig):
+        self.config = config
+        self.reader = StoreReader(config.data_dir)
+        self.registry = VersionRegistry(config.data_dir)
+        self.algorithm = make_algorithm(config.algorithm, use_autonomous_successes=config.use_autonomous_successes)
+        self.sampler = make_sampler(config.sampler)
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        self.index: WindowIndex | None = None
+        self.seen: set[tuple[str, str]] = set()
+        self.last_completed_at = 0.0
+        self.policy: VLAPolicy | None = None
+        self.ema: VLAPolicy | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.updates = 0
+        self.version = -1
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Loads newly completed episodes the algorithm wants; returns how many windows it added."""
+        added = 0
+        for row in self.reader.complete_episodes(self.last_completed_at):
+            self.last_completed_at = max(self.last_completed_at, row["completed_at"])
+            key = (row["robot_id"], row["episode_id"])
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            if not self.algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"] or 0):
+                continue
+            episode = self.reader.load_episode(row)
+            labels = self.algorithm.step_labels(episode)
+            added += self.index.add(LabelledEpisode(episode, labels, online=row["kind"] != "demonstration"))
+        return added
+
+    def demonstrations(self) -> int:
+        return self.reader.db.execute(
+            "SELECT COUNT(*) FROM episodes WHERE complete=1 AND kind='demonstration'").fetchone()[0]
+
+    # -- model ---------------------------------------------------------------------------------
+
+    def _build_policy(self) -> None:
+        demos = [item.episode for item in self.index.episodes]
+        first = demos[0].arrays
+        cameras = tuple(k.split("/", 1)[1] for k in first if k.startswith("image/"))
+        vocab = sorted({w for e in demos for w in instruction_words(e.instruction)})
+        config = PolicyConfig(cameras=cameras, image_size=first[f"image/{cameras[0]}"].shape[1],
+                              state_dim=first["state"].shape[1], action_dim=first["action"].shape[1],
+                              vocab=tuple(vocab), **self.config.policy_overrides)
+        states = np.concatenate([e.arrays["state"] for e in demos])
+        actions = np.concatenate([e.arrays["action"] for e in demos])
+        self.policy = VLAPolicy(config, Normalizer.fit(states), Normalizer.fit(actions))
+        self._reset_optimizer()
+
+    def _resume(self, version: int) -> None:
+        checkpoint = load_checkpoint(self.registry.checkpoint_dir(version))
+        self.policy = checkpoint.policy
+        self.version = version
+        self.updates = int(checkpoint.meta["info"].get("updates", 0))
+        self._reset_optimizer()
+        log.info("resumed from version %d (%d updates)", version, self.updates)
+
+    def _reset_optimizer(self) -> None:
+        self.policy.train()
+        self.ema = copy.deepcopy(self.policy).eval()
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.config.lr,
+                                           betas=(0.9, 0.95), weight_decay=self.config.weight_decay)
+
+    def train_step(self) -> dict[str, float]:
+        picks = self.sampler.sample(self.index, self.config.batch_size, self.rng)
+        batch = self.index.batch(picks, self.policy.config.cameras, self.policy.tokenize)
+        loss, figures = self.algorithm.loss(self.policy, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+        self.optimizer.step()
+        with torch.no_grad():  # exponential moving average of the weights is what robots run
+            d = self.config.ema_decay
+            for ema_p, p in zip(self.ema.parameters(), self.policy.parameters()):
+                ema_p.mul_(d).add_(p.detach(), alpha=1 - d)
+        self.updates += 1
+        return figures
+
+    def publish(self, note: str, figures: dict[str, float]) -> int:
+        self.version += 1
+        info = {"updates": self.updates, "algorithm": self.algorithm.name, "windows": len(self.index.windows),
+                "episodes": len(self.index.episodes), **figures}
+        save_checkpoint(self.registry.checkpoint_dir(self.version), self.ema, self.version, info=info)
+        self.registry.add(self.version, info)
+        self.registry.publish(self.version, note=note)
+        log.info("published version %d (%s; %d updates, %d windows)", self.version, note, self.updates,
+                 len(self.index.windows))
+        return self.version
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    def run(self, should_stop=lambda: False) -> None:
+        c = self.config
+        self.index = WindowIndex(horizon=PolicyConfig(**c.policy_overrides).horizon)
+        latest = self.registry.latest()
+        if latest is not None:
+            self._resume(latest)
+        else:
+            while self.demonstrations() < c.min_demos:
+                if should_stop():
+                    return
+                log.info("waiting for demonstrations: %d of %d", self.demonstrations(), c.min_demos)
+                time.sleep(2.0)
+        self.refresh()
+        if self.policy is None:
+            self._build_policy()
+            figures: dict[str, float] = {}
+            losses = []
+            for i in range(c.bootstrap_updates):
+                figures = self.train_step()
+                losses.append(figures["denoise_loss"])
+                if (i + 1) % 100 == 0:
+                    log.info("version 0: update %d/%d, loss %.4f", i + 1, c.bootstrap_updates, np.mean(losses[-100:]))
+                if should_stop():
+                    return
+            self.ema.load_state_dict(self.policy.state_dict())  # converged weights, not a lagging average
+            self.publish("trained on offline demonstrations", {"denoise_loss": float(np.mean(losses[-100:]))})
+        last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
+        last_refresh = 0.0
+        losses = []
+        while not should_stop():
+            now = time.time()
+            if now - last_refresh > c.refresh_every_s:
+                added = self.refresh()
+                last_refresh = now
+                if added:
+                    log.info("loaded %d new windows (%d total)", added, len(self.index.windows))
+            if c.publish_until is not None and now > c.publish_until:
+                log.info("publishing window closed; trainer idle")
+                while not should_stop():
+                    time.sleep(0.5)
+                return
+            losses.append(self.train_step()["denoise_loss"])
+            due = (self.updates - updates_at_publish >= c.publish_every_updates
+                   or now - last_publish >= c.publish_every_s)
+            if due and len(self.index.windows) > windows_at_publish:
+                self.publish("HG-DAgger update", {"denoise_loss": float(np.mean(losses[-100:]))})
+                last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
+
+
+def trainer_main(config: TrainerConfig, stop_event) -> None:
+    """Entry point of the spawned trainer process."""
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    Trainer(config).run(should_stop=stop_event.is_set)

@@ -1,0 +1,143 @@
+"""The one checkpoint format: a directory per version.
+
+    <dir>/policy.safetensors     weights (incl. normalisation buffers); no pickle anywhere
+    <dir>/meta.json              version, policy config, normalisation stats, sha256 of every file
+    <dir>/artifacts/<name>.safetensors   named extras shipped with the version (e.g. a FLOAT bank)
+
+`load_checkpoint` refuses a directory whose files do not match the hashes in meta.json.
+Writers create the directory under a temporary name and rename it, so a reader never sees a
+half-written version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors.torch import load_file as load_torch, save_file as save_torch
+
+from policy.config import PolicyConfig
+from policy.normalize import Normalizer
+from policy.vla import VLAPolicy
+
+WEIGHTS_FILE = "policy.safetensors"
+META_FILE = "meta.json"
+FORMAT = "fleetlearn-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or does not match its hashes."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    version: int
+    policy: VLAPolicy
+    meta: dict
+    artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict | None = None,
+                    artifacts: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
+    """Writes version `version` into `directory` atomically and returns it."""
+    directory = Path(directory)
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "artifacts").mkdir(parents=True)
+    state = {k: v.detach().contiguous().clone() for k, v in policy.state_dict().items()}
+    save_torch(state, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT, "version": str(version)})
+    files = {WEIGHTS_FILE: sha256_file(staging / WEIGHTS_FILE)}
+    for name, tensors in (artifacts or {}).items():
+        rel = f"artifacts/{name}.safetensors"
+        save_numpy({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(staging / rel))
+        files[rel] = sha256_file(staging / rel)
+    meta = {
+        "format": FORMAT,
+        "version": version,
+        "created_at": time.time(),
+        "config": policy.config.to_dict(),
+        "normalization": {
+            "state": {"centre": policy.state_norm.centre.tolist(), "half_range": policy.state_norm.half_range.tolist()},
+            "action": {"centre": policy.action_norm.centre.tolist(), "half_range": policy.action_norm.half_range.tolist()},
+        },
+        "files": files,
+        "info": info or {},
+    }
+    (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+    for path in staging.rglob("*"):
+        if path.is_file():
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(staging, directory)
+    _fsync_dir(directory.parent)
+    return directory
+
+
+def load_checkpoint(directory: Path) -> Checkpoint:
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(f"{directory}: no {META_FILE}; not a fleetlearn checkpoint")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable metadata ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    for rel, expected in meta["files"].items():
+        path = directory / rel
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: missing file {rel}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise CheckpointError(f"{path}: sha256 {actual[:12]}... does not match metadata {expected[:12]}...; "
+                                  "the file is corrupt or was modified")
+    config = PolicyConfig.from_dict(meta["config"])
+    norm = meta["normalization"]
+    policy = VLAPolicy(
+        config,
+        state_norm=_normalizer(norm["state"]),
+        action_norm=_normalizer(norm["action"]),
+    )
+    try:
+        policy.load_state_dict(load_torch(str(directory / WEIGHTS_FILE)))
+    except Exception as exc:  # safetensors header errors, missing keys, shape mismatches
+        raise CheckpointError(f"{directory / WEIGHTS_FILE}: cannot load weights ({exc})") from exc
+    policy.eval()
+    artifacts = {
+        rel[len("artifacts/"):-len(".safetensors")]: load_numpy(str(directory / rel))
+        for rel in meta["files"] if rel.startswith("artifacts/")
+    }
+    return Checkpoint(version=int(meta["version"]), policy=policy, meta=meta, artifacts=artifacts)
+
+
+def _normalizer(stats: dict) -> Normalizer:
+    centre = np.asarray(stats["centre"], np.float32)
+    half = np.asarray(stats["half_range"], np.float32)
+    return Normalizer(centre - half, centre + half)

@@ -1,0 +1,74 @@
+"""Network modules: a keypoint CNN per camera and a diffusion transformer head.
+
+The head follows Chi et al.'s diffusion-policy transformer (action tokens attend to observation
+tokens by cross-attention), scaled down to train on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpatialSoftmax(nn.Module):
+    """Expected (x, y) image position of each feature map: a compact, position-aware feature."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        b, k, h, w = features.shape
+        attention = features.flatten(2).softmax(dim=-1)
+        ys = torch.linspace(-1, 1, h, device=features.device).repeat_interleave(w)
+        xs = torch.linspace(-1, 1, w, device=features.device).repeat(h)
+        return torch.cat([(attention * xs).sum(-1), (attention * ys).sum(-1)], dim=-1)  # (b, 2k)
+
+
+class CameraEncoder(nn.Module):
+    """uint8 image -> one d_model token."""
+
+    def __init__(self, d_model: int, keypoints: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.GroupNorm(8, 32), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.ReLU(),
+            nn.Conv2d(32, keypoints, 1),
+        )
+        self.keypoints = SpatialSoftmax()
+        self.pooled = nn.AdaptiveAvgPool2d(1)
+        self.project = nn.Linear(3 * keypoints, d_model)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.conv(images)
+        features = torch.cat([self.keypoints(maps), self.pooled(maps).flatten(1)], dim=-1)
+        return self.project(features)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class DiffusionTransformerHead(nn.Module):
+    """Predicts the noise on a normalised action chunk given observation tokens."""
+
+    def __init__(self, action_dim: int, horizon: int, d_model: int, n_heads: int, n_layers: int):
+        super().__init__()
+        self.d_model = d_model
+        self.action_in = nn.Linear(action_dim, d_model)
+        self.position = nn.Parameter(torch.zeros(1, horizon, d_model))
+        self.time_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.Mish(), nn.Linear(d_model, d_model))
+        layer = nn.TransformerDecoderLayer(d_model, n_heads, dim_feedforward=4 * d_model, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, n_layers)
+        self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, action_dim))
+        nn.init.normal_(self.position, std=0.02)
+
+    def forward(self, noisy_actions: torch.Tensor, t: torch.Tensor, obs_tokens: torch.Tensor) -> torch.Tensor:
+        time_token = self.time_mlp(timestep_embedding(t, self.d_model)).unsqueeze(1)
+        memory = torch.cat([time_token, obs_tokens], dim=1)
+        x = self.action_in(noisy_actions) + self.position
+        return self.out(self.decoder(x, memory))

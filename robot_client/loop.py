@@ -1,0 +1,334 @@
+"""The robot's control loop: a fixed-rate tick that never waits on network, disk or weights.
+
+Per tick: apply queued operator commands -> observe -> action (policy chunk, or the teleop source
+while a takeover is active) -> send to the arm -> record a labelled Step. Sealed chunks go to a
+spool-writer thread; the uplink threads ship them. New weights are swapped in only between
+episodes, so every episode runs on exactly one policy version.
+
+Evaluation: every `eval_every`-th episode runs one of this robot's fixed evaluation seeds until
+its share for the running version is done; evaluation episodes never ask for help and refuse
+takeovers, so a version's success rate is the policy's alone. The robot does not swap to a new
+version before its evaluation share of the current one is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fleet.v1 import fleet_pb2 as pb
+from fleetlearn import wire
+from policy import Checkpoint
+from robot_client.driver import Driver, Observation
+from robot_client.help import HelpRule, HelpRuleConfig
+from robot_client.takeover import Mode, TakeoverController
+from robot_client.uplink import Uplink, UplinkConfig
+
+log = logging.getLogger("fleetlearn.robot")
+
+EVAL_SEED_BASE = 1_000_000  # evaluation seeds live far from the training seeds
+
+_MODE_TO_PROTO = {
+    Mode.AUTONOMOUS: pb.ROBOT_MODE_AUTONOMOUS, Mode.INTERVENTION: pb.ROBOT_MODE_INTERVENTION,
+    Mode.PAUSED: pb.ROBOT_MODE_PAUSED, Mode.STOPPED: pb.ROBOT_MODE_STOPPED,
+}
+
+
+@dataclass
+class RobotConfig:
+    robot_id: str
+    task: str
+    learner: str
+    token: str
+    work_dir: Path
+    demos: int = 0                    # expert demonstrations to record before running the policy
+    eval_seeds: tuple[int, ...] = ()  # indices into the fleet's evaluation seed list
+    eval_every: int = 2               # every n-th episode is an evaluation while the share lasts
+    max_episodes: int | None = None
+    realtime: bool = True             # False runs ticks back to back (tests, benchmarks)
+    operator_segment_steps: int = 20
+    help: HelpRuleConfig = field(default_factory=HelpRuleConfig)
+    seed: int = 0
+
+
+class ChunkBuilder:
+    """Accumulates steps and seals chunks below a byte budget (and about one second of data)."""
+
+    def __init__(self, header: dict, max_bytes: int, max_steps: int):
+        self.header = header
+        self.max_bytes = max_bytes
+        self.max_steps = max_steps
+        self.sequence = 0
+        self.steps: list[pb.Step] = []
+        self.bytes = 0
+
+    def add(self, step: pb.Step) -> pb.EpisodeChunk | None:
+        size = step.ByteSize() + 16
+        sealed = None
+        if self.steps and (self.bytes + size > self.max_bytes or len(self.steps) >= self.max_steps):
+            sealed = self.seal()
+        self.steps.append(step)
+        self.bytes += size
+        return sealed
+
+    def seal(self, outcome: pb.EpisodeOutcome | None = None) -> pb.EpisodeChunk:
+        chunk = pb.EpisodeChunk(sequence=self.sequence, steps=self.steps, **self.header)
+        if outcome is not None:
+            chunk.episode_end = True
+            chunk.outcome.CopyFrom(outcome)
+        self.sequence += 1
+        self.steps, self.bytes = [], 0
+        return chunk
+
+
+class RobotClient:
+    def __init__(self, config: RobotConfig, driver: Driver, teleop, expert_action=None):
+        self.config = config
+        self.driver = driver
+        self.teleop = teleop
+        # Reference action for the simulated help rule (the sim's expert); None on real robots.
+        self.expert_action = expert_action
+        self.takeover = TakeoverController()
+        self.help_rule = HelpRule(config.help)
+        self.rng = np.random.default_rng(config.seed)
+        self.checkpoint: Checkpoint | None = None
+        self.eval_pending: list[int] = []
+        self.episodes_run = 0
+        self.missed_ticks = 0
+        self.missed_since_heartbeat = 0
+        self.stopped = threading.Event()
+        self._status = {"mode": pb.ROBOT_MODE_IDLE, "episode_id": "", "step": 0}
+        self._spool_queue: queue.Queue = queue.Queue()
+        embodiment = wire.embodiment_to_proto(driver.robot_type, driver.cameras, driver.state_dim,
+                                              driver.action_dim, driver.control_hz)
+        self.uplink = Uplink(
+            UplinkConfig(address=config.learner, token=config.token, robot_id=config.robot_id,
+                         spool_dir=config.work_dir / "spool", weights_dir=config.work_dir / "weights"),
+            embodiment, driver.tasks, self._heartbeat)
+        self.uplink.running_version = lambda: self.version
+        self._spool_writer = threading.Thread(target=self._write_spool, name="spool-writer", daemon=True)
+        self.period = 1.0 / driver.control_hz
+
+    @property
+    def version(self) -> int:
+        return self.checkpoint.version if self.checkpoint else -1
+
+    # -- background helpers --------------------------------------------------------------------
+
+    def _heartbeat(self) -> pb.Heartbeat:
+        missed, self.missed_since_heartbeat = self.missed_since_heartbeat, 0
+        return pb.Heartbeat(robot_id=self.config.robot_id, sent_at=time.time(), mode=self._status["mode"],
+                            episode_id=self._status["episode_id"], step_index=self._status["step"],
+                            policy_version=self.version, task=self.config.task,
+                            spooled_chunks=self._spool_queue.qsize() + len(self.uplink.spool), missed_ticks=missed)
+
+    def _write_spool(self) -> None:
+        while True:
+            chunk = self._spool_queue.get()
+            if chunk is None:
+                return
+            self.uplink.spool.put(chunk)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._spool_writer.start()
+        self.uplink.start()
+        try:
+            while not self.stopped.is_set():
+                if self.config.max_episodes is not None and self.episodes_run >= self.config.max_episodes:
+                    break
+                self._apply_commands(in_episode=False)
+                if self.takeover.mode is Mode.STOPPED:
+                    break
+                if self.takeover.mode is Mode.PAUSED:
+                    time.sleep(self.period)
+                    continue
+                if self.episodes_run < self.config.demos:
+                    self.run_episode("demonstration", int(self.rng.integers(2**31)))
+                    continue
+                self._maybe_swap()
+                if self.checkpoint is None:
+                    self._status["mode"] = pb.ROBOT_MODE_IDLE
+                    time.sleep(0.1)  # no policy yet: wait for version 0 without busy-looping
+                    continue
+                if self.eval_pending and self.episodes_run % self.config.eval_every == 0:
+                    index = self.eval_pending.pop(0)
+                    self.run_episode("evaluation", EVAL_SEED_BASE + index)
+                else:
+                    self.run_episode("training", int(self.rng.integers(2**31)))
+        finally:
+            self.close()
+
+    def close(self, drain_s: float = 5.0) -> None:
+        self._spool_queue.put(None)
+        self._spool_writer.join(timeout=10)
+        self.uplink.stop(drain_s=drain_s)
+        self.driver.close()
+
+    def _maybe_swap(self) -> None:
+        if self.eval_pending and self.checkpoint is not None:
+            return  # finish this version's evaluation share first
+        checkpoint = self.uplink.standby.take()
+        if checkpoint is None:
+            return
+        previous = self.version
+        torch.manual_seed(self.config.seed)
+        self.checkpoint = checkpoint
+        self.eval_pending = list(self.config.eval_seeds)
+        log.info("%s swapped policy %d -> %d", self.config.robot_id, previous, checkpoint.version)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _apply_commands(self, in_episode: bool, episode_id: str = "", kind: str = "", step: int = 0) -> None:
+        while True:
+            try:
+                command = self.uplink.commands.get_nowait()
+            except queue.Empty:
+                return
+            body = command.WhichOneof("body")
+            if body == "take_over":
+                accepted = in_episode and kind == "training" and self.takeover.take_over(command.take_over.operator_id)
+                if accepted:
+                    self.teleop.begin(command.take_over.operator_id)
+                    log.info("%s: %s took over at step %d", self.config.robot_id, command.take_over.operator_id, step)
+                else:  # evaluation episodes stay untouched; give the operator back at once
+                    self._report_takeover_ended(episode_id, command.take_over.operator_id, 0, step)
+            elif body == "hand_back":
+                self._end_takeover(episode_id, step)
+            elif body == "pause":
+                self.takeover.pause()
+            elif body == "resume":
+                self.takeover.resume()
+            elif body == "stop":
+                self.takeover.stop()
+                self.stopped.set()
+            elif body == "set_task":
+                self.config.task = command.set_task.task
+
+    def _end_takeover(self, episode_id: str, step: int) -> None:
+        ended = self.takeover.hand_back()
+        if ended:
+            self._report_takeover_ended(episode_id, ended[0], ended[1], step)
+            self.help_rule.after_takeover()
+
+    def _report_takeover_ended(self, episode_id: str, operator_id: str, human_steps: int, step: int) -> None:
+        self.uplink.send(pb.RobotMessage(takeover_ended=pb.TakeoverEnded(
+            robot_id=self.config.robot_id, episode_id=episode_id, operator_id=operator_id,
+            step_index=step, human_steps=human_steps)))
+
+    # -- one episode ---------------------------------------------------------------------------
+
+    def run_episode(self, kind: str, seed: int) -> dict:
+        cfg = self.config
+        episode_id = f"{cfg.robot_id}-{uuid.uuid4().hex[:12]}"
+        policy = self.checkpoint.policy if self.checkpoint else None
+        instruction = self.driver.tasks.get(cfg.task, cfg.task)
+        builder = ChunkBuilder(
+            dict(robot_id=cfg.robot_id, episode_id=episode_id, policy_version=self.version, task=cfg.task,
+                 instruction=instruction, kind=wire.KIND_TO_PROTO[kind], seed=seed),
+            max_bytes=min(wire.CHUNK_TARGET_BYTES, self.uplink.max_message_bytes // 2),
+            max_steps=max(1, int(round(self.driver.control_hz))))
+        self.help_rule.reset()
+        self._status.update(episode_id=episode_id, step=0,
+                            mode=pb.ROBOT_MODE_DEMONSTRATING if kind == "demonstration" else pb.ROBOT_MODE_AUTONOMOUS)
+        obs = self.driver.reset(cfg.task, seed)
+        plan: list[np.ndarray] = []
+        total_reward, success, termination = 0.0, False, "timeout"
+        human_steps = takeovers = 0
+        generator = torch.Generator().manual_seed(seed % (2**31))
+        next_tick = time.perf_counter()
+        step = 0
+        for step in range(self.driver.max_steps):
+            self._apply_commands(True, episode_id, kind, step)
+            while self.takeover.mode is Mode.PAUSED and not self.stopped.is_set():
+                time.sleep(self.period)
+                self._apply_commands(True, episode_id, kind, step)
+                next_tick = time.perf_counter()
+            if self.takeover.mode is Mode.STOPPED:
+                termination = "stopped"
+                break
+
+            policy_action = None
+            if policy is not None:
+                if not plan:
+                    batch = policy.observation_batch(obs.images, obs.state, instruction)
+                    chunk = policy.predict_action_chunk(batch, generator)[0]
+                    plan = list(chunk[:policy.config.n_action_steps])
+                policy_action = np.clip(plan.pop(0), -1.0, 1.0).astype(np.float32)
+
+            if kind == "demonstration":
+                source, action = "offline_demo", self.teleop.expert_action()
+            elif self.takeover.under_takeover:
+                source, action = "intervention", np.asarray(self.teleop.action(obs), np.float32)
+                self.takeover.record_step()
+                human_steps += 1
+            else:
+                source, action = "autonomous", policy_action
+                if kind == "training" and self.expert_action is not None:
+                    help_needed = self.help_rule.update(policy_action, self.expert_action(),
+                                                        self._task_distance())
+                    if help_needed:
+                        self._request_help(episode_id, step, *help_needed)
+
+            next_obs, reward, terminated, truncated, info = self.driver.step(action)
+            total_reward += reward
+            done = terminated or truncated or step == self.driver.max_steps - 1
+            record = wire.step_to_proto(step, time.time(), obs.images, obs.state, action, policy_action, source,
+                                        reward, done)
+            sealed = builder.add(record)
+            if sealed is not None:
+                self._spool_queue.put(sealed)
+            obs = next_obs
+            self._status["step"] = step
+            self._status["mode"] = _MODE_TO_PROTO[self.takeover.mode] if kind != "demonstration" else pb.ROBOT_MODE_DEMONSTRATING
+
+            if self.takeover.under_takeover and self.teleop.wants_hand_back():
+                takeovers += 1
+                self._end_takeover(episode_id, step)
+                plan = []  # re-plan from the state the operator left
+            if terminated or truncated:
+                success = bool(info.get("is_success", False))
+                termination = "success" if success else ("failure" if terminated else "timeout")
+                break
+            if cfg.realtime:
+                next_tick += self.period
+                delay = next_tick - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    self.missed_ticks += 1
+                    self.missed_since_heartbeat += 1
+                    next_tick = time.perf_counter()
+        if self.takeover.under_takeover:
+            takeovers += 1
+            self._end_takeover(episode_id, step)
+        num_steps = step + 1
+        outcome = pb.EpisodeOutcome(success=success, total_reward=total_reward, num_steps=num_steps,
+                                    termination=termination)
+        self._spool_queue.put(builder.seal(outcome))
+        self.episodes_run += 1
+        self._status["mode"] = pb.ROBOT_MODE_IDLE
+        summary = dict(episode_id=episode_id, kind=kind, version=self.version, success=success,
+                       steps=num_steps, human_steps=human_steps, takeovers=takeovers)
+        log.info("%s %s episode v%d: %s in %d steps, %d takeovers, %d human steps", cfg.robot_id, kind,
+                 self.version, "success" if success else termination, num_steps, takeovers, human_steps)
+        return summary
+
+    def _task_distance(self) -> float | None:
+        env = getattr(self.driver, "env", None)
+        return float(env.cube_to_target()) if env is not None and hasattr(env, "cube_to_target") else None
+
+    def _request_help(self, episode_id: str, step: int, reason: str, score: float) -> None:
+        self.uplink.send(pb.RobotMessage(help=pb.HelpRequest(
+            robot_id=self.config.robot_id, episode_id=episode_id, step_index=step, policy_version=self.version,
+            reason=reason, score=score)))
+        self.help_rule.after_takeover()  # do not repeat the request every tick while waiting

@@ -1,0 +1,247 @@
+"""Uplink: everything the robot says to the learner, on background threads.
+
+Three loops, each reconnecting with exponential backoff on its own:
+- episodes: streams spooled chunks, deletes each on ack, quarantines chunks the learner rejects;
+- control: heartbeats and help requests up, operator commands down (into a queue the control
+  loop drains between ticks);
+- weights: watches policy announcements and stages downloaded, verified versions.
+None of them is ever waited on by the control loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import grpc
+
+from fleet.v1 import fleet_pb2 as pb
+from fleet.v1 import fleet_pb2_grpc as pb_grpc
+from fleetlearn import wire
+from robot_client.spool import Spool
+from robot_client.weights import StandbySlot, download_version, load_downloaded
+
+log = logging.getLogger("fleetlearn.uplink")
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+class Backoff:
+    def __init__(self, initial: float = 0.2, maximum: float = 5.0):
+        self.initial, self.maximum = initial, maximum
+        self.delay = initial
+
+    def reset(self) -> None:
+        self.delay = self.initial
+
+    def wait(self, stop: threading.Event) -> None:
+        stop.wait(self.delay)
+        self.delay = min(self.delay * 2, self.maximum)
+
+
+@dataclass
+class UplinkConfig:
+    address: str
+    token: str
+    robot_id: str
+    spool_dir: Path
+    weights_dir: Path
+    inflight_chunks: int = 32
+
+
+class Uplink:
+    def __init__(self, config: UplinkConfig, embodiment: pb.Embodiment, tasks: dict[str, str],
+                 status: Callable[[], pb.Heartbeat]):
+        self.config = config
+        self.embodiment = embodiment
+        self.tasks = tasks
+        self.status = status
+        self.spool = Spool(config.spool_dir)
+        self.standby = StandbySlot()
+        self.commands: queue.Queue[pb.LearnerCommand] = queue.Queue()
+        self.outbox: queue.Queue[pb.RobotMessage] = queue.Queue(maxsize=100)
+        self.metadata = (("authorization", f"Bearer {config.token}"),)
+        self.channel = grpc.insecure_channel(config.address, options=_CHANNEL_OPTIONS)
+        self.stub = pb_grpc.FleetLearnerStub(self.channel)
+        self.stop_event = threading.Event()
+        self._registered = False
+        self._register_lock = threading.Lock()
+        self.connected = threading.Event()
+        self.max_message_bytes = wire.MAX_MESSAGE_BYTES
+        self.running_version: Callable[[], int] = lambda: -1
+        self._threads = [threading.Thread(target=fn, name=f"uplink-{fn.__name__}", daemon=True)
+                         for fn in (self._episodes_loop, self._control_loop, self._weights_loop)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self, drain_s: float = 0.0) -> None:
+        """Stops the threads, after waiting up to `drain_s` for the spool to empty."""
+        deadline = time.time() + drain_s
+        while drain_s and len(self.spool) and time.time() < deadline:
+            time.sleep(0.1)
+        self.stop_event.set()
+        self.spool.changed.set()
+        self.channel.close()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def send(self, message: pb.RobotMessage) -> None:
+        """Queues a control-plane message; dropped when the learner is unreachable (stale anyway)."""
+        if self.connected.is_set():
+            try:
+                self.outbox.put_nowait(message)
+            except queue.Full:
+                pass
+
+    # -- registration --------------------------------------------------------------------------
+
+    def _ensure_registered(self) -> None:
+        with self._register_lock:
+            if self._registered:
+                return
+            request = pb.RegisterRequest(
+                robot_id=self.config.robot_id, embodiment=self.embodiment, client_version="fleetlearn-0.1",
+                tasks=[pb.TaskSpec(name=n, instruction=i) for n, i in self.tasks.items()])
+            response = self.stub.Register(request, metadata=self.metadata, timeout=5.0)
+            self.max_message_bytes = response.max_message_bytes or wire.MAX_MESSAGE_BYTES
+            self._registered = True
+            log.info("%s registered (learner publishes version %d)", self.config.robot_id, response.policy_version)
+
+    def _on_rpc_error(self, where: str, exc: grpc.RpcError) -> None:
+        code = exc.code() if hasattr(exc, "code") else None
+        if code == grpc.StatusCode.NOT_FOUND:
+            self._registered = False
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            log.error("%s: learner refused our token (%s); check --token-file", where, exc.details())
+        elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            log.warning("%s: %s: %s", where, code, exc.details() if hasattr(exc, "details") else exc)
+
+    # -- episodes ------------------------------------------------------------------------------
+
+    def _episodes_loop(self) -> None:
+        backoff = Backoff()
+        while not self.stop_event.is_set():
+            if not len(self.spool):
+                self.spool.changed.wait(0.5)
+                self.spool.changed.clear()
+                continue
+            attempt_done = threading.Event()
+            inflight: set[tuple[str, int]] = set()
+            try:
+                self._ensure_registered()
+                responses = self.stub.StreamEpisodes(self._chunk_requests(inflight, attempt_done),
+                                                     metadata=self.metadata)
+                for ack in responses:
+                    self.spool.ack(ack.episode_id, ack.sequence)
+                    inflight.discard((ack.episode_id, ack.sequence))
+                    backoff.reset()
+            except grpc.RpcError as exc:
+                self._on_rpc_error("episode stream", exc)
+                self._quarantine_rejected(exc)
+            except Exception:
+                log.exception("episode stream failed")
+            finally:
+                attempt_done.set()
+            if not self.stop_event.is_set():
+                backoff.wait(self.stop_event)
+
+    def _chunk_requests(self, inflight: set, attempt_done: threading.Event):
+        sent: set[str] = set()
+        while not (attempt_done.is_set() or self.stop_event.is_set()):
+            for path in self.spool.pending():
+                if len(inflight) >= self.config.inflight_chunks:
+                    break
+                if path.name in sent:
+                    continue
+                try:
+                    chunk = self.spool.read(path)
+                except FileNotFoundError:
+                    continue
+                sent.add(path.name)
+                inflight.add((chunk.episode_id, chunk.sequence))
+                yield chunk
+            self.spool.changed.wait(0.05)
+            self.spool.changed.clear()
+
+    def _quarantine_rejected(self, exc: grpc.RpcError) -> None:
+        if not hasattr(exc, "trailing_metadata") or exc.code() not in (
+                grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            return
+        trailers = dict(exc.trailing_metadata() or ())
+        episode, sequence = trailers.get("fleet-rejected-episode"), trailers.get("fleet-rejected-sequence")
+        if episode is not None and sequence is not None:
+            log.error("learner rejected chunk %s/%s: %s; moved to %s", episode, sequence, exc.details(),
+                      self.spool.dir / "rejected")
+            self.spool.reject(episode, int(sequence), f"{exc.code().name}: {exc.details()}")
+
+    # -- control -------------------------------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        backoff = Backoff()
+        while not self.stop_event.is_set():
+            attempt_done = threading.Event()
+            try:
+                self._ensure_registered()
+                self.connected.set()
+                for command in self.stub.Control(self._control_requests(attempt_done), metadata=self.metadata):
+                    self.commands.put(command)
+                    backoff.reset()
+            except grpc.RpcError as exc:
+                self._on_rpc_error("control stream", exc)
+            except Exception:
+                log.exception("control stream failed")
+            finally:
+                attempt_done.set()
+                self.connected.clear()
+            if not self.stop_event.is_set():
+                backoff.wait(self.stop_event)
+
+    def _control_requests(self, attempt_done: threading.Event):
+        yield pb.RobotMessage(heartbeat=self.status())
+        next_heartbeat = time.time() + 1.0
+        while not (attempt_done.is_set() or self.stop_event.is_set()):
+            try:
+                yield self.outbox.get(timeout=max(0.0, next_heartbeat - time.time()))
+            except queue.Empty:
+                yield pb.RobotMessage(heartbeat=self.status())
+                next_heartbeat = time.time() + 1.0
+
+    # -- weights -------------------------------------------------------------------------------
+
+    def _weights_loop(self) -> None:
+        backoff = Backoff()
+        while not self.stop_event.is_set():
+            try:
+                self._ensure_registered()
+                request = pb.WatchPolicyRequest(robot_id=self.config.robot_id, current_version=self.running_version())
+                for announcement in self.stub.WatchPolicy(request, metadata=self.metadata):
+                    backoff.reset()
+                    if announcement.version in (self.running_version(), self.standby.peek_version()):
+                        continue
+                    started = time.time()
+                    directory = download_version(self.stub, announcement, self.config.robot_id,
+                                                 self.config.weights_dir, self.metadata)
+                    checkpoint = load_downloaded(directory)
+                    self.standby.offer(checkpoint)
+                    log.info("%s staged policy version %d (%.2f s)", self.config.robot_id, checkpoint.version,
+                             time.time() - started)
+            except grpc.RpcError as exc:
+                self._on_rpc_error("policy watch", exc)
+            except Exception:
+                log.exception("policy download failed")
+            if not self.stop_event.is_set():
+                backoff.wait(self.stop_event)

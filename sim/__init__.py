@@ -1,0 +1,83 @@
+"""fleetlearn simulation: tabletop tasks for a Cartesian (gantry) arm in MuJoCo.
+
+Quick start::
+
+    import sim
+    env = sim.make("push_cube")            # image_size=96, max_steps=None, variant="sim"
+    obs, info = env.reset(seed=0)
+    expert = sim.make_expert(env)          # noise=0.0, seed=None
+    while True:
+        obs, reward, terminated, truncated, info = env.step(expert.act(env))
+        if terminated or truncated:
+            break
+    env.close()                            # frees the offscreen renderer
+
+Robot (sim/arm.py)
+    End effector on three world-aligned slide joints (x, y, z) with stiff
+    position actuators, plus a two-finger parallel gripper (one actuator,
+    fingers mirrored by an equality constraint).  Table top is z = 0; the
+    reachable box is x, y in [-0.25, 0.25] m, grasp-centre z in [0.019, 0.25] m
+    (fingertips stop ~4 mm above the table).
+
+Action: float32 (4,) in [-1, 1] = (dx, dy, dz, gripper)
+    dx, dy, dz scale to an end-effector displacement of up to 3 cm per step,
+    applied to the actuator targets relative to the current end-effector
+    position and clipped to the reachable box.  gripper: -1 open .. +1 closed.
+    Control runs at 10 Hz: one step = 0.1 s of physics (50 x 2 ms).
+
+Observation: dict
+    "front": uint8 (H, W, 3)  fixed camera above/in front of the table
+    "wrist": uint8 (H, W, 3)  camera on the end effector looking down
+    "state": float32 (7,)     proprioception only: ee xyz (m), finger gap (m),
+                              ee velocity xyz (m/s).  Object poses are NOT in
+                              the state; a policy must infer them from images.
+    H = W = 96 by default (`image_size` constructor argument).
+
+Episode: reward 1.0 on the step the task succeeds (which also terminates),
+    else 0.0; truncated at `max_steps`.  info["is_success"] is always set,
+    plus task-specific entries.
+
+Tasks (sim.TASKS)
+    push_cube  "push the red cube onto the green target" (sim/push_cube.py).
+        A 4.5 cm red cube and a green target disc (radius 3.5 cm, visual only)
+        are placed at random, >= 12 cm apart; success when the cube centre is
+        within the disc radius.  info["cube_to_target"] is that distance (m).
+        max_steps defaults to 80.
+
+Experts (sim/experts.py)
+    `sim.make_expert(env)` returns the task's scripted expert; `act(env)` reads
+    privileged sim state and is stateless, so it can take over from any state.
+
+Env attributes other code relies on: task_name, instruction, camera_names,
+image_shape, state_dim, action_dim, control_hz, max_steps.
+
+Adding a task
+    1. Subclass `sim.tabletop_env.TabletopArmEnv` in a new module under sim/:
+       set `task_name`, `instruction`, `default_max_steps`, and implement
+       `_objects_xml()` (MJCF bodies for the task's objects; use contype=0
+       conaffinity=0 for markers), `_randomise_objects()` (place them with
+       `self.np_random`), `_is_success()`, `_task_info()` and `expert()`.
+       Override `_arm_overrides()` to change the arm's workspace or home pose.
+    2. Write a stateless expert for it in sim/experts.py.
+    3. Add it to `TASKS` in sim/registry.py (or call `sim.register_task`).
+"""
+
+import os
+
+# Headless rendering; must be set before mujoco is first imported.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from sim.experts import PushCubeExpert  # noqa: E402
+from sim.push_cube import PushCubeEnv  # noqa: E402
+from sim.registry import TASKS, make, make_expert, register_task  # noqa: E402
+from sim.tabletop_env import TabletopArmEnv  # noqa: E402
+
+__all__ = [
+    "TASKS",
+    "make",
+    "make_expert",
+    "register_task",
+    "TabletopArmEnv",
+    "PushCubeEnv",
+    "PushCubeExpert",
+]

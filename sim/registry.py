@@ -1,0 +1,34 @@
+"""Task registry: look tasks up by name."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sim.push_cube import PushCubeEnv
+from sim.tabletop_env import TabletopArmEnv
+
+# name -> class (or any factory taking the env keyword arguments).
+TASKS: dict[str, Callable[..., TabletopArmEnv]] = {
+    PushCubeEnv.task_name: PushCubeEnv,
+}
+
+
+def register_task(name: str, factory: Callable[..., TabletopArmEnv]) -> None:
+    if name in TASKS:
+        raise ValueError(f"task {name!r} is already registered")
+    TASKS[name] = factory
+
+
+def make(task_name: str, **kwargs) -> TabletopArmEnv:
+    """Build the env for `task_name`; kwargs go to the task constructor
+    (image_size, max_steps, variant)."""
+    try:
+        factory = TASKS[task_name]
+    except KeyError:
+        raise ValueError(f"unknown task {task_name!r}; known tasks: {sorted(TASKS)}") from None
+    return factory(**kwargs)
+
+
+def make_expert(env, noise: float = 0.0, seed: int | None = None):
+    """Scripted expert for whatever task `env` (or a wrapper around it) is."""
+    return env.unwrapped.expert(noise=noise, seed=seed)
