@@ -3,6 +3,11 @@
 A window is (episode, t): observation at step t, actions t .. t+horizon-1, with a per-token
 label mask from the algorithm (padding past the episode end is never a label). Only windows
 with at least one labelled token are eligible.
+
+Unlabelled tokens are masked out of the loss, and their action values are also replaced by the
+nearest labelled action of the window (the same rule that pads past an episode's end), because
+a denoising transformer sees every token's noisy value as input: otherwise the autonomous
+actions next to a takeover would still steer what the model learns.
 """
 
 from __future__ import annotations
@@ -55,8 +60,9 @@ class WindowIndex:
             for cam in cameras:
                 images[cam].append(arrays[f"image/{cam}"][t])
             states.append(arrays["state"][t])
-            actions.append(arrays["action"][idx])
-            masks.append(item.labels[idx] & valid)
+            mask = item.labels[idx] & valid
+            actions.append(arrays["action"][idx][_nearest_labelled(mask)])
+            masks.append(mask)
             instructions.append(item.episode.instruction)
         batch = {f"image/{cam}": torch.from_numpy(np.stack(images[cam])) for cam in cameras}
         batch["state"] = torch.from_numpy(np.stack(states))
@@ -64,6 +70,14 @@ class WindowIndex:
         batch["label_mask"] = torch.from_numpy(np.stack(masks))
         batch["tokens"] = tokenize(instructions)
         return batch
+
+
+def _nearest_labelled(mask: np.ndarray) -> np.ndarray:
+    """For each token, the index of the nearest labelled token (earlier one on ties)."""
+    labelled = np.flatnonzero(mask)
+    positions = np.arange(len(mask))
+    distance = np.abs(positions[:, None] - labelled[None, :]) * 2 + (labelled[None, :] > positions[:, None])
+    return labelled[distance.argmin(axis=1)]
 
 
 class Sampler(Protocol):

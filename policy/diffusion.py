@@ -1,6 +1,6 @@
 """DDPM noise schedule (training) and DDIM sampling (inference), written out.
 
-Training: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, the head predicts eps (MSE).
+Training: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; the head predicts eps or x_0 (MSE).
 Sampling: deterministic DDIM (eta = 0) over `inference_steps` evenly spaced timesteps.
 """
 
@@ -32,15 +32,19 @@ class DiffusionSchedule:
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     @torch.no_grad()
-    def sample(self, predict_eps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
+               prediction: str = "epsilon", generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDIM from pure noise; `predict` returns eps or x0 according to `prediction`."""
         x = torch.randn(shape, generator=generator)
         timesteps = torch.linspace(self.train_steps - 1, 0, self.inference_steps).round().long()
         for i, t in enumerate(timesteps):
             abar = self.alpha_bars[t]
             abar_prev = self.alpha_bars[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0)
-            eps = predict_eps(x, t.expand(shape[0]))
-            x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1.0, 1.0)
+            out = predict(x, t.expand(shape[0]))
+            if prediction == "sample":
+                x0 = out.clamp(-1.0, 1.0)
+            else:
+                x0 = ((x - (1 - abar).sqrt() * out) / abar.sqrt()).clamp(-1.0, 1.0)
             # Re-derive eps from the clipped x0 so the trajectory stays consistent with it.
             eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
             x = abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps

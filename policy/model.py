@@ -60,6 +60,7 @@ class DiffusionTransformerHead(nn.Module):
         self.d_model = d_model
         self.action_in = nn.Linear(action_dim, d_model)
         self.position = nn.Parameter(torch.zeros(1, horizon, d_model))
+        self.obs_to_tokens = nn.Linear(d_model, d_model)
         self.time_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.Mish(), nn.Linear(d_model, d_model))
         layer = nn.TransformerDecoderLayer(d_model, n_heads, dim_feedforward=4 * d_model, dropout=0.0,
                                            batch_first=True, norm_first=True)
@@ -70,5 +71,7 @@ class DiffusionTransformerHead(nn.Module):
     def forward(self, noisy_actions: torch.Tensor, t: torch.Tensor, obs_tokens: torch.Tensor) -> torch.Tensor:
         time_token = self.time_mlp(timestep_embedding(t, self.d_model)).unsqueeze(1)
         memory = torch.cat([time_token, obs_tokens], dim=1)
-        x = self.action_in(noisy_actions) + self.position
+        # Every action token also sees the pooled observation directly (on top of cross-attention):
+        # with little data this makes the head condition on the observation much sooner.
+        x = self.action_in(noisy_actions) + self.position + self.obs_to_tokens(obs_tokens.mean(1, keepdim=True))
         return self.out(self.decoder(x, memory))

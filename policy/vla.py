@@ -73,14 +73,15 @@ class VLAPolicy(nn.Module):
     # -- training ------------------------------------------------------------------------------
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """DDPM epsilon-prediction MSE over the action tokens that carry a label."""
+        """DDPM denoising MSE (on eps or x0, per config) over the action tokens that carry a label."""
         actions = self.action_norm.normalize(batch["action"].float())
         mask = batch["label_mask"].float()
         obs = self.encode_observation(batch, augment=self.training)
         noise = torch.randn_like(actions)
         t = torch.randint(0, self.schedule.train_steps, (actions.shape[0],))
         predicted = self.head(self.schedule.add_noise(actions, noise, t), t, obs)
-        per_token = ((predicted - noise) ** 2).mean(-1)
+        target = actions if self.config.prediction == "sample" else noise
+        per_token = ((predicted - target) ** 2).mean(-1)
         return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
 
     # -- inference -----------------------------------------------------------------------------
@@ -91,7 +92,7 @@ class VLAPolicy(nn.Module):
         obs = self.encode_observation(batch, augment=False)
         b = obs.shape[0]
         shape = (b, self.config.horizon, self.config.action_dim)
-        normalized = self.schedule.sample(lambda x, t: self.head(x, t, obs), shape, generator)
+        normalized = self.schedule.sample(lambda x, t: self.head(x, t, obs), shape, self.config.prediction, generator)
         return self.action_norm.unnormalize(normalized).numpy()
 
     def observation_batch(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ FINGER_HALF_Z = 0.025
 FINGER_TIP_BELOW_EE = 0.015
 
 # Palm box the fingers hang from, sitting directly on top of the fingers.
-PALM_HALF_EXTENTS = (0.016, 0.050, 0.010)
+PALM_HALF_EXTENTS = (0.016, 0.060, 0.010)
 
 # Masses (kg).  Gravity compensation is on for the whole arm, so these only
 # matter for tracking dynamics and for how hard the arm can push.
@@ -48,25 +48,29 @@ SLIDE_DAMPING = 120.0
 SLIDE_FORCE_LIMIT = 150.0
 
 # Gripper: each finger travels 0..FINGER_TRAVEL from the closed position, so
-# the gap between the finger pads is 0..2*FINGER_TRAVEL (7 cm fully open).
-FINGER_TRAVEL = 0.035
+# the gap between the finger pads is 0..2*FINGER_TRAVEL (9 cm fully open, enough
+# to straddle the 4.5 cm cube even when it is turned 45 degrees).
+FINGER_TRAVEL = 0.045
 FINGER_KP = 300.0
 FINGER_DAMPING = 8.0
 GRIPPER_FORCE_LIMIT = 20.0
 
-# Sliding friction of the finger pads (MuJoCo takes the max of the two geoms
-# unless one has higher priority, as task objects may).
+# Sliding friction of the fingers.  MuJoCo uses the larger friction of two
+# touching geoms, so the fingers grip objects better than the table does
+# (which also lets an operator drag an object by pressing down on it).
 FINGER_FRICTION = "1.0 0.01 0.001"
 
 GRIPPER_RGBA = "0.15 0.15 0.18 1"
 CARRIAGE_RGBA = "0.25 0.25 0.3 1"
 
-# Wrist camera: behind and above the palm, looking down past the fingertips
-# so the fingers show at the image bottom and the table ahead fills the rest.
+# Wrist camera: behind the fingers and just below the palm (so the palm does
+# not block it), looking forward and down past the fingertips.  The fingers
+# show at the top centre of the image, the table around them fills the rest.
 # Offsets are relative to the grasp centre; image "up" is world +x.
 WRIST_CAMERA_OFFSET = (-0.06, 0.0, 0.03)
 WRIST_CAMERA_LOOKAT = (0.0, 0.0, -0.05)
 WRIST_CAMERA_FOVY = 75.0
+WRIST_CAMERA_NAME = "wrist"
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class CartesianArm:
     finger_joints: tuple[str, str] = ("finger_left", "finger_right")
     slide_actuators: tuple[str, str, str] = ("act_x", "act_y", "act_z")
     gripper_actuator: str = "act_gripper"
-    wrist_camera: str = "wrist"
+    wrist_camera: str = WRIST_CAMERA_NAME
 
     @property
     def low(self) -> np.ndarray:
@@ -106,13 +110,15 @@ class CartesianArm:
     def fingertip_below_ee(self) -> float:
         return FINGER_TIP_BELOW_EE
 
-    @property
-    def pusher_half_width(self) -> float:
-        """Half-size of the closed fingers' footprint (largest horizontal extent)."""
-        return max(FINGER_HALF_X, 2.0 * FINGER_HALF_Y)
+    def finger_footprint_half_extents(self, finger_gap: float) -> tuple[float, float]:
+        """Half-sizes (x, y) of the box around both fingers seen from above.
 
-    def gripper_command_to_gap(self, command: float) -> float:
-        """Map gripper command in [-1, 1] (open..closed) to a finger-travel target."""
+        With the gripper closed (gap 0) this is the pusher's contact surface.
+        """
+        return (FINGER_HALF_X, 2.0 * FINGER_HALF_Y + max(finger_gap, 0.0) / 2.0)
+
+    def finger_travel_target(self, command: float) -> float:
+        """Gripper actuator target (travel of each finger) for a command in [-1, 1] = open..closed."""
         closedness = (float(np.clip(command, -1.0, 1.0)) + 1.0) / 2.0
         return (1.0 - closedness) * FINGER_TRAVEL
 

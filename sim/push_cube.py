@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import mujoco
 import numpy as np
 
 from sim.experts import PushCubeExpert
-from sim.tabletop_env import TabletopArmEnv, yaw_quaternion
+from sim.tabletop_env import DEFAULT_IMAGE_SIZE, TabletopArmEnv, yaw_quaternion
 
 CUBE_HALF_SIZE = 0.0225  # 4.5 cm cube
 CUBE_MASS = 0.1
 CUBE_RGBA = "0.9 0.1 0.1 1"
-# Moderate friction so the cube slides under a push instead of tipping.  The
-# cube's geom priority makes its friction win in every contact, so the pusher
-# can slide along a face to re-centre without dragging the cube sideways.
+# Low friction so the cube slides under a push instead of tipping.  MuJoCo
+# uses the larger friction of two touching geoms, so against the table this
+# is what applies, while the grippier fingers can drag the cube by pressing
+# on its top.
 CUBE_FRICTION = "0.4 0.005 0.0001"
-CUBE_PRIORITY = 1
 
 # Success when the cube centre is inside the drawn disc.
 TARGET_RADIUS = 0.035
@@ -38,10 +39,17 @@ class PushCubeEnv(TabletopArmEnv):
     cube_half_size = CUBE_HALF_SIZE
     target_radius = TARGET_RADIUS
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        image_size: int | tuple[int, int] = DEFAULT_IMAGE_SIZE,
+        max_steps: int | None = None,
+        variant: str = "sim",
+        render_mode: str | None = None,
+    ):
+        super().__init__(image_size=image_size, max_steps=max_steps, variant=variant, render_mode=render_mode)
         cube_joint = self._joint_id("cube")
         self._cube_qpos = int(self.model.jnt_qposadr[cube_joint])
+        self._cube_qvel = int(self.model.jnt_dofadr[cube_joint])
         self._target_mocap = int(self.model.body_mocapid[self._body_id("target")])
 
     def _objects_xml(self) -> str:
@@ -50,7 +58,7 @@ class PushCubeEnv(TabletopArmEnv):
     <body name="cube" pos="0 0 {h}">
       <freejoint name="cube"/>
       <geom name="cube" type="box" size="{h} {h} {h}" mass="{CUBE_MASS}"
-            rgba="{CUBE_RGBA}" friction="{CUBE_FRICTION}" priority="{CUBE_PRIORITY}"/>
+            rgba="{CUBE_RGBA}" friction="{CUBE_FRICTION}"/>
     </body>
     <!-- Mocap body so the target can be moved per episode; the disc is
          purely visual (no collisions). -->
@@ -69,10 +77,26 @@ class PushCubeEnv(TabletopArmEnv):
             target_xy = rng.uniform(-SPAWN_HALF_EXTENT, SPAWN_HALF_EXTENT, size=2)
             if np.linalg.norm(target_xy - cube_xy) >= MIN_CUBE_TARGET_DISTANCE:
                 break
-        yaw = rng.uniform(-np.pi, np.pi)
-        self.data.qpos[self._cube_qpos : self._cube_qpos + 3] = [*cube_xy, CUBE_HALF_SIZE]
+        self.place_cube(cube_xy, yaw=rng.uniform(-np.pi, np.pi))
+        self.place_target(target_xy)
+
+    # ---- scene editing (tests, curricula, replaying interventions) -----------
+
+    def place_cube(self, xy, yaw: float = 0.0) -> None:
+        """Put the cube at rest on the table at `xy` (metres) turned by `yaw` (radians).
+
+        Keep it clear of the rim (|x|, |y| <= 0.25 at yaw 0): an overlapping
+        cube is shot out of the rim by the contact solver.
+        """
+        self.data.qpos[self._cube_qpos : self._cube_qpos + 3] = [*xy, CUBE_HALF_SIZE]
         self.data.qpos[self._cube_qpos + 3 : self._cube_qpos + 7] = yaw_quaternion(yaw)
-        self.data.mocap_pos[self._target_mocap] = [*target_xy, 0.0]
+        self.data.qvel[self._cube_qvel : self._cube_qvel + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    def place_target(self, xy) -> None:
+        """Move the target disc centre to `xy` (metres)."""
+        self.data.mocap_pos[self._target_mocap] = [*xy, 0.0]
+        mujoco.mj_forward(self.model, self.data)
 
     # ---- privileged state --------------------------------------------------
 

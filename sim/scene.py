@@ -14,6 +14,15 @@ from sim.camera_pose import camera_xyaxes
 TABLE_HALF_EXTENTS = (0.40, 0.40, 0.02)
 TABLE_RGBA = "0.72 0.72 0.70 1"
 
+# A low rim around the reachable area keeps objects from being pushed out of
+# the arm's reach (the arm can always get its fingers onto an object whose
+# centre is inside the rim), so an operator can recover from any state.  Its
+# inner faces sit RIM_CLEARANCE outside the arm's xy workspace.
+RIM_CLEARANCE = 0.025
+RIM_HALF_THICKNESS = 0.01
+RIM_HEIGHT = 0.02
+RIM_RGBA = "0.45 0.45 0.48 1"
+
 # Physics: 2 ms steps, 50 of them per 10 Hz control step.
 PHYSICS_TIMESTEP = 0.002
 
@@ -59,9 +68,10 @@ def build_tabletop_xml(
     <light name="top" directional="true" pos="0 0 1.5" dir="0 0 -1"
            diffuse="0.45 0.45 0.45" specular="0 0 0" castshadow="false"/>
     <geom name="table" type="box" pos="0 0 {-tz}" size="{tx} {ty} {tz}"
-          rgba="{TABLE_RGBA}" friction="0.5 0.005 0.0001"/>
+          rgba="{TABLE_RGBA}" friction="0.4 0.005 0.0001"/>
     <camera name="{FRONT_CAMERA_NAME}" pos="{fx} {fy} {fz}" xyaxes="{front_xyaxes}"
             fovy="{FRONT_CAMERA_FOVY}"/>
+{_rim_xml(arm)}
 {arm.worldbody_xml()}
 {objects_xml}
   </worldbody>
@@ -76,3 +86,20 @@ def build_tabletop_xml(
   </contact>
 </mujoco>
 """
+
+
+def _rim_xml(arm: CartesianArm) -> str:
+    """Four boxes framing the reachable area (they overlap at the corners)."""
+    inner_x = max(abs(arm.workspace_low[0]), abs(arm.workspace_high[0])) + RIM_CLEARANCE
+    inner_y = max(abs(arm.workspace_low[1]), abs(arm.workspace_high[1])) + RIM_CLEARANCE
+    t, h = RIM_HALF_THICKNESS, RIM_HEIGHT / 2.0
+    walls = {
+        "rim_east": ((inner_x + t, 0.0), (t, inner_y + 2 * t)),
+        "rim_west": ((-inner_x - t, 0.0), (t, inner_y + 2 * t)),
+        "rim_north": ((0.0, inner_y + t), (inner_x + 2 * t, t)),
+        "rim_south": ((0.0, -inner_y - t), (inner_x + 2 * t, t)),
+    }
+    return "\n".join(
+        f'    <geom name="{name}" type="box" pos="{x} {y} {h}" size="{sx} {sy} {h}" rgba="{RIM_RGBA}"/>'
+        for name, ((x, y), (sx, sy)) in walls.items()
+    )

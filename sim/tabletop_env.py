@@ -17,7 +17,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from sim.arm import CartesianArm
+from sim.arm import WRIST_CAMERA_NAME, CartesianArm
 from sim.scene import FRONT_CAMERA_NAME, build_tabletop_xml
 
 CONTROL_HZ = 10
@@ -56,7 +56,7 @@ class TabletopArmEnv(gym.Env):
     instruction: str = ""
     default_max_steps: int = 80
 
-    camera_names: tuple[str, str] = (FRONT_CAMERA_NAME, "wrist")
+    camera_names: tuple[str, str] = (FRONT_CAMERA_NAME, WRIST_CAMERA_NAME)
     control_hz: int = CONTROL_HZ
     action_dim: int = 4
     max_ee_step: float = MAX_EE_STEP
@@ -143,7 +143,7 @@ class TabletopArmEnv(gym.Env):
         self.data.ctrl[self._slide_ctrl] = home
         self._ee_target = home.copy()
         # Start with the gripper closed: the pusher pose for push tasks.
-        self.data.ctrl[self._gripper_ctrl] = self.arm.gripper_command_to_gap(1.0)
+        self.data.ctrl[self._gripper_ctrl] = self.arm.finger_travel_target(1.0)
         self._randomise_objects()
         mujoco.mj_forward(self.model, self.data)
         self._step_count = 0
@@ -154,7 +154,7 @@ class TabletopArmEnv(gym.Env):
         ee = self.ee_position()
         ramp_start = ee + np.clip(self._ee_target - ee, -MAX_TARGET_LEAD, MAX_TARGET_LEAD)
         new_target = np.clip(ramp_start + self.max_ee_step * action[:3], self.arm.low, self.arm.high)
-        self.data.ctrl[self._gripper_ctrl] = self.arm.gripper_command_to_gap(action[3])
+        self.data.ctrl[self._gripper_ctrl] = self.arm.finger_travel_target(action[3])
         done_substeps = 0
         for segment, segment_end in enumerate(self._ramp_ends, start=1):
             fraction = segment / len(self._ramp_ends)
@@ -221,13 +221,19 @@ class TabletopArmEnv(gym.Env):
         return int(self.model.jnt_dofadr[self._joint_id(name)])
 
     def _joint_id(self, name: str) -> int:
-        return mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, name)
+        return self._element_id(mujoco.mjtObj.mjOBJ_JOINT, name)
 
     def _actuator_id(self, name: str) -> int:
-        return mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, name)
+        return self._element_id(mujoco.mjtObj.mjOBJ_ACTUATOR, name)
 
     def _body_id(self, name: str) -> int:
-        return mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)
+        return self._element_id(mujoco.mjtObj.mjOBJ_BODY, name)
+
+    def _element_id(self, kind: mujoco.mjtObj, name: str) -> int:
+        element_id = mujoco.mj_name2id(self.model, kind, name)
+        if element_id < 0:
+            raise KeyError(f"no {kind.name} named {name!r} in the model")
+        return element_id
 
 
 def yaw_quaternion(yaw: float) -> np.ndarray:

@@ -1,0 +1,169 @@
+"""Unit-level behaviour: wire decoding, the episode store, HG-DAgger labels, checkpoints, takeover."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from fleet.v1 import fleet_pb2 as pb
+from fleetlearn import wire
+from learner.algorithms import make_algorithm
+from learner.samplers import LabelledEpisode, WindowIndex
+from learner.store import EpisodeArrays, EpisodeStore, StoreReader
+from policy import CheckpointError, PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
+from robot_client.takeover import Mode, TakeoverController
+
+EMBODIMENT = wire.embodiment_to_proto("test_arm", {"front": (8, 8, 3)}, state_dim=3, action_dim=2, control_hz=10)
+
+
+def make_chunk(episode="ep-1", sequence=0, sources=("autonomous",) * 3, first_index=0, end=False, robot="r1"):
+    steps = [wire.step_to_proto(first_index + i, 0.0, {"front": np.full((8, 8, 3), i, np.uint8)},
+                                np.arange(3, dtype=np.float32) + i, np.array([i, -i], np.float32),
+                                np.zeros(2, np.float32), source, 0.0, False)
+             for i, source in enumerate(sources)]
+    chunk = pb.EpisodeChunk(robot_id=robot, episode_id=episode, sequence=sequence, policy_version=0, task="t",
+                            instruction="do it", kind=pb.EPISODE_KIND_TRAINING, steps=steps)
+    if end:
+        chunk.episode_end = True
+        chunk.outcome.CopyFrom(pb.EpisodeOutcome(success=True, num_steps=first_index + len(sources)))
+    return chunk
+
+
+def test_tensor_round_trip_and_bad_bytes():
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert np.array_equal(wire.tensor_from_proto(wire.tensor_to_proto(array)), array)
+    broken = wire.tensor_to_proto(array)
+    broken.data = broken.data[:-4]
+    with pytest.raises(wire.WireError, match="bytes do not match"):
+        wire.tensor_from_proto(broken)
+    with pytest.raises(wire.WireError, match="unknown dtype"):
+        wire.tensor_from_proto(pb.Tensor(dtype="object", shape=[1], data=b"x"))
+
+
+def test_decode_rejects_wrong_state_shape_and_unknown_camera():
+    chunk = make_chunk()
+    chunk.steps[1].state.CopyFrom(wire.tensor_to_proto(np.zeros(5, np.float32)))
+    with pytest.raises(wire.WireError, match="state shape"):
+        wire.decode_chunk_steps(chunk, EMBODIMENT)
+    chunk = make_chunk()
+    chunk.steps[0].images[0].camera = "side"
+    with pytest.raises(wire.WireError, match="not in the registered embodiment"):
+        wire.decode_chunk_steps(chunk, EMBODIMENT)
+
+
+def test_store_deduplicates_and_counts_takeovers_across_chunks(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.register_robot("r1", EMBODIMENT, [])
+    first = make_chunk(sequence=0, sources=("autonomous", "intervention", "intervention"))
+    second = make_chunk(sequence=1, first_index=3, sources=("intervention", "autonomous", "intervention"), end=True)
+    for chunk in (first, second):
+        assert store.put_chunk_sync(chunk, wire.decode_chunk_steps(chunk, EMBODIMENT)) == "stored"
+    assert store.put_chunk_sync(first, wire.decode_chunk_steps(first, EMBODIMENT)) == "duplicate"
+    store.close()
+
+    reader = StoreReader(tmp_path)  # a fresh connection sees only what was committed
+    (row,) = reader.complete_episodes()
+    assert row["human_steps"] == 4
+    assert row["takeovers"] == 2  # the takeover spanning the chunk boundary counts once
+    episode = reader.load_episode(row)
+    assert episode.arrays["step_index"].tolist() == list(range(6))
+    assert reader.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 2
+
+
+def test_store_async_path_acks_after_commit(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.register_robot("r1", EMBODIMENT, [])
+    chunks = [make_chunk(episode=f"e{i}", end=True) for i in range(5)]
+
+    async def put_all():
+        return await asyncio.gather(*(store.put_chunk(c, wire.decode_chunk_steps(c, EMBODIMENT)) for c in chunks))
+
+    assert asyncio.run(put_all()) == ["stored"] * 5
+    assert len(StoreReader(tmp_path).complete_episodes()) == 5
+    store.close()
+
+
+def _episode(sources, success=False):
+    n = len(sources)
+    codes = np.array([wire.SOURCE_TO_PROTO[s] for s in sources], np.int8)
+    arrays = {"image/front": np.zeros((n, 8, 8, 3), np.uint8), "state": np.zeros((n, 3), np.float32),
+              "action": np.arange(2 * n, dtype=np.float32).reshape(n, 2), "source": codes}
+    return EpisodeArrays("r1", "e", "t", "do it", "training", 0, success, arrays)
+
+
+def test_hg_dagger_labels_only_human_steps_and_masks_straddling_windows():
+    algorithm = make_algorithm("hg_dagger")
+    episode = _episode(["autonomous"] * 4 + ["intervention"] * 3 + ["autonomous"] * 3)
+    labels = algorithm.step_labels(episode)
+    assert labels.tolist() == [False] * 4 + [True] * 3 + [False] * 3
+    index = WindowIndex(horizon=4)
+    index.add(LabelledEpisode(episode, labels, online=True))
+    # Windows [t, t+4) touching steps 4..6: t = 1..6.
+    assert [t for _, t in index.windows] == [1, 2, 3, 4, 5, 6]
+    batch = index.batch([(0, 2)], ("front",), lambda texts: torch.zeros(len(texts), 1, dtype=torch.long))
+    assert batch["label_mask"][0].tolist() == [False, False, True, True]
+    assert not algorithm.wants_episode("evaluation", True, 10)
+    assert not algorithm.wants_episode("training", True, 0)
+    with_successes = make_algorithm("hg_dagger", use_autonomous_successes=True)
+    assert with_successes.step_labels(_episode(["autonomous"] * 3, success=True)).all()
+
+
+def test_autonomous_actions_never_reach_the_loss():
+    """Two episodes that differ only in autonomous actions train identically; a human action counts."""
+    config = PolicyConfig(cameras=("front",), image_size=8, encoder_image_size=8, state_dim=3, action_dim=2,
+                          horizon=4, d_model=32, n_heads=2, n_layers=1, keypoints=4, vocab=("do", "it"))
+    policy = VLAPolicy(config).train()
+    algorithm = make_algorithm("hg_dagger")
+    sources = ["autonomous"] * 4 + ["intervention"] * 3 + ["autonomous"] * 3
+
+    def loss_for(episode):
+        index = WindowIndex(horizon=4)
+        index.add(LabelledEpisode(episode, algorithm.step_labels(episode), online=True))
+        batch = index.batch([(0, 2), (0, 5)], ("front",), policy.tokenize)
+        torch.manual_seed(0)
+        return policy.compute_loss(batch).item()
+
+    original = _episode(sources)
+    autonomous_changed = _episode(sources)
+    autonomous_changed.arrays["action"][[0, 1, 2, 3, 7, 8, 9]] = 0.77
+    human_changed = _episode(sources)
+    human_changed.arrays["action"][5] = 0.77
+    assert loss_for(original) == pytest.approx(loss_for(autonomous_changed), abs=0)
+    assert loss_for(original) != pytest.approx(loss_for(human_changed))
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    config = PolicyConfig(cameras=("front",), image_size=8, encoder_image_size=8, state_dim=3, action_dim=2,
+                          d_model=32, n_heads=2, n_layers=1, keypoints=4, vocab=("go",))
+    policy = VLAPolicy(config).eval()
+    directory = save_checkpoint(tmp_path / "v000003", policy, 3, info={"updates": 7},
+                                artifacts={"bank": {"embeddings": np.ones((2, 4), np.float32)}})
+    loaded = load_checkpoint(directory)
+    assert loaded.version == 3 and loaded.meta["info"]["updates"] == 7
+    assert np.array_equal(loaded.artifacts["bank"]["embeddings"], np.ones((2, 4)))
+    for key, value in policy.state_dict().items():
+        assert torch.equal(loaded.policy.state_dict()[key], value)
+    weights = directory / "policy.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(directory)
+
+
+def test_takeover_state_machine_labels_steps():
+    controller = TakeoverController()
+    assert controller.source_label() == "autonomous"
+    assert controller.take_over("alice")
+    assert not controller.take_over("bob")  # one operator at a time
+    controller.record_step()
+    controller.record_step()
+    assert controller.source_label() == "intervention"
+    controller.pause()
+    assert controller.mode is Mode.PAUSED
+    controller.resume()
+    assert controller.hand_back() == ("alice", 2)
+    assert controller.source_label() == "autonomous" and controller.hand_back() is None
