@@ -102,6 +102,7 @@ class RobotClient:
         self.checkpoint: Checkpoint | None = None
         self.eval_pending: list[int] = []
         self.episodes_run = 0
+        self.history: list[dict] = []  # one summary per finished episode, for callers and tests
         self.missed_ticks = 0
         self.missed_since_heartbeat = 0
         self.stopped = threading.Event()
@@ -244,6 +245,7 @@ class RobotClient:
         plan: list[np.ndarray] = []
         total_reward, success, termination = 0.0, False, "timeout"
         human_steps = takeovers = 0
+        sources: list[str] = []
         generator = torch.Generator().manual_seed(seed % (2**31))
         next_tick = time.perf_counter()
         step = 0
@@ -281,6 +283,7 @@ class RobotClient:
 
             next_obs, reward, terminated, truncated, info = self.driver.step(action)
             total_reward += reward
+            sources.append(source)
             done = terminated or truncated or step == self.driver.max_steps - 1
             record = wire.step_to_proto(step, time.time(), obs.images, obs.state, action, policy_action, source,
                                         reward, done)
@@ -318,7 +321,8 @@ class RobotClient:
         self.episodes_run += 1
         self._status["mode"] = pb.ROBOT_MODE_IDLE
         summary = dict(episode_id=episode_id, kind=kind, version=self.version, success=success,
-                       steps=num_steps, human_steps=human_steps, takeovers=takeovers)
+                       steps=num_steps, human_steps=human_steps, takeovers=takeovers, sources=sources)
+        self.history.append(summary)
         log.info("%s %s episode v%d: %s in %d steps, %d takeovers, %d human steps", cfg.robot_id, kind,
                  self.version, "success" if success else termination, num_steps, takeovers, human_steps)
         return summary
