@@ -41,10 +41,10 @@ class DemoConfig:
     operators: int = 2
     out: Path = Path("runs/demo")
     task: str = "push_cube"
-    demos: int = 16
+    demos: int = 20
     # Seconds before the deadline after which no new version is published, so the last one
     # can finish its evaluation share (each robot runs eval and training episodes alternately).
-    final_eval_s: float = 100.0
+    final_eval_s: float = 120.0
 
 
 def _free_port() -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
@@ -27,6 +28,9 @@ log = logging.getLogger("fleetlearn.learner")
 
 WEIGHTS_CHUNK_BYTES = 1 << 20
 HEARTBEAT_INTERVAL_S = 1.0
+# The transport accepts messages up to twice the announced limit so that the servicer, not the
+# transport, refuses most oversized chunks: with RESOURCE_EXHAUSTED, the chunk named, and a log line.
+TRANSPORT_MAX_MESSAGE_BYTES = 2 * wire.MAX_MESSAGE_BYTES
 
 
 def read_tokens(path: Path) -> set[str]:
@@ -125,10 +129,18 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     break
                 arrays = wire.decode_chunk_steps(chunk, embodiments[chunk.robot_id])
                 pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays))))
+            if context.cancelled():
+                log.warning("episode stream from %s cancelled by the transport (a message above %d bytes, "
+                            "or the peer went away)", context.peer(), TRANSPORT_MAX_MESSAGE_BYTES)
         except wire.WireError as exc:
             failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc), chunk)
-        except grpc.aio.AioRpcError as exc:  # e.g. an oversized message rejected by the transport
-            failure = (exc.code(), exc.details() or "stream broken", None)
+        except DecodeError as exc:  # bytes that are not an EpisodeChunk at all
+            failure = (grpc.StatusCode.INVALID_ARGUMENT, f"malformed EpisodeChunk message: {exc}", None)
+        except asyncio.CancelledError:
+            # The transport refused a message above its hard cap, or the robot went away.
+            log.warning("episode stream from %s ended by the transport (message above %d bytes, or peer gone)",
+                        context.peer(), TRANSPORT_MAX_MESSAGE_BYTES)
+            raise
         finally:
             pending.put_nowait(None)
             try:
@@ -248,7 +260,7 @@ class Learner:
     async def start(self) -> int:
         self.server = grpc.aio.server(
             interceptors=[TokenAuthInterceptor(read_tokens(self.config.token_file))],
-            options=[("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
+            options=[("grpc.max_receive_message_length", TRANSPORT_MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES),
                      ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
                      ("grpc.http2.min_ping_interval_without_data_ms", 5_000),

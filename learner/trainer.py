@@ -34,14 +34,14 @@ class TrainerConfig:
     sampler: str = "uniform"
     use_autonomous_successes: bool = False
     # Version 0: wait for this many demonstrations, then train this many updates on them.
-    min_demos: int = 16
+    min_demos: int = 20
     bootstrap_updates: int = 1500
     # Later versions: a new one every `publish_every_updates` updates or `publish_every_s` seconds,
     # whichever comes first, and only once new fleet data has been trained on.
     publish_every_updates: int = 800
-    publish_every_s: float = 75.0
+    publish_every_s: float = 60.0
     batch_size: int = 64
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 1e-6
     ema_decay: float = 0.995
     refresh_every_s: float = 5.0

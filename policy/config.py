@@ -23,7 +23,7 @@ class PolicyConfig:
     # `n_action_steps` before asking again. `obs_steps` is the observation window To
     # (1 = current frame only; long context comes with past-token prediction).
     horizon: int = 8
-    n_action_steps: int = 4
+    n_action_steps: int = 2
     obs_steps: int = 1
     # Diffusion transformer head.
     d_model: int = 128
