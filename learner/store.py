@@ -33,6 +33,7 @@ from safetensors.numpy import load_file, save_file
 from fleet.v1 import fleet_pb2 as pb
 from fleetlearn.wire import PROTO_TO_KIND
 from learner.versions import VERSIONS_SCHEMA
+from policy.checkpoint import fsync_dir
 
 log = logging.getLogger("fleetlearn.store")
 
@@ -213,7 +214,7 @@ class EpisodeStore:
                     fresh.append((chunk, arrays, self._write_chunk_file(chunk, arrays)))
             dirs = {(self.root / rel).parent for _, _, (rel, _) in fresh}
             for d in dirs | {d.parent for d in dirs}:
-                _fsync_dir(d)
+                fsync_dir(d)
             now = time.time()
             episodes_touched = set()
             for chunk, arrays, (rel, size) in fresh:
@@ -291,14 +292,6 @@ def _set_result(future: asyncio.Future, value) -> None:
 def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _safe(name: str) -> str:

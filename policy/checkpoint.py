@@ -53,7 +53,8 @@ class Checkpoint:
     artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Makes a rename or a new file inside `path` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -95,7 +96,7 @@ def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(staging, directory)
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)
     return directory
 
 

@@ -8,7 +8,6 @@ the control thread; the loop only swaps a reference, at an episode boundary.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from fleet.v1 import fleet_pb2 as pb
 from policy import Checkpoint, load_checkpoint
+from policy.checkpoint import sha256_file
 
 log = logging.getLogger("fleetlearn.weights")
 
@@ -34,7 +34,7 @@ def download_version(stub, announcement: pb.PolicyAnnouncement, robot_id: str, c
     for spec in announcement.files:
         target = staging / spec.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() and _sha256(target) == spec.sha256:
+        if target.exists() and sha256_file(target) == spec.sha256:
             continue
         part = target.with_name(target.name + ".part")
         offset = part.stat().st_size if part.exists() else 0
@@ -49,7 +49,7 @@ def download_version(stub, announcement: pb.PolicyAnnouncement, robot_id: str, c
                     if chunk.offset != f.tell():
                         raise WeightIntegrityError(f"{spec.name}: chunk at offset {chunk.offset}, expected {f.tell()}")
                     f.write(chunk.data)
-        digest = _sha256(part)
+        digest = sha256_file(part)
         if digest != spec.sha256:
             part.unlink()
             raise WeightIntegrityError(f"version {announcement.version} {spec.name}: sha256 {digest[:12]}... "
@@ -57,14 +57,6 @@ def download_version(stub, announcement: pb.PolicyAnnouncement, robot_id: str, c
         part.replace(target)
     staging.replace(final)
     return final
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class StandbySlot:
