@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--token-file", required=True, help="accepted robot bearer tokens, one per line")
     p.add_argument("--operators", type=int, default=0, help="simulated operators to allocate to help requests")
     p.add_argument("--algorithm", default="hg_dagger")
-    p.add_argument("--sampler", default="uniform")
+    p.add_argument("--sampler", default="offline_online_mix", help="uniform or offline_online_mix")
     p.add_argument("--use-autonomous-successes", action="store_true",
                    help="HG-DAgger: also train on autonomous steps of successful episodes")
     p.add_argument("--min-demos", type=int, default=20, help="demonstrations to wait for before version 0")
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-seeds", type=int, default=20, help="size of the fleet's fixed evaluation seed list")
     p.add_argument("--eval-index", type=int, default=0, help="this robot's share: seeds index, index+stride, ...")
     p.add_argument("--eval-stride", type=int, default=1)
-    p.add_argument("--operator-steps", type=int, default=10, help="steps a simulated operator drives per takeover")
+    p.add_argument("--operator-steps", type=int, default=20, help="steps a simulated operator drives per takeover")
     p.add_argument("--max-episodes", type=int)
     p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
     p.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,7 @@ log = logging.getLogger("fleetlearn.trainer")
 class TrainerConfig:
     data_dir: Path
     algorithm: str = "hg_dagger"
-    sampler: str = "uniform"
+    sampler: str = "offline_online_mix"
     use_autonomous_successes: bool = False
     # Version 0: wait for this many demonstrations, then train this many updates on them.
     min_demos: int = 20
@@ -41,7 +41,8 @@ class TrainerConfig:
     publish_every_updates: int = 800
     publish_every_s: float = 60.0
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-3            # version 0, from scratch
+    finetune_lr: float = 3e-4   # later versions, fine-tuning on demos + fleet data
     weight_decay: float = 1e-6
     ema_decay: float = 0.995
     refresh_every_s: float = 5.0
@@ -174,6 +175,8 @@ class Trainer:
                     return
             self.ema.load_state_dict(self.policy.state_dict())  # converged weights, not a lagging average
             self.publish("trained on offline demonstrations", {"denoise_loss": float(np.mean(losses[-100:]))})
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.finetune_lr
         last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
         last_refresh = 0.0
         losses = []

@@ -54,7 +54,7 @@ class RobotConfig:
     eval_every: int = 2               # every n-th episode is an evaluation while the share lasts
     max_episodes: int | None = None
     realtime: bool = True             # False runs ticks back to back (tests, benchmarks)
-    operator_segment_steps: int = 10
+    operator_segment_steps: int = 20
     help: HelpRuleConfig = field(default_factory=HelpRuleConfig)
     seed: int = 0
 

@@ -31,7 +31,7 @@ PHYSICS_TIMESTEP = 0.002
 # its edge stay in view.
 FRONT_CAMERA_POSITION = (0.0, -0.45, 0.80)
 FRONT_CAMERA_LOOKAT = (0.0, -0.02, 0.0)
-FRONT_CAMERA_FOVY = 33.0
+FRONT_CAMERA_FOVY = 46.0
 FRONT_CAMERA_NAME = "front"
 
 # Offscreen framebuffer must be at least as large as the rendered images.
