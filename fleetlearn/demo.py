@@ -44,7 +44,7 @@ class DemoConfig:
     demos: int = 20
     # Seconds before the deadline after which no new version is published, so the last one
     # can finish its evaluation share (each robot runs eval and training episodes alternately).
-    final_eval_s: float = 120.0
+    final_eval_s: float = 80.0
 
 
 def _free_port() -> int:

@@ -145,8 +145,10 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             pending.put_nowait(None)
             try:
                 await writer  # acks for everything stored before the failure still go out
-            except Exception:
-                writer.cancel()
+            except Exception as exc:  # the store could not write (disk full, I/O error): nothing more is acked
+                log.error("episode store write failed: %s", exc)
+                failure = failure or (grpc.StatusCode.UNAVAILABLE, f"learner could not store the chunk ({exc}); "
+                                      "the robot keeps it spooled and retries", None)
         if failure:
             code, message, chunk = failure
             log.warning("episode stream from %s rejected: %s: %s", context.peer(), code.name, message)

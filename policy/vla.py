@@ -52,10 +52,7 @@ class VLAPolicy(nn.Module):
         return torch.tensor([row + [_PAD] * (width - len(row)) for row in ids], dtype=torch.long)
 
     def _images(self, pixels: torch.Tensor, augment: bool) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).float() / 255.0
-        size = self.config.encoder_image_size
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="area")
+        x = downsample_images(pixels, self.config.encoder_image_size).permute(0, 3, 1, 2).float() / 255.0
         if augment and self.config.augment_shift_px > 0:
             x = _random_shift(x, self.config.augment_shift_px)
         return x
@@ -101,6 +98,18 @@ class VLAPolicy(nn.Module):
         batch["state"] = torch.from_numpy(np.asarray(state, np.float32))[None]
         batch["tokens"] = self.tokenize([instruction])
         return batch
+
+
+def downsample_images(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, size, size, 3) uint8 by area averaging, rounded to uint8.
+
+    The trainer caches frames at encoder size with this function and the policy applies it to
+    full-size frames at inference, so both see bit-identical pixels.
+    """
+    if pixels.shape[1] == size and pixels.shape[2] == size:
+        return pixels
+    x = F.interpolate(pixels.permute(0, 3, 1, 2).float(), size=(size, size), mode="area")
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def _random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
