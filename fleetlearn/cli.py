@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--operators", type=int, default=2)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--task", default="push_cube")
-    p.add_argument("--demos", type=int, default=20, help="scripted demonstrations version 0 trains on")
+    p.add_argument("--demos", type=int, default=16, help="scripted demonstrations version 0 trains on (10-20 is honest)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("rollback", help="publish an earlier policy version again")
@@ -138,13 +138,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--note")
     p.set_defaults(fn=cmd_rollback)
 
-    p = sub.add_parser("bench", help="run a benchmark (ingest, weights)")
+    p = sub.add_parser("bench", help="run a benchmark (ingest, weights); other flags go to the benchmark")
     p.add_argument("name")
     p.add_argument("--json", help="write the figures to this JSON file")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="benchmark-specific flags")
     p.set_defaults(fn=cmd_bench)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     _logging(args.verbose)
     args.fn(args)
 

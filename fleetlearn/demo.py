@@ -31,7 +31,7 @@ from pathlib import Path
 from learner.metrics import format_table, version_table
 from learner.store import connect
 
-N_EVAL_SEEDS = 20
+N_EVAL_SEEDS = 30
 
 
 @dataclass
@@ -41,10 +41,10 @@ class DemoConfig:
     operators: int = 2
     out: Path = Path("runs/demo")
     task: str = "push_cube"
-    demos: int = 20
+    demos: int = 16
     # Seconds before the deadline after which no new version is published, so the last one
     # can finish its evaluation share (each robot runs eval and training episodes alternately).
-    final_eval_s: float = 80.0
+    final_eval_s: float = 130.0
 
 
 def _free_port() -> int:

@@ -100,7 +100,7 @@ class OfflineOnlineMixSampler:
     unpublished, so the fraction is a plain config number. Falls back to whichever side exists.
     """
 
-    def __init__(self, offline_fraction: float = 0.3):
+    def __init__(self, offline_fraction: float = 0.5):
         self.offline_fraction = offline_fraction
 
     def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:

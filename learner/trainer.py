@@ -194,6 +194,8 @@ class Trainer:
                 if added:
                     log.info("loaded %d new windows (%d total)", added, len(self.index.windows))
             if c.publish_until is not None and now > c.publish_until:
+                if self.updates > updates_at_publish:  # the last version carries every update made
+                    self.publish("last version of the publishing window", {"denoise_loss": float(np.mean(losses[-100:]))})
                 log.info("publishing window closed; trainer idle")
                 while not should_stop():
                     time.sleep(0.5)
