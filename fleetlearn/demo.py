@@ -80,7 +80,10 @@ def run_demo(config: DemoConfig) -> dict:
           f"{config.minutes:g} minutes; logs in {out / 'logs'}", flush=True)
     spawn(["learner", "--data", str(out / "learner"), "--host", "127.0.0.1", "--port", str(port),
            "--token-file", str(token_file), "--operators", str(config.operators),
-           "--min-demos", str(per_robot_demos * config.robots), "--publish-until", str(publish_until)],
+           "--min-demos", str(per_robot_demos * config.robots), "--publish-until", str(publish_until),
+           # About one evaluation round of the fleet (each robot runs its share of the seeds
+           # interleaved with training episodes), so every version gets its full evaluation.
+           "--publish-every-s", "90", "--publish-every-updates", "1500"],
           "learner.log")
     for i in range(config.robots):
         spawn(["robot", "--sim", config.task, "--learner", f"127.0.0.1:{port}", "--robot-id", f"robot-{i + 1}",
@@ -98,7 +101,7 @@ def run_demo(config: DemoConfig) -> dict:
                     raise RuntimeError(f"a fleet process exited early (code {proc.returncode}); see {out / 'logs'}")
             if db_path.exists():
                 db = connect(db_path, readonly=True)
-                table = version_table(db, config.robots, config.operators)
+                table = version_table(db, config.robots, config.operators, N_EVAL_SEEDS)
                 demos = db.execute("SELECT COUNT(*) FROM episodes WHERE kind='demonstration' AND complete=1").fetchone()[0]
                 db.close()
                 elapsed = time.time() - started
@@ -117,9 +120,13 @@ def run_demo(config: DemoConfig) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
     db = connect(db_path, readonly=True)
-    table = version_table(db, config.robots, config.operators)
+    table = version_table(db, config.robots, config.operators, N_EVAL_SEEDS)
     db.close()
+    evaluated = [r for r in table if r["eval_complete"]]
     summary = {"versions": table, "robots": config.robots, "operators": config.operators,
+               "eval_seeds": N_EVAL_SEEDS,
+               "first_version": evaluated[0] if evaluated else None,
+               "final_version": evaluated[-1] if evaluated else None,
                "task": config.task, "wall_seconds": round(time.time() - started, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_learning_curve(table, out / "learning_curve.png")
@@ -134,7 +141,7 @@ def plot_learning_curve(table: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in table if r["success_rate"] is not None]
+    rows = [r for r in table if r["success_rate"] is not None and r["eval_complete"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot([r["version"] for r in rows], [100 * r["success_rate"] for r in rows], "o-")
     ax1.set(xlabel="policy version", ylabel="evaluation success (%)", title="Success on fixed evaluation seeds",

@@ -12,7 +12,9 @@ from __future__ import annotations
 import sqlite3
 
 
-def version_table(db: sqlite3.Connection, robots: int, operators: int) -> list[dict]:
+def version_table(db: sqlite3.Connection, robots: int, operators: int, eval_seeds: int = 0) -> list[dict]:
+    """One row per policy version that ran. A version is `eval_complete` once it has run at least
+    `eval_seeds` evaluation episodes (robots skip a version that is superseded before they reach it)."""
     rows = db.execute(
         """SELECT policy_version AS version,
                   SUM(kind='training') AS episodes,
@@ -31,6 +33,7 @@ def version_table(db: sqlite3.Connection, robots: int, operators: int) -> list[d
             "version": r["version"],
             "episodes": episodes,
             "eval_episodes": evals,
+            "eval_complete": evals >= eval_seeds,
             "success_rate": (r["eval_successes"] / evals) if evals else None,
             "train_success_rate": (r["train_successes"] / episodes) if episodes else None,
             "interventions_per_episode": (r["takeovers"] / episodes) if episodes else None,
@@ -47,6 +50,7 @@ def format_table(table: list[dict]) -> str:
     lines = [f"{'version':>7} {'eval success':>12} {'eval eps':>8} {'train eps':>9} {'takeovers/ep':>12} "
              f"{'human steps':>11} {'ROHE':>7}"]
     for r in table:
+        partial = "" if r["eval_complete"] else " (evaluation incomplete)"
         lines.append(f"{r['version']:>7} {f(r['success_rate'], '12.0%')} {r['eval_episodes']:>8} {r['episodes']:>9} "
-                     f"{f(r['interventions_per_episode'], '12.2f')} {r['human_steps']:>11} {f(r['rohe'], '7.3f')}")
+                     f"{f(r['interventions_per_episode'], '12.2f')} {r['human_steps']:>11} {f(r['rohe'], '7.3f')}{partial}")
     return "\n".join(lines)

@@ -44,7 +44,9 @@ class TrainerConfig:
     lr: float = 1e-3            # version 0, from scratch
     finetune_lr: float = 3e-4   # later versions, fine-tuning on demos + fleet data
     weight_decay: float = 1e-6
-    ema_decay: float = 0.995
+    # Robots run an exponential moving average of the weights. A long average (~1000 updates)
+    # keeps consecutive versions from swinging with the last few hundred noisy batches.
+    ema_decay: float = 0.999
     refresh_every_s: float = 5.0
     # Stop publishing after this Unix time (the demo uses it to leave time for evaluation).
     publish_until: float | None = None
