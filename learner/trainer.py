@@ -42,7 +42,7 @@ class TrainerConfig:
     publish_every_s: float = 60.0
     batch_size: int = 64
     lr: float = 1e-3            # version 0, from scratch
-    finetune_lr: float = 3e-4   # later versions, fine-tuning on demos + fleet data
+    finetune_lr: float = 1e-3   # later versions, fine-tuning on demos + fleet data
     weight_decay: float = 1e-6
     # Robots run an exponential moving average of the weights. A long average (~1000 updates)
     # keeps consecutive versions from swinging with the last few hundred noisy batches.
@@ -205,6 +205,8 @@ class Trainer:
             losses.append(self.train_step()["denoise_loss"])
             due = (self.updates - updates_at_publish >= c.publish_every_updates
                    or now - last_publish >= c.publish_every_s)
+            if c.publish_until is not None and now + c.publish_every_s > c.publish_until:
+                due = False  # the window's last version comes at its close; robots evaluate the one before meanwhile
             if due and len(self.index.windows) > windows_at_publish:
                 self.publish("HG-DAgger update", {"denoise_loss": float(np.mean(losses[-100:]))})
                 last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
