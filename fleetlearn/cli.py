@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--operators", type=int, default=2)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--task", default="push_cube")
-    p.add_argument("--demos", type=int, default=16, help="scripted demonstrations version 0 trains on (10-20 is honest)")
+    p.add_argument("--demos", type=int, default=12, help="scripted demonstrations version 0 trains on (10-20 is honest)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("rollback", help="publish an earlier policy version again")

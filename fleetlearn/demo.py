@@ -41,7 +41,7 @@ class DemoConfig:
     operators: int = 2
     out: Path = Path("runs/demo")
     task: str = "push_cube"
-    demos: int = 16
+    demos: int = 12
     # Seconds before the deadline after which no new version is published, so the last one
     # can finish its evaluation share (each robot runs eval and training episodes alternately).
     final_eval_s: float = 130.0
