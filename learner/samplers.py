@@ -35,6 +35,9 @@ class WindowIndex:
     horizon: int
     episodes: list[LabelledEpisode] = field(default_factory=list)
     windows: list[tuple[int, int]] = field(default_factory=list)  # (episode position, t)
+    # The same windows split by origin, kept as they are added so samplers never rescan.
+    offline_windows: list[tuple[int, int]] = field(default_factory=list)
+    online_windows: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, item: LabelledEpisode) -> int:
         position = len(self.episodes)
@@ -46,6 +49,7 @@ class WindowIndex:
         any_label = np.array([padded[t:t + self.horizon].any() for t in range(n)])
         new = [(position, int(t)) for t in np.flatnonzero(any_label)]
         self.windows.extend(new)
+        (self.online_windows if item.online else self.offline_windows).extend(new)
         return len(new)
 
     def batch(self, picks: list[tuple[int, int]], cameras: tuple[str, ...], tokenize) -> dict[str, torch.Tensor]:
@@ -104,8 +108,7 @@ class OfflineOnlineMixSampler:
         self.offline_fraction = offline_fraction
 
     def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-        offline = [w for w in index.windows if not index.episodes[w[0]].online]
-        online = [w for w in index.windows if index.episodes[w[0]].online]
+        offline, online = index.offline_windows, index.online_windows
         if not offline or not online:
             return UniformSampler().sample(index, batch_size, rng)
         n_offline = int(round(self.offline_fraction * batch_size))

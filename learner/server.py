@@ -129,9 +129,6 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     break
                 arrays = wire.decode_chunk_steps(chunk, embodiments[chunk.robot_id])
                 pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays))))
-            if context.cancelled():
-                log.warning("episode stream from %s cancelled by the transport (a message above %d bytes, "
-                            "or the peer went away)", context.peer(), TRANSPORT_MAX_MESSAGE_BYTES)
         except wire.WireError as exc:
             failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc), chunk)
         except DecodeError as exc:  # bytes that are not an EpisodeChunk at all

@@ -86,8 +86,8 @@ class Trainer:
             if not self.algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"] or 0):
                 continue
             episode = self.reader.load_episode(row)
-            self.demo_image_size = episode.arrays[next(k for k in episode.arrays if k.startswith("image/"))].shape[1]
             for key in [k for k in episode.arrays if k.startswith("image/")]:
+                self.camera_image_size = episode.arrays[key].shape[1]
                 # Cache frames at encoder size: a quarter of the memory, and no resize per batch.
                 episode.arrays[key] = downsample_images(torch.from_numpy(episode.arrays[key]), self.image_size).numpy()
             labels = self.algorithm.step_labels(episode)
@@ -105,7 +105,7 @@ class Trainer:
         first = demos[0].arrays
         cameras = tuple(k.split("/", 1)[1] for k in first if k.startswith("image/"))
         vocab = sorted({w for e in demos for w in instruction_words(e.instruction)})
-        config = PolicyConfig(cameras=cameras, image_size=self.demo_image_size,
+        config = PolicyConfig(cameras=cameras, image_size=self.camera_image_size,
                               state_dim=first["state"].shape[1], action_dim=first["action"].shape[1],
                               vocab=tuple(vocab), **self.config.policy_overrides)
         states = np.concatenate([e.arrays["state"] for e in demos])

@@ -8,7 +8,7 @@ import mujoco
 import numpy as np
 
 from sim.experts import PushCubeExpert
-from sim.tabletop_env import DEFAULT_IMAGE_SIZE, TabletopArmEnv, yaw_quaternion
+from sim.tabletop_env import TabletopArmEnv, yaw_quaternion
 
 CUBE_HALF_SIZE = 0.0225  # 4.5 cm cube
 CUBE_MASS = 0.1
@@ -39,14 +39,9 @@ class PushCubeEnv(TabletopArmEnv):
     cube_half_size = CUBE_HALF_SIZE
     target_radius = TARGET_RADIUS
 
-    def __init__(
-        self,
-        image_size: int | tuple[int, int] = DEFAULT_IMAGE_SIZE,
-        max_steps: int | None = None,
-        variant: str = "sim",
-        render_mode: str | None = None,
-    ):
-        super().__init__(image_size=image_size, max_steps=max_steps, variant=variant, render_mode=render_mode)
+    def __init__(self, **kwargs):
+        """Keyword arguments as for `TabletopArmEnv` (image_size, max_steps, variant, render_mode)."""
+        super().__init__(**kwargs)
         cube_joint = self._joint_id("cube")
         self._cube_qpos = int(self.model.jnt_qposadr[cube_joint])
         self._cube_qvel = int(self.model.jnt_dofadr[cube_joint])
