@@ -52,7 +52,7 @@ class SimDriver:
         self.tasks = {task: self.env.instruction}
 
     def _observation(self, obs: dict) -> Observation:
-        return Observation(images={name: obs[name] for name in self.cameras}, state=obs["state"])
+        return Observation(images=dict(obs["images"]), state=obs["state"])
 
     def reset(self, task: str, seed: int | None) -> Observation:
         if task != self.task:

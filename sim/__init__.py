@@ -31,9 +31,9 @@ Action: float32 (4,) in [-1, 1] = (dx, dy, dz, gripper)
     gripper: -1 fully open .. +1 closed (a position target for the fingers).
     Control runs at 10 Hz: one step = 0.1 s of physics (50 x 2 ms).
 
-Observation: dict
-    "front": uint8 (H, W, 3)  fixed camera above/in front of the table
-    "wrist": uint8 (H, W, 3)  camera on the end effector looking forward-down
+Observation: dict (the same contract as a bring-your-own environment)
+    "images": {"front": uint8 (H, W, 3)  fixed camera above/in front of the table,
+               "wrist": uint8 (H, W, 3)  camera on the end effector looking forward-down}
     "state": float32 (7,)     proprioception only: ee xyz (m), finger gap (m),
                               ee velocity xyz (m/s).  Object poses are NOT in
                               the state; a policy must infer them from images.

@@ -47,7 +47,7 @@ SUPPORTED_VARIANTS = ("sim",)
 
 
 class TabletopArmEnv(gym.Env):
-    """Base env: observation {"front", "wrist", "state"}, action (dx, dy, dz, gripper)."""
+    """Base env: observation {"images": {"front", "wrist"}, "state"}, action (dx, dy, dz, gripper)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
@@ -99,7 +99,7 @@ class TabletopArmEnv(gym.Env):
         image_space = spaces.Box(0, 255, shape=self.image_shape, dtype=np.uint8)
         self.observation_space = spaces.Dict(
             {
-                **{name: image_space for name in self.camera_names},
+                "images": spaces.Dict({name: image_space for name in self.camera_names}),
                 "state": spaces.Box(-np.inf, np.inf, shape=(self.state_dim,), dtype=np.float32),
             }
         )
@@ -196,10 +196,9 @@ class TabletopArmEnv(gym.Env):
 
     # ---- internals -------------------------------------------------------------
 
-    def _observation(self) -> dict[str, np.ndarray]:
-        obs = {name: self._render_camera(name) for name in self.camera_names}
-        obs["state"] = self._proprioception()
-        return obs
+    def _observation(self) -> dict:
+        images = {name: self._render_camera(name) for name in self.camera_names}
+        return {"images": images, "state": self._proprioception()}
 
     def _proprioception(self) -> np.ndarray:
         state = np.concatenate([self.ee_position(), [self.finger_gap()], self.ee_velocity()])

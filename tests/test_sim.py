@@ -48,10 +48,11 @@ def test_env_attributes(env):
 
 def test_observation_shapes_and_dtypes(env):
     obs, info = env.reset(seed=0)
-    assert set(obs) == {"front", "wrist", "state"}
+    assert set(obs) == {"images", "state"}
+    assert set(obs["images"]) == {"front", "wrist"}
     for name in env.camera_names:
-        assert obs[name].shape == IMAGE_SHAPE
-        assert obs[name].dtype == np.uint8
+        assert obs["images"][name].shape == IMAGE_SHAPE
+        assert obs["images"][name].dtype == np.uint8
     assert obs["state"].shape == (env.state_dim,)
     assert obs["state"].dtype == np.float32
     assert env.observation_space.contains(obs)
@@ -68,14 +69,14 @@ def test_image_size_is_a_constructor_parameter():
     try:
         obs, _ = env.reset(seed=0)
         assert env.image_shape == (48, 64, 3)
-        assert obs["front"].shape == obs["wrist"].shape == (48, 64, 3)
+        assert obs["images"]["front"].shape == obs["images"]["wrist"].shape == (48, 64, 3)
     finally:
         env.close()
 
 
 def test_front_camera_sees_cube_and_target(env):
     obs, _ = env.reset(seed=3)
-    image = obs["front"].astype(int)
+    image = obs["images"]["front"].astype(int)
     red = (image[..., 0] > 150) & (image[..., 1] < 80) & (image[..., 2] < 80)
     green = (image[..., 1] > 120) & (image[..., 0] < 100) & (image[..., 2] < 100)
     assert red.sum() > 5
@@ -102,7 +103,7 @@ def test_state_does_not_depend_on_cube_or_target():
             obs_a, *_ = env_a.step(np.array(action, dtype=np.float32))
             obs_b, *_ = env_b.step(np.array(action, dtype=np.float32))
             np.testing.assert_array_equal(obs_a["state"], obs_b["state"])
-        assert not np.array_equal(obs_a["front"], obs_b["front"])
+        assert not np.array_equal(obs_a["images"]["front"], obs_b["images"]["front"])
     finally:
         env_a.close()
         env_b.close()
@@ -118,11 +119,12 @@ def test_same_seed_gives_identical_observations(env):
 
     first, second = rollout(seed=11), rollout(seed=11)
     for obs_1, obs_2 in zip(first, second):
-        for key in obs_1:
-            np.testing.assert_array_equal(obs_1[key], obs_2[key])
+        np.testing.assert_array_equal(obs_1["state"], obs_2["state"])
+        for name in obs_1["images"]:
+            np.testing.assert_array_equal(obs_1["images"][name], obs_2["images"][name])
 
     other = env.reset(seed=12)[0]
-    assert not np.array_equal(first[0]["front"], other["front"])
+    assert not np.array_equal(first[0]["images"]["front"], other["images"]["front"])
 
 
 def test_reset_places_cube_and_target_apart(env):
