@@ -54,7 +54,7 @@ def cmd_robot(args) -> None:
     driver = SimDriver(args.sim)
     operator = ScriptedOperator(driver, segment_steps=args.operator_steps)
     eval_seeds = tuple(range(args.eval_seeds))[args.eval_index::args.eval_stride] if args.eval_seeds else ()
-    config = RobotConfig(robot_id=args.robot_id, task=args.sim, learner=args.learner, token=_token(args),
+    config = RobotConfig(robot_id=args.robot_id, tasks=(args.sim,), learner=args.learner, token=_token(args),
                          work_dir=Path(args.work_dir or f"runs/robots/{args.robot_id}"), demos=args.demos,
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
                          operator_segment_steps=args.operator_steps, seed=args.seed)

@@ -5,8 +5,12 @@ while a takeover is active) -> send to the arm -> record a labelled Step. Sealed
 spool-writer thread; the uplink threads ship them. New weights are swapped in only between
 episodes, so every episode runs on exactly one policy version.
 
-Evaluation: every `eval_every`-th episode runs one of this robot's fixed evaluation seeds until
-its share for the running version is done; evaluation episodes never ask for help and refuse
+Tasks: a robot may run several tasks with the one shared policy. Demonstrations and training
+episodes go round the task list in turn (each robot starts at its own offset), so every task gets
+an even share of data.
+
+Evaluation: every `eval_every`-th episode runs one of this robot's fixed evaluation seeds (for
+every task, seeds interleaved across tasks) until its share for the running version is done; evaluation episodes never ask for help and refuse
 takeovers, so a version's success rate is the policy's alone. The robot does not swap to a new
 version before its evaluation share of the current one is complete.
 """
@@ -45,7 +49,7 @@ _MODE_TO_PROTO = {
 @dataclass
 class RobotConfig:
     robot_id: str
-    task: str
+    tasks: tuple[str, ...]
     learner: str
     token: str
     work_dir: Path
@@ -100,8 +104,10 @@ class RobotClient:
         self.help_rule = HelpRule(config.help)
         self.rng = np.random.default_rng(config.seed)
         self.checkpoint: Checkpoint | None = None
-        self.eval_pending: list[int] = []
+        self.eval_pending: list[tuple[str, int]] = []  # (task, index into the evaluation seed list)
         self.episodes_run = 0
+        self.task = config.tasks[0]
+        self._turns = {"demonstration": 0, "training": 0}
         self.history: list[dict] = []  # one summary per finished episode, for callers and tests
         self.missed_ticks = 0
         self.missed_since_heartbeat = 0
@@ -128,7 +134,7 @@ class RobotClient:
         missed, self.missed_since_heartbeat = self.missed_since_heartbeat, 0
         return pb.Heartbeat(robot_id=self.config.robot_id, sent_at=time.time(), mode=self._status["mode"],
                             episode_id=self._status["episode_id"], step_index=self._status["step"],
-                            policy_version=self.version, task=self.config.task,
+                            policy_version=self.version, task=self.task,
                             spooled_chunks=self._spool_queue.qsize() + len(self.uplink.spool), missed_ticks=missed)
 
     def _write_spool(self) -> None:
@@ -154,7 +160,7 @@ class RobotClient:
                     time.sleep(self.period)
                     continue
                 if self.episodes_run < self.config.demos:
-                    self.run_episode("demonstration", int(self.rng.integers(2**31)))
+                    self.run_episode("demonstration", int(self.rng.integers(2**31)), self._next_task("demonstration"))
                     continue
                 self._maybe_swap()
                 if self.checkpoint is None:
@@ -162,12 +168,19 @@ class RobotClient:
                     time.sleep(0.1)  # no policy yet: wait for version 0 without busy-looping
                     continue
                 if self.eval_pending and self.episodes_run % self.config.eval_every == 0:
-                    index = self.eval_pending.pop(0)
-                    self.run_episode("evaluation", EVAL_SEED_BASE + index)
+                    task, index = self.eval_pending.pop(0)
+                    self.run_episode("evaluation", EVAL_SEED_BASE + index, task)
                 else:
-                    self.run_episode("training", int(self.rng.integers(2**31)))
+                    self.run_episode("training", int(self.rng.integers(2**31)), self._next_task("training"))
         finally:
             self.close()
+
+    def _next_task(self, kind: str) -> str:
+        """Round-robin over the task list, starting at an offset given by the robot's seed."""
+        tasks = self.config.tasks
+        task = tasks[(self._turns[kind] + self.config.seed) % len(tasks)]
+        self._turns[kind] += 1
+        return task
 
     def close(self, drain_s: float = 5.0) -> None:
         self._spool_queue.put(None)
@@ -184,7 +197,7 @@ class RobotClient:
         previous = self.version
         torch.manual_seed(self.config.seed)
         self.checkpoint = checkpoint
-        self.eval_pending = list(self.config.eval_seeds)
+        self.eval_pending = [(task, index) for index in self.config.eval_seeds for task in self.config.tasks]
         log.info("%s swapped policy %d -> %d", self.config.robot_id, previous, checkpoint.version)
 
     # -- commands ------------------------------------------------------------------------------
@@ -213,7 +226,11 @@ class RobotClient:
                 self.takeover.stop()
                 self.stopped.set()
             elif body == "set_task":
-                self.config.task = command.set_task.task
+                if command.set_task.task in self.driver.tasks:
+                    self.config.tasks = (command.set_task.task,)
+                else:
+                    log.warning("%s: ignoring set_task %r (this robot runs %s)", self.config.robot_id,
+                                command.set_task.task, sorted(self.driver.tasks))
 
     def _end_takeover(self, episode_id: str, step: int) -> None:
         ended = self.takeover.hand_back()
@@ -228,20 +245,22 @@ class RobotClient:
 
     # -- one episode ---------------------------------------------------------------------------
 
-    def run_episode(self, kind: str, seed: int) -> dict:
+    def run_episode(self, kind: str, seed: int, task: str | None = None) -> dict:
         cfg = self.config
+        task = task or cfg.tasks[0]
+        self.task = task
         episode_id = f"{cfg.robot_id}-{uuid.uuid4().hex[:12]}"
         policy = self.checkpoint.policy if self.checkpoint else None
-        instruction = self.driver.tasks.get(cfg.task, cfg.task)
+        instruction = self.driver.tasks.get(task, task)
         builder = ChunkBuilder(
-            dict(robot_id=cfg.robot_id, episode_id=episode_id, policy_version=self.version, task=cfg.task,
+            dict(robot_id=cfg.robot_id, episode_id=episode_id, policy_version=self.version, task=task,
                  instruction=instruction, kind=wire.KIND_TO_PROTO[kind], seed=seed),
             max_bytes=min(wire.CHUNK_TARGET_BYTES, self.uplink.max_message_bytes // 2),
             max_steps=max(1, int(round(self.driver.control_hz))))
         self.help_rule.reset()
         self._status.update(episode_id=episode_id, step=0,
                             mode=pb.ROBOT_MODE_DEMONSTRATING if kind == "demonstration" else pb.ROBOT_MODE_AUTONOMOUS)
-        obs = self.driver.reset(cfg.task, seed)
+        obs = self.driver.reset(task, seed)
         plan: list[np.ndarray] = []
         total_reward, success, termination = 0.0, False, "timeout"
         human_steps = takeovers = 0
@@ -320,10 +339,10 @@ class RobotClient:
         self._spool_queue.put(builder.seal(outcome))
         self.episodes_run += 1
         self._status["mode"] = pb.ROBOT_MODE_IDLE
-        summary = dict(episode_id=episode_id, kind=kind, version=self.version, success=success,
+        summary = dict(episode_id=episode_id, kind=kind, task=task, version=self.version, success=success,
                        steps=num_steps, human_steps=human_steps, takeovers=takeovers, sources=sources)
         self.history.append(summary)
-        log.info("%s %s episode v%d: %s in %d steps, %d takeovers, %d human steps", cfg.robot_id, kind,
+        log.info("%s %s %s episode v%d: %s in %d steps, %d takeovers, %d human steps", cfg.robot_id, task, kind,
                  self.version, "success" if success else termination, num_steps, takeovers, human_steps)
         return summary
 

@@ -28,7 +28,7 @@ class RobotThread:
 
     def __init__(self, work_dir: Path, address: str, robot_id: str, **config):
         operator_steps = config.pop("operator_steps", 8)
-        self.config = RobotConfig(robot_id=robot_id, task="push_cube", learner=address, token=TOKEN,
+        self.config = RobotConfig(robot_id=robot_id, tasks=("push_cube",), learner=address, token=TOKEN,
                                   work_dir=work_dir / robot_id, **{"realtime": False, **config})
         self.client: RobotClient | None = None
         self._built = threading.Event()
