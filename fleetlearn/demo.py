@@ -4,7 +4,9 @@ A learner (server + trainer + simulated operator pool) and N simulated robots, e
 process, talk gRPC over loopback exactly as they would across machines. Timeline within the
 `--minutes` budget:
 
-  1. every robot records a share of the scripted demonstrations;
+  1. every robot records a share of the scripted demonstrations (`demos` per task; with several
+     tasks every robot goes round the task list, and one policy learns them all, conditioned on
+     each task's instruction);
   2. the trainer trains version 0 on them to convergence and publishes it;
   3. robots run the policy; a rollout that goes wrong asks for help, a free simulated operator
      takes over for a segment, and those intervention steps are what HG-DAgger learns from;
@@ -31,7 +33,8 @@ from pathlib import Path
 from learner.metrics import format_table, version_table
 from learner.store import connect
 
-N_EVAL_SEEDS = 30
+# Seconds one episode takes on average at 10 Hz (for the evaluation cadence below).
+MEAN_EPISODE_S = 4.5
 
 
 @dataclass
@@ -40,11 +43,34 @@ class DemoConfig:
     robots: int = 4
     operators: int = 2
     out: Path = Path("runs/demo")
-    task: str = "push_cube"
-    demos: int = 12
-    # Seconds before the deadline after which no new version is published, so the last one
-    # can finish its evaluation share (each robot runs eval and training episodes alternately).
-    final_eval_s: float = 130.0
+    tasks: tuple[str, ...] = ("push_cube",)
+    demos: int = 12  # per task
+    eval_seeds: int | None = None  # per task; default 30 for one task, 20 each for several
+
+    @property
+    def seeds_per_task(self) -> int:
+        return self.eval_seeds or (30 if len(self.tasks) == 1 else 20)
+
+    @property
+    def eval_episodes(self) -> int:
+        """Evaluation episodes per policy version, the whole fleet together."""
+        return self.seeds_per_task * len(self.tasks)
+
+    @property
+    def publish_every_s(self) -> float:
+        """About one evaluation round of the fleet: each robot runs its share of the evaluation
+        episodes interleaved with as many training episodes, so every version is fully measured."""
+        return max(90.0, 2 * -(-self.eval_episodes // self.robots) * MEAN_EPISODE_S)
+
+    @property
+    def final_eval_s(self) -> float:
+        """No version is published this close to the deadline, so the last one finishes its round."""
+        return self.publish_every_s + 40.0
+
+    @property
+    def bootstrap_updates(self) -> int:
+        """Version 0 trains to convergence: about 1500 updates for one task, 3000 for a suite."""
+        return 1500 if len(self.tasks) == 1 else 3000
 
 
 def _free_port() -> int:
@@ -75,20 +101,20 @@ def run_demo(config: DemoConfig) -> dict:
         processes.append(proc)
         return proc
 
-    per_robot_demos = -(-config.demos // config.robots)
-    print(f"fleet demo: {config.robots} robots, {config.operators} simulated operators, task {config.task}, "
+    per_robot_demos = -(-config.demos * len(config.tasks) // config.robots)
+    tasks = ",".join(config.tasks)
+    print(f"fleet demo: {config.robots} robots, {config.operators} simulated operators, tasks {tasks}, "
           f"{config.minutes:g} minutes; logs in {out / 'logs'}", flush=True)
     spawn(["learner", "--data", str(out / "learner"), "--host", "127.0.0.1", "--port", str(port),
            "--token-file", str(token_file), "--operators", str(config.operators),
            "--min-demos", str(per_robot_demos * config.robots), "--publish-until", str(publish_until),
-           # About one evaluation round of the fleet (each robot runs its share of the seeds
-           # interleaved with training episodes), so every version gets its full evaluation.
-           "--publish-every-s", "90", "--publish-every-updates", "1500"],
+           "--bootstrap-updates", str(config.bootstrap_updates),
+           "--publish-every-s", str(config.publish_every_s), "--publish-every-updates", "100000"],
           "learner.log")
     for i in range(config.robots):
-        spawn(["robot", "--sim", config.task, "--learner", f"127.0.0.1:{port}", "--robot-id", f"robot-{i + 1}",
+        spawn(["robot", "--sim", tasks, "--learner", f"127.0.0.1:{port}", "--robot-id", f"robot-{i + 1}",
                "--token-file", str(token_file), "--work-dir", str(out / "robots" / f"robot-{i + 1}"),
-               "--demos", str(per_robot_demos), "--eval-seeds", str(N_EVAL_SEEDS), "--eval-index", str(i),
+               "--demos", str(per_robot_demos), "--eval-seeds", str(config.seeds_per_task), "--eval-index", str(i),
                "--eval-stride", str(config.robots), "--seed", str(i + 1)], f"robot-{i + 1}.log")
 
     db_path = out / "learner" / "index.sqlite"
@@ -101,7 +127,7 @@ def run_demo(config: DemoConfig) -> dict:
                     raise RuntimeError(f"a fleet process exited early (code {proc.returncode}); see {out / 'logs'}")
             if db_path.exists():
                 db = connect(db_path, readonly=True)
-                table = version_table(db, config.robots, config.operators, N_EVAL_SEEDS)
+                table = version_table(db, config.robots, config.operators, config.eval_episodes)
                 demos = db.execute("SELECT COUNT(*) FROM episodes WHERE kind='demonstration' AND complete=1").fetchone()[0]
                 db.close()
                 elapsed = time.time() - started
@@ -120,14 +146,17 @@ def run_demo(config: DemoConfig) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
     db = connect(db_path, readonly=True)
-    table = version_table(db, config.robots, config.operators, N_EVAL_SEEDS)
+    table = version_table(db, config.robots, config.operators, config.eval_episodes)
     db.close()
     evaluated = [r for r in table if r["eval_complete"]]
+    first, final = (evaluated[0], evaluated[-1]) if evaluated else (None, None)
     summary = {"versions": table, "robots": config.robots, "operators": config.operators,
-               "eval_seeds": N_EVAL_SEEDS,
-               "first_version": evaluated[0] if evaluated else None,
-               "final_version": evaluated[-1] if evaluated else None,
-               "task": config.task, "wall_seconds": round(time.time() - started, 1)}
+               "eval_seeds_per_task": config.seeds_per_task, "demos_per_task": config.demos,
+               "first_version": first, "final_version": final, "tasks": list(config.tasks),
+               "task_success": {task: {"first_version": first["task_success"].get(task) if first else None,
+                                       "final_version": final["task_success"].get(task) if final else None}
+                                for task in config.tasks},
+               "wall_seconds": round(time.time() - started, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_learning_curve(table, out / "learning_curve.png")
     print("\nfinal:\n" + format_table(table))
@@ -143,7 +172,15 @@ def plot_learning_curve(table: list[dict], path: Path) -> None:
 
     rows = [r for r in table if r["success_rate"] is not None and r["eval_complete"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot([r["version"] for r in rows], [100 * r["success_rate"] for r in rows], "o-")
+    tasks = sorted({task for r in rows for task in r["task_success"]})
+    if len(tasks) > 1:
+        for task in tasks:
+            ax1.plot([r["version"] for r in rows], [100 * r["task_success"].get(task, 0.0) for r in rows],
+                     ".--", alpha=0.7, label=task)
+    ax1.plot([r["version"] for r in rows], [100 * r["success_rate"] for r in rows], "o-", color="black",
+             label="all tasks")
+    if len(tasks) > 1:
+        ax1.legend(fontsize=7)
     ax1.set(xlabel="policy version", ylabel="evaluation success (%)", title="Success on fixed evaluation seeds",
             ylim=(0, 100))
     ax1.grid(alpha=0.3)

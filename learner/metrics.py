@@ -5,6 +5,7 @@
     human_steps                operator-driven steps over the version's training episodes
     ROHE                       (M/N) * mean over training episodes of reward / (1 + human steps)
                                (Fleet-DAgger's return on human effort; reward = 1 per success)
+    task_success               {task: evaluation success rate} when the fleet runs several tasks
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sqlite3
 
 def version_table(db: sqlite3.Connection, robots: int, operators: int, eval_seeds: int = 0) -> list[dict]:
     """One row per policy version that ran. A version is `eval_complete` once it has run at least
-    `eval_seeds` evaluation episodes (robots skip a version that is superseded before they reach it)."""
+    `eval_seeds` evaluation episodes in all (robots skip a version superseded before they reach it)."""
     rows = db.execute(
         """SELECT policy_version AS version,
                   SUM(kind='training') AS episodes,
@@ -39,7 +40,16 @@ def version_table(db: sqlite3.Connection, robots: int, operators: int, eval_seed
             "interventions_per_episode": (r["takeovers"] / episodes) if episodes else None,
             "human_steps": r["human_steps"] or 0,
             "rohe": (operators / robots) * (r["rohe_sum"] / episodes) if episodes and robots else None,
+            "task_success": {},
+            "task_eval_episodes": {},
         })
+    by_version = {row["version"]: row for row in table}
+    for r in db.execute(
+            """SELECT policy_version AS version, task, COUNT(*) AS evals, SUM(success) AS successes
+               FROM episodes WHERE complete=1 AND policy_version >= 0 AND kind='evaluation'
+               GROUP BY policy_version, task ORDER BY task"""):
+        by_version[r["version"]]["task_success"][r["task"]] = r["successes"] / r["evals"]
+        by_version[r["version"]]["task_eval_episodes"][r["task"]] = r["evals"]
     return table
 
 
@@ -47,10 +57,14 @@ def format_table(table: list[dict]) -> str:
     def f(value, spec):
         return "-" if value is None else format(value, spec)
 
+    tasks = sorted({task for r in table for task in r["task_success"]})
+    per_task = tasks if len(tasks) > 1 else []
+    width = max([12] + [len(t) for t in per_task])
     lines = [f"{'version':>7} {'eval success':>12} {'eval eps':>8} {'train eps':>9} {'takeovers/ep':>12} "
-             f"{'human steps':>11} {'ROHE':>7}"]
+             f"{'human steps':>11} {'ROHE':>7}" + "".join(f" {t:>{width}}" for t in per_task)]
     for r in table:
         partial = "" if r["eval_complete"] else " (evaluation incomplete)"
         lines.append(f"{r['version']:>7} {f(r['success_rate'], '12.0%')} {r['eval_episodes']:>8} {r['episodes']:>9} "
-                     f"{f(r['interventions_per_episode'], '12.2f')} {r['human_steps']:>11} {f(r['rohe'], '7.3f')}{partial}")
+                     f"{f(r['interventions_per_episode'], '12.2f')} {r['human_steps']:>11} {f(r['rohe'], '7.3f')}"
+                     + "".join(f" {f(r['task_success'].get(t), f'{width}.0%')}" for t in per_task) + partial)
     return "\n".join(lines)

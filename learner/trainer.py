@@ -18,7 +18,7 @@ import torch
 
 from learner.algorithms import make_algorithm
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
-from learner.store import StoreReader
+from learner.store import EpisodeArrays, StoreReader
 from learner.versions import VersionRegistry
 from policy import PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
 from policy.normalize import Normalizer
@@ -29,10 +29,13 @@ log = logging.getLogger("fleetlearn.trainer")
 
 @dataclass
 class TrainerConfig:
-    data_dir: Path
+    data_dir: Path | None  # the learner's store; None for offline training (fit_offline)
     algorithm: str = "hg_dagger"
     sampler: str = "offline_online_mix"
     use_autonomous_successes: bool = False
+    # Train one policy on these tasks only (None: every task the fleet sends). The policy is
+    # conditioned on each episode's instruction, so one network serves the whole list.
+    tasks: tuple[str, ...] | None = None
     # Version 0: wait for this many demonstrations, then train this many updates on them.
     min_demos: int = 20
     bootstrap_updates: int = 1500
@@ -57,13 +60,15 @@ class TrainerConfig:
 class Trainer:
     def __init__(self, config: TrainerConfig):
         self.config = config
-        self.reader = StoreReader(config.data_dir)
-        self.registry = VersionRegistry(config.data_dir)
+        self.reader = StoreReader(config.data_dir) if config.data_dir else None
+        self.registry = VersionRegistry(config.data_dir) if config.data_dir else None
         self.algorithm = make_algorithm(config.algorithm, use_autonomous_successes=config.use_autonomous_successes)
         self.sampler = make_sampler(config.sampler)
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
-        self.index: WindowIndex | None = None
+        defaults = PolicyConfig(**config.policy_overrides)
+        self.index = WindowIndex(horizon=defaults.horizon)
+        self.image_size = defaults.encoder_image_size
         self.seen: set[tuple[str, str]] = set()
         self.last_completed_at = 0.0
         self.policy: VLAPolicy | None = None
@@ -83,20 +88,25 @@ class Trainer:
             if key in self.seen:
                 continue
             self.seen.add(key)
+            if self.config.tasks is not None and row["task"] not in self.config.tasks:
+                continue
             if not self.algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"] or 0):
                 continue
-            episode = self.reader.load_episode(row)
-            for key in [k for k in episode.arrays if k.startswith("image/")]:
-                self.camera_image_size = episode.arrays[key].shape[1]
-                # Cache frames at encoder size: a quarter of the memory, and no resize per batch.
-                episode.arrays[key] = downsample_images(torch.from_numpy(episode.arrays[key]), self.image_size).numpy()
-            labels = self.algorithm.step_labels(episode)
-            added += self.index.add(LabelledEpisode(episode, labels, online=row["kind"] != "demonstration"))
+            added += self.add_episode(self.reader.load_episode(row), online=row["kind"] != "demonstration")
         return added
 
+    def add_episode(self, episode: EpisodeArrays, online: bool) -> int:
+        """Labels one episode with the algorithm and indexes its windows; returns how many."""
+        for key in [k for k in episode.arrays if k.startswith("image/")]:
+            self.camera_image_size = episode.arrays[key].shape[1]
+            # Cache frames at encoder size: a quarter of the memory, and no resize per batch.
+            episode.arrays[key] = downsample_images(torch.from_numpy(episode.arrays[key]), self.image_size).numpy()
+        return self.index.add(LabelledEpisode(episode, self.algorithm.step_labels(episode), online=online))
+
     def demonstrations(self) -> int:
-        return self.reader.db.execute(
-            "SELECT COUNT(*) FROM episodes WHERE complete=1 AND kind='demonstration'").fetchone()[0]
+        rows = self.reader.db.execute(
+            "SELECT task, COUNT(*) AS n FROM episodes WHERE complete=1 AND kind='demonstration' GROUP BY task")
+        return sum(r["n"] for r in rows if self.config.tasks is None or r["task"] in self.config.tasks)
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -116,6 +126,7 @@ class Trainer:
     def _resume(self, version: int) -> None:
         checkpoint = load_checkpoint(self.registry.checkpoint_dir(version))
         self.policy = checkpoint.policy
+        self.image_size = self.policy.config.encoder_image_size
         self.version = version
         self.updates = int(checkpoint.meta["info"].get("updates", 0))
         self._reset_optimizer()
@@ -142,6 +153,22 @@ class Trainer:
         self.updates += 1
         return figures
 
+    def bootstrap(self, updates: int, should_stop=lambda: False) -> float | None:
+        """Version 0: trains the fresh policy on what is indexed (the demonstrations) to convergence.
+
+        Returns the final mean loss, or None if stopped early. Robots then run the converged
+        weights themselves, not a lagging average of them.
+        """
+        losses = []
+        for i in range(updates):
+            losses.append(self.train_step()["denoise_loss"])
+            if (i + 1) % 100 == 0:
+                log.info("version 0: update %d/%d, loss %.4f", i + 1, updates, np.mean(losses[-100:]))
+            if should_stop():
+                return None
+        self.ema.load_state_dict(self.policy.state_dict())
+        return float(np.mean(losses[-100:]))
+
     def publish(self, note: str, figures: dict[str, float]) -> int:
         self.version += 1
         info = {"updates": self.updates, "algorithm": self.algorithm.name, "windows": len(self.index.windows),
@@ -157,9 +184,7 @@ class Trainer:
 
     def run(self, should_stop=lambda: False) -> None:
         c = self.config
-        self.index = WindowIndex(horizon=PolicyConfig(**c.policy_overrides).horizon)
         latest = self.registry.latest()
-        self.image_size = PolicyConfig(**c.policy_overrides).encoder_image_size
         if latest is not None:
             self._resume(latest)
             self.image_size = self.policy.config.encoder_image_size
@@ -172,17 +197,10 @@ class Trainer:
         self.refresh()
         if self.policy is None:
             self._build_policy()
-            figures: dict[str, float] = {}
-            losses = []
-            for i in range(c.bootstrap_updates):
-                figures = self.train_step()
-                losses.append(figures["denoise_loss"])
-                if (i + 1) % 100 == 0:
-                    log.info("version 0: update %d/%d, loss %.4f", i + 1, c.bootstrap_updates, np.mean(losses[-100:]))
-                if should_stop():
-                    return
-            self.ema.load_state_dict(self.policy.state_dict())  # converged weights, not a lagging average
-            self.publish("trained on offline demonstrations", {"denoise_loss": float(np.mean(losses[-100:]))})
+            loss = self.bootstrap(c.bootstrap_updates, should_stop)
+            if loss is None:
+                return
+            self.publish("trained on offline demonstrations", {"denoise_loss": loss})
         for group in self.optimizer.param_groups:
             group["lr"] = c.finetune_lr
         last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
@@ -217,3 +235,14 @@ def trainer_main(config: TrainerConfig, stop_event) -> None:
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     Trainer(config).run(should_stop=stop_event.is_set)
+
+
+def fit_offline(episodes: list[EpisodeArrays], updates: int, config: TrainerConfig | None = None) -> VLAPolicy:
+    """Version 0 without a learner: a fresh policy trained on in-memory demonstrations, exactly
+    as the trainer trains it from the store (benchmarks and experiments use this)."""
+    trainer = Trainer(config or TrainerConfig(data_dir=None))
+    for episode in episodes:
+        trainer.add_episode(episode, online=episode.kind != "demonstration")
+    trainer._build_policy()
+    trainer.bootstrap(updates)
+    return trainer.ema.eval()

@@ -95,6 +95,11 @@ class CartesianArm:
     wrist_camera: str = WRIST_CAMERA_NAME
 
     @property
+    def body_names(self) -> tuple[str, ...]:
+        """Every body the arm adds to a scene (what is not the arm is a task object)."""
+        return (self.ee_body, "finger_left", "finger_right")
+
+    @property
     def low(self) -> np.ndarray:
         return np.asarray(self.workspace_low, dtype=np.float64)
 

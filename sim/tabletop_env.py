@@ -10,6 +10,7 @@ and its success test (see `sim/__init__.py` for the recipe).
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 import gymnasium as gym
@@ -17,6 +18,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from sim import variants
 from sim.arm import WRIST_CAMERA_NAME, CartesianArm
 from sim.scene import FRONT_CAMERA_NAME, build_tabletop_xml
 
@@ -43,7 +45,7 @@ HOME_JITTER = 0.01
 # Proprioceptive state layout: ee xyz, finger gap, ee velocity xyz.
 STATE_DIM = 7
 
-SUPPORTED_VARIANTS = ("sim",)
+SUPPORTED_VARIANTS = variants.VARIANTS
 
 
 class TabletopArmEnv(gym.Env):
@@ -67,11 +69,12 @@ class TabletopArmEnv(gym.Env):
         image_size: int | tuple[int, int] = DEFAULT_IMAGE_SIZE,
         max_steps: int | None = None,
         variant: str = "sim",
+        shift: float | None = None,
         render_mode: str | None = None,
     ):
+        """`variant` "sim" or "real-proxy"; `shift` sizes the real-proxy gap (sim/variants.py)."""
         super().__init__()
-        if variant not in SUPPORTED_VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; supported: {SUPPORTED_VARIANTS}")
+        self.shift = variants.resolve(variant, shift)
         self.variant = variant
         self.render_mode = render_mode
         if isinstance(image_size, int):
@@ -88,12 +91,16 @@ class TabletopArmEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         control_period = 1.0 / self.control_hz
         self.substeps = int(round(control_period / self.model.opt.timestep))
+        self._slide_ctrl = [self._actuator_id(name) for name in self.arm.slide_actuators]
+        self._effects = variants.apply_to_model(self.model, self.shift, set(self.arm.body_names), self._slide_ctrl,
+                                                FRONT_CAMERA_NAME, self.arm.wrist_camera)
+        self._pending_actions: deque[np.ndarray] = deque()
+        self._noise_rng = np.random.default_rng(0)
         self._renderer = mujoco.Renderer(self.model, height=height, width=width)
 
         self._slide_qpos = [self._joint_qpos_address(name) for name in self.arm.slide_joints]
         self._slide_qvel = [self._joint_qvel_address(name) for name in self.arm.slide_joints]
         self._finger_qpos = [self._joint_qpos_address(name) for name in self.arm.finger_joints]
-        self._slide_ctrl = [self._actuator_id(name) for name in self.arm.slide_actuators]
         self._gripper_ctrl = self._actuator_id(self.arm.gripper_actuator)
 
         image_space = spaces.Box(0, 255, shape=self.image_shape, dtype=np.uint8)
@@ -147,13 +154,19 @@ class TabletopArmEnv(gym.Env):
         self._randomise_objects()
         mujoco.mj_forward(self.model, self.data)
         self._step_count = 0
+        if self._effects.any_noise:  # drawn after the layout, so sim and real-proxy share layouts
+            self._noise_rng = np.random.default_rng(int(self.np_random.integers(2**63)))
+        # Actions in flight when the episode starts: hold still with the gripper closed.
+        hold = np.array([0.0, 0.0, 0.0, 1.0])
+        self._pending_actions = deque(hold.copy() for _ in range(self._effects.latency_steps))
         return self._observation(), self._info(success=self._is_success())
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_dim), -1.0, 1.0)
+        action = self._executed_action(np.asarray(action, dtype=np.float64).reshape(self.action_dim))
         ee = self.ee_position()
         ramp_start = ee + np.clip(self._ee_target - ee, -MAX_TARGET_LEAD, MAX_TARGET_LEAD)
-        new_target = np.clip(ramp_start + self.max_ee_step * action[:3], self.arm.low, self.arm.high)
+        travel = self.max_ee_step * self._effects.action_gain * action[:3]
+        new_target = np.clip(ramp_start + travel, self.arm.low, self.arm.high)
         self.data.ctrl[self._gripper_ctrl] = self.arm.finger_travel_target(action[3])
         done_substeps = 0
         for segment, segment_end in enumerate(self._ramp_ends, start=1):
@@ -169,6 +182,11 @@ class TabletopArmEnv(gym.Env):
         terminated = success
         truncated = (not terminated) and self._step_count >= self.max_steps
         return self._observation(), reward, terminated, truncated, self._info(success)
+
+    @property
+    def allows_rl_rollouts(self) -> bool:
+        """False on real-proxy: like a physical robot it serves demonstrations and evaluation only."""
+        return self.variant == "sim"
 
     def render(self):
         return self._render_camera(self.camera_names[0])
@@ -196,9 +214,27 @@ class TabletopArmEnv(gym.Env):
 
     # ---- internals -------------------------------------------------------------
 
+    def _executed_action(self, action: np.ndarray) -> np.ndarray:
+        """The action the arm carries out this step: clipped, and on real-proxy late and noisy."""
+        action = np.clip(action, -1.0, 1.0)
+        if self._effects.latency_steps:
+            self._pending_actions.append(action)
+            action = self._pending_actions.popleft()
+        if self._effects.action_noise:
+            action = np.clip(action + self._noise_rng.normal(0.0, self._effects.action_noise, action.shape), -1.0, 1.0)
+        return action
+
     def _observation(self) -> dict:
         images = {name: self._render_camera(name) for name in self.camera_names}
-        return {"images": images, "state": self._proprioception()}
+        state = self._proprioception()
+        effects = self._effects
+        if effects.pixel_noise:
+            for name, image in images.items():
+                noisy = image + self._noise_rng.normal(0.0, effects.pixel_noise, image.shape).astype(np.float32)
+                images[name] = np.clip(noisy, 0, 255).astype(np.uint8)
+        if effects.state_noise:
+            state = state + self._noise_rng.normal(0.0, effects.state_noise, state.shape).astype(np.float32)
+        return {"images": images, "state": state}
 
     def _proprioception(self) -> np.ndarray:
         state = np.concatenate([self.ee_position(), [self.finger_gap()], self.ee_velocity()])

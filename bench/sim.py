@@ -1,0 +1,215 @@
+"""Simulation suite: speed, expert success on both variants, and the sim-to-real-proxy gap.
+
+Figures
+    rendered_steps_per_s_per_core   env steps per second of one process (one core) with both
+                                    96x96 cameras rendered, mean over tasks (per task as well);
+                                    baseline: physics alone for the same steps
+    expert_success                  {task: success rate} of the scripted expert, sim variant
+    expert_success_real_proxy       {task: success rate} on the real-proxy variant
+    policy_success_sim              {task: rate} of one multi-task policy trained only on sim
+                                    demonstrations (`--demos` per task, trained to convergence)
+    policy_success_real_proxy       {task: rate} of that same policy on real-proxy, same seeds
+    sim_to_real_drop_points         mean over tasks of (sim - real-proxy) success, in points
+
+Episodes run in `--workers` spawned processes (one simulation per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPEED_STEPS = 300
+EVAL_SEED_BASE = 1_000_000  # evaluation seeds never overlap demonstration seeds
+
+_envs: dict = {}  # per worker process: (task, variant, shift) -> env
+_policies: dict = {}  # per worker process: checkpoint dir -> policy
+
+
+def _env(task: str, variant: str, shift: float | None):
+    import sim
+
+    key = (task, variant, shift)
+    if key not in _envs:
+        _envs[key] = sim.make(task, variant=variant, shift=shift if variant != "sim" else None)
+    return _envs[key]
+
+
+def _expert_episode(job) -> tuple[str, str, bool]:
+    """Runs the expert on one seed; returns (task, variant, success)."""
+    import sim
+
+    task, variant, shift, seed = job
+    env = _env(task, variant, shift)
+    expert = sim.make_expert(env)
+    env.reset(seed=seed)
+    info = {"is_success": False}
+    for _ in range(env.max_steps):
+        _, _, terminated, truncated, info = env.step(expert.act(env))
+        if terminated or truncated:
+            break
+    return task, variant, bool(info["is_success"])
+
+
+def _demonstration(job):
+    """One expert demonstration on the sim variant, as the trainer's EpisodeArrays."""
+    import sim
+    from fleet.v1 import fleet_pb2 as pb
+    from learner.store import EpisodeArrays
+
+    task, seed = job
+    env = _env(task, "sim", None)
+    expert = sim.make_expert(env)
+    obs, _ = env.reset(seed=seed)
+    frames = {name: [] for name in env.camera_names}
+    states, actions = [], []
+    info = {"is_success": False}
+    for _ in range(env.max_steps):
+        action = expert.act(env)
+        for name in env.camera_names:
+            frames[name].append(obs["images"][name])
+        states.append(obs["state"])
+        actions.append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    arrays = {f"image/{name}": np.stack(f) for name, f in frames.items()}
+    arrays.update(state=np.stack(states), action=np.stack(actions).astype(np.float32),
+                  source=np.full(len(actions), pb.ACTION_SOURCE_OFFLINE_DEMO, np.int8))
+    return EpisodeArrays("bench", f"{task}-{seed}", task, env.instruction, "demonstration", -1,
+                         bool(info["is_success"]), arrays)
+
+
+def _policy_episode(job) -> tuple[str, str, bool]:
+    """Runs the checkpointed policy on one evaluation seed; returns (task, variant, success)."""
+    import torch
+
+    from policy import PolicyRunner, load_checkpoint
+
+    task, variant, shift, seed, checkpoint_dir = job
+    if checkpoint_dir not in _policies:
+        torch.set_num_threads(1)
+        _policies[checkpoint_dir] = load_checkpoint(Path(checkpoint_dir)).policy
+    env = _env(task, variant, shift)
+    runner = PolicyRunner(_policies[checkpoint_dir], seed)
+    obs, _ = env.reset(seed=seed)
+    info = {"is_success": False}
+    for _ in range(env.max_steps):
+        obs, _, terminated, truncated, info = env.step(runner.act(obs["images"], obs["state"], env.instruction))
+        if terminated or truncated:
+            break
+    return task, variant, bool(info["is_success"])
+
+
+def _rates(results, tasks, variant) -> dict[str, float]:
+    rates = {}
+    for task in tasks:
+        outcomes = [ok for t, v, ok in results if t == task and v == variant]
+        rates[task] = round(float(np.mean(outcomes)), 3)
+    return rates
+
+
+def _run_pool(pool, fn, jobs, label: str):
+    results, started = [], time.time()
+    for i, result in enumerate(pool.imap_unordered(fn, jobs), start=1):
+        results.append(result)
+        if i % max(1, len(jobs) // 10) == 0 or i == len(jobs):
+            print(f"  {label}: {i}/{len(jobs)} ({time.time() - started:.0f} s)", flush=True)
+    return results
+
+
+def measure_speed(tasks: list[str]) -> dict:
+    """Rendered env steps/s in this process (one core), and physics alone for the same steps."""
+    import mujoco
+
+    import sim
+
+    per_task, physics = {}, {}
+    for task in tasks:
+        env = sim.make(task)
+        expert = sim.make_expert(env)
+        env.reset(seed=0)
+        started = time.perf_counter()
+        for _ in range(SPEED_STEPS):
+            _, _, terminated, truncated, _ = env.step(expert.act(env))
+            if terminated or truncated:
+                env.reset(seed=int(started * 1000) % 1000)
+        per_task[task] = SPEED_STEPS / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(SPEED_STEPS):
+            mujoco.mj_step(env.model, env.data, nstep=env.substeps)
+        physics[task] = SPEED_STEPS / (time.perf_counter() - started)
+        env.close()
+    return {"per_task": per_task, "physics_only": physics}
+
+
+def main(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser(prog="fleet bench sim")
+    parser.add_argument("--tasks", default="all", help="comma-separated task names, or all")
+    parser.add_argument("--expert-seeds", type=int, default=50)
+    parser.add_argument("--demos", type=int, default=12, help="sim demonstrations per task for the sim-only policy")
+    parser.add_argument("--updates", type=int, default=3000, help="training updates of the sim-only policy")
+    parser.add_argument("--eval-seeds", type=int, default=20, help="evaluation seeds per task and variant")
+    parser.add_argument("--shift", type=float, help="real-proxy shift size (default: the frozen default)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--skip-policy", action="store_true", help="speed and experts only")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import sim
+
+    tasks = sorted(sim.TASKS) if args.tasks == "all" else args.tasks.split(",")
+    shift = args.shift if args.shift is not None else sim.DEFAULT_SHIFT
+    figures: dict = {"tasks": tasks, "real_proxy_shift": shift}
+
+    print(f"speed: {SPEED_STEPS} expert steps per task in one process, two 96x96 cameras", flush=True)
+    speed = measure_speed(tasks)
+    rendered = float(np.mean(list(speed["per_task"].values())))
+    physics = float(np.mean(list(speed["physics_only"].values())))
+    figures.update(rendered_steps_per_s_per_core=round(rendered, 1),
+                   rendered_steps_per_s_per_task={t: round(v, 1) for t, v in speed["per_task"].items()},
+                   physics_only_steps_per_s=round(physics, 1),
+                   rendered_vs_physics_only=round(rendered / physics, 3))
+    print(f"  rendered {rendered:.0f} steps/s per core; physics alone {physics:.0f} "
+          f"(ratio {rendered / physics:.2f}); target 150", flush=True)
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.workers) as pool:
+        jobs = [(t, v, shift, seed) for t in tasks for v in sim.VARIANTS for seed in range(args.expert_seeds)]
+        results = _run_pool(pool, _expert_episode, jobs, "expert episodes")
+        figures["expert_success"] = _rates(results, tasks, "sim")
+        figures["expert_success_real_proxy"] = _rates(results, tasks, "real-proxy")
+        figures["expert_seeds"] = args.expert_seeds
+        print(f"  expert success sim {figures['expert_success']}", flush=True)
+        print(f"  expert success real-proxy {figures['expert_success_real_proxy']}", flush=True)
+        if args.skip_policy:
+            return figures
+
+        demos = _run_pool(pool, _demonstration, [(t, seed) for t in tasks for seed in range(args.demos)],
+                          "sim demonstrations")
+        from learner.trainer import fit_offline
+        from policy import save_checkpoint
+
+        print(f"training one policy on {len(demos)} sim demonstrations ({args.updates} updates)...", flush=True)
+        started = time.time()
+        policy = fit_offline(demos, args.updates)
+        figures["policy_train_seconds"] = round(time.time() - started, 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(Path(tmp) / "policy", policy, version=0)
+            jobs = [(t, v, shift, EVAL_SEED_BASE + seed, str(Path(tmp) / "policy"))
+                    for seed in range(args.eval_seeds) for t in tasks for v in sim.VARIANTS]
+            results = _run_pool(pool, _policy_episode, jobs, "policy evaluation episodes")
+    figures["policy_success_sim"] = _rates(results, tasks, "sim")
+    figures["policy_success_real_proxy"] = _rates(results, tasks, "real-proxy")
+    drops = [figures["policy_success_sim"][t] - figures["policy_success_real_proxy"][t] for t in tasks]
+    figures.update(policy_demos_per_task=args.demos, policy_updates=args.updates, policy_eval_seeds=args.eval_seeds,
+                   sim_to_real_drop_points=round(100 * float(np.mean(drops)), 1))
+    print(f"  sim-only policy: sim {figures['policy_success_sim']}", flush=True)
+    print(f"  sim-only policy: real-proxy {figures['policy_success_real_proxy']}", flush=True)
+    print(f"  drop on real-proxy: {figures['sim_to_real_drop_points']} points (acceptance: at least 20)", flush=True)
+    return figures
