@@ -43,22 +43,67 @@ def cmd_learner(args) -> None:
                         port_file=Path(args.port_file) if args.port_file else None))
 
 
+def _robot_driver(args):
+    """(driver, expert or None) for `fleet robot`: sim tasks with their scripted experts, or a
+    bring-your-own Gymnasium env (README) with the expert named by --expert, if any."""
+    from robot_client.driver import GymDriver, SimDriver, load_factory
+
+    if args.sim:
+        misplaced = [flag for flag, value in (("--expert", args.expert), ("--instruction", args.instruction),
+                                              ("--task", args.task), ("--control-hz", args.control_hz)) if value]
+        if misplaced:
+            sys.exit(f"fleet robot: {', '.join(misplaced)} {'go' if len(misplaced) > 1 else 'goes'} with --env "
+                     "(sim tasks bring their own)")
+        driver = SimDriver(SimDriver.task_list(args.sim), variant=args.variant or "sim", max_steps=args.max_steps,
+                           shift=args.shift)
+        return driver, driver.expert
+    if args.variant or args.shift is not None:
+        sys.exit("fleet robot: --variant and --shift go with --sim")
+    if args.demos > 0 and not args.expert:
+        sys.exit("fleet robot: --demos needs an expert to record them; with --env pass --expert MODULE:FACTORY")
+    # MODULE may live in the current directory, as it would for `python -m`.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    expert = None
+    if args.expert:
+        expert = load_factory(args.expert, "expert factory")()
+        if not callable(expert):
+            sys.exit(f"fleet robot: expert factory {args.expert!r} returned a {type(expert).__name__}, not a "
+                     "callable (observation, env) -> action")
+    task = args.task or args.env
+    driver = GymDriver({task: load_factory(args.env, "env factory")},
+                       {task: args.instruction} if args.instruction else None,
+                       control_hz=args.control_hz, max_steps=args.max_steps)
+    return driver, expert
+
+
 def cmd_robot(args) -> None:
     import torch
 
-    from robot_client.driver import SimDriver
     from robot_client.loop import RobotClient, RobotConfig
-    from robot_client.teleop import ScriptedOperator
+    from robot_client.operators import OperatorModel
+    from robot_client.teleop import NoOperator, ScriptedOperator
 
     torch.set_num_threads(1)
-    driver = SimDriver(args.sim)
-    operator = ScriptedOperator(driver, segment_steps=args.operator_steps)
+    try:
+        model = OperatorModel(noise_std=args.operator_noise, reaction_delay_steps=args.operator_delay,
+                              suboptimality=args.operator_suboptimality, seed=args.seed)
+        # ValueError covers a bad MODULE:FACTORY, an env breaking the contract, unknown sim tasks
+        # and variants: all of them are the command line's to fix, so a message beats a traceback.
+        driver, expert = _robot_driver(args)
+    except ValueError as error:
+        sys.exit(f"fleet robot: {error}")
+    if expert is None:  # policy only: nobody to record demonstrations, take over or judge help
+        teleop, help_reference = NoOperator(), None
+    else:
+        teleop = ScriptedOperator(driver, segment_steps=args.operator_steps, expert=expert, model=model)
+        help_reference = teleop.reference_action
     eval_seeds = tuple(range(args.eval_seeds))[args.eval_index::args.eval_stride] if args.eval_seeds else ()
-    config = RobotConfig(robot_id=args.robot_id, tasks=(args.sim,), learner=args.learner, token=_token(args),
+    config = RobotConfig(robot_id=args.robot_id, tasks=tuple(driver.tasks), learner=args.learner, token=_token(args),
                          work_dir=Path(args.work_dir or f"runs/robots/{args.robot_id}"), demos=args.demos,
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
                          operator_segment_steps=args.operator_steps, seed=args.seed)
-    RobotClient(config, driver, operator, expert_action=operator.expert_action).run()
+    RobotClient(config, driver, teleop, expert_action=help_reference).run()
 
 
 def cmd_demo(args) -> None:
@@ -106,8 +151,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-train", action="store_true", help="serve only (no trainer process)")
     p.set_defaults(fn=cmd_learner)
 
+    from robot_client.driver import DEFAULT_MAX_STEPS
+    from robot_client.operators import OperatorModel
+
     p = sub.add_parser("robot", help="run a robot client")
-    p.add_argument("--sim", required=True, help="simulated task to run, e.g. push_cube")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sim", metavar="TASKS", help="simulated task(s): a name (push_cube), a comma-separated "
+                        "list, or 'all'")
+    source.add_argument("--env", metavar="MODULE:FACTORY", help="bring your own Gymnasium env: FACTORY() returns "
+                        "it (contract in README)")
+    p.add_argument("--expert", metavar="MODULE:FACTORY", help="with --env: FACTORY() returns the expert "
+                   "(observation, env) -> action that plays the operator; without one the robot runs policy only")
+    p.add_argument("--instruction", help="with --env: the task's instruction (default: the env's `instruction` "
+                   "attribute, else the task name)")
+    p.add_argument("--task", help="with --env: the task's name (default: MODULE:FACTORY)")
+    p.add_argument("--control-hz", type=float, help="with --env: control rate (default: env.metadata['render_fps'])")
+    p.add_argument("--max-steps", type=int, help="steps per episode (default: the sim task's; with --env "
+                   f"env.spec.max_episode_steps, else {DEFAULT_MAX_STEPS})")
+    p.add_argument("--variant", choices=["sim", "real-proxy"], help="with --sim: the nominal sim (default) or the "
+                   "real-robot proxy")
+    p.add_argument("--shift", type=float, help="with --sim --variant real-proxy: size of the reality gap")
     p.add_argument("--learner", required=True, help="learner address HOST:PORT")
     p.add_argument("--robot-id", default=f"robot-{os.getpid()}")
     p.add_argument("--token")
@@ -118,6 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-index", type=int, default=0, help="this robot's share: seeds index, index+stride, ...")
     p.add_argument("--eval-stride", type=int, default=1)
     p.add_argument("--operator-steps", type=int, default=20, help="steps a simulated operator drives per takeover")
+    p.add_argument("--operator-noise", type=float, default=OperatorModel.noise_std,
+                   help="simulated operator: Gaussian noise std on its actions (default %(default)s)")
+    p.add_argument("--operator-delay", type=int, default=OperatorModel.reaction_delay_steps,
+                   help="simulated operator: ticks it holds still after taking over (default %(default)s)")
+    p.add_argument("--operator-suboptimality", type=float, default=OperatorModel.suboptimality,
+                   help="simulated operator: motion scaled by 1-S plus a slow wander of size S (default %(default)s)")
     p.add_argument("--max-episodes", type=int)
     p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
     p.add_argument("--seed", type=int, default=0)

@@ -295,8 +295,8 @@ class RobotClient:
             else:
                 source, action = "autonomous", policy_action
                 if kind == "training" and self.expert_action is not None:
-                    help_needed = self.help_rule.update(policy_action, self.expert_action(),
-                                                        self._task_distance())
+                    task_distance = getattr(self.driver, "task_distance", lambda: None)()
+                    help_needed = self.help_rule.update(policy_action, self.expert_action(), task_distance)
                     if help_needed:
                         self._request_help(episode_id, step, *help_needed)
 
@@ -345,10 +345,6 @@ class RobotClient:
         log.info("%s %s %s episode v%d: %s in %d steps, %d takeovers, %d human steps", cfg.robot_id, task, kind,
                  self.version, "success" if success else termination, num_steps, takeovers, human_steps)
         return summary
-
-    def _task_distance(self) -> float | None:
-        env = getattr(self.driver, "env", None)
-        return float(env.cube_to_target()) if env is not None and hasattr(env, "cube_to_target") else None
 
     def _request_help(self, episode_id: str, step: int, reason: str, score: float) -> None:
         self.uplink.send(pb.RobotMessage(help=pb.HelpRequest(

@@ -6,11 +6,17 @@ interface, so the takeover state machine never knows which one it got.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 from robot_client.driver import Observation
+from robot_client.operators import OperatorBehaviour, OperatorModel, hold_action
+
+# An expert: (raw observation dict as the env returned it, the env) -> action. It may read
+# privileged state from the env (the sim's experts do), so it can take over from any state.
+Expert = Callable[[dict, Any], np.ndarray]
 
 
 class TeleopSource(Protocol):
@@ -25,30 +31,86 @@ class TeleopSource(Protocol):
 
 
 class ScriptedOperator:
-    """The sim's scripted expert standing in for a person.
+    """A scripted expert standing in for a person, as imperfect as `model` says a person is.
 
     It drives for at least `segment_steps` ticks (the operator's minimum time on a robot, as in
-    Fleet-DAgger) and then hands control back.
+    Fleet-DAgger) and then hands control back. `expert` defaults to the driver's own (`SimDriver`
+    has one for every sim task); a bring-your-own environment passes its own.
+
+    From the driver it reads `raw_observation` and `env` (what the expert sees), `last_action`
+    (the command to hold while reacting), `action_dim`, `setpoint_action_dims` and `episodes`
+    (to notice that a demonstration started); `GymDriver` and `SimDriver` provide all of them.
     """
 
-    def __init__(self, driver, segment_steps: int = 20):
-        import sim
-
-        self._sim = sim
+    def __init__(self, driver, segment_steps: int = 20, *, expert: Expert | None = None,
+                 model: OperatorModel | None = None):
+        expert = expert if expert is not None else getattr(driver, "expert", None)
+        if expert is None:
+            raise ValueError("ScriptedOperator needs an expert (observation, env) -> action; this driver has none")
         self.driver = driver
+        self.expert = expert
         self.segment_steps = segment_steps
+        self.model = model if model is not None else OperatorModel()
+        self.behaviour = OperatorBehaviour(self.model, driver.action_dim, getattr(driver, "setpoint_action_dims", ()))
         self.steps = 0
+        self._episode_seen: int | None = None
+
+    def reference_action(self) -> np.ndarray:
+        """The unperturbed expert's action now: the simulated help rule's reference.
+
+        The help rule stands in for a risk estimate, so it compares the policy with the best
+        action known, not with a shaky hand.
+        """
+        return np.asarray(self.expert(self.driver.raw_observation, self.driver.env), np.float32)
 
     def expert_action(self) -> np.ndarray:
-        """What the expert would do now (also used by the simulated help rule)."""
-        return np.asarray(self._sim.make_expert(self.driver.env).act(self.driver.env), np.float32)
+        """The person's action at the controls without a reaction delay: what demonstrations record.
+
+        People record demonstrations too, so the same model applies (noise and wander), but a
+        demonstration starts with the person ready, so there is no hold-still start. Call once
+        per tick; a new driver episode restarts the person's wander.
+        """
+        episode = getattr(self.driver, "episodes", None)
+        if episode != self._episode_seen:
+            self._episode_seen = episode
+            self.behaviour.start(react=False)
+        return self.behaviour.perturb(self.reference_action())
 
     def begin(self, operator_id: str) -> None:
         self.steps = 0
+        self.behaviour.start(react=True)
 
     def action(self, observation: Observation) -> np.ndarray:
         self.steps += 1
-        return self.expert_action()
+        return self.behaviour.act(self.reference_action, self._hold)
 
     def wants_hand_back(self) -> bool:
         return self.steps >= self.segment_steps
+
+    def _hold(self) -> np.ndarray:
+        # Before the robot's first command of an episode there is nothing to repeat: hold the
+        # set-points the expert would command now.
+        last = self.driver.last_action
+        return hold_action(self.driver.action_dim, self.behaviour.setpoint_dims,
+                           last if last is not None else self.reference_action())
+
+
+class NoOperator:
+    """The teleop source of a robot without a simulated operator (`fleet robot --env` without
+    `--expert`). Such a robot never asks for help, so the learner never assigns it an operator;
+    if a takeover is accepted anyway there is nobody to drive, and failing loudly beats
+    recording made-up "human" steps.
+    """
+
+    def begin(self, operator_id: str) -> None:
+        raise RuntimeError(f"operator {operator_id!r} took over, but this robot has no operator to drive it "
+                           "(run it with --expert to simulate one)")
+
+    def action(self, observation: Observation) -> np.ndarray:
+        raise RuntimeError("this robot has no operator")
+
+    def wants_hand_back(self) -> bool:
+        return True
+
+    def expert_action(self) -> np.ndarray:
+        raise RuntimeError("demonstrations need an expert (--expert MODULE:FACTORY)")
