@@ -30,7 +30,7 @@ import torch
 
 from fleet.v1 import fleet_pb2 as pb
 from fleetlearn import wire
-from policy import Checkpoint
+from policy import Checkpoint, PolicyRunner
 from robot_client.driver import Driver, Observation
 from robot_client.help import HelpRule, HelpRuleConfig
 from robot_client.takeover import Mode, TakeoverController
@@ -250,7 +250,7 @@ class RobotClient:
         task = task or cfg.tasks[0]
         self.task = task
         episode_id = f"{cfg.robot_id}-{uuid.uuid4().hex[:12]}"
-        policy = self.checkpoint.policy if self.checkpoint else None
+        runner = PolicyRunner(self.checkpoint.policy, seed) if self.checkpoint else None
         instruction = self.driver.tasks.get(task, task)
         builder = ChunkBuilder(
             dict(robot_id=cfg.robot_id, episode_id=episode_id, policy_version=self.version, task=task,
@@ -261,11 +261,9 @@ class RobotClient:
         self._status.update(episode_id=episode_id, step=0,
                             mode=pb.ROBOT_MODE_DEMONSTRATING if kind == "demonstration" else pb.ROBOT_MODE_AUTONOMOUS)
         obs = self.driver.reset(task, seed)
-        plan: list[np.ndarray] = []
         total_reward, success, termination = 0.0, False, "timeout"
         human_steps = takeovers = 0
         sources: list[str] = []
-        generator = torch.Generator().manual_seed(seed % (2**31))
         next_tick = time.perf_counter()
         step = 0
         for step in range(self.driver.max_steps):
@@ -278,13 +276,7 @@ class RobotClient:
                 termination = "stopped"
                 break
 
-            policy_action = None
-            if policy is not None:
-                if not plan:
-                    batch = policy.observation_batch(obs.images, obs.state, instruction)
-                    chunk = policy.predict_action_chunk(batch, generator)[0]
-                    plan = list(chunk[:policy.config.n_action_steps])
-                policy_action = np.clip(plan.pop(0), -1.0, 1.0).astype(np.float32)
+            policy_action = runner.act(obs.images, obs.state, instruction) if runner else None
 
             if kind == "demonstration":
                 source, action = "offline_demo", self.teleop.expert_action()
@@ -316,7 +308,8 @@ class RobotClient:
             if self.takeover.under_takeover and self.teleop.wants_hand_back():
                 takeovers += 1
                 self._end_takeover(episode_id, step)
-                plan = []  # re-plan from the state the operator left
+                if runner:
+                    runner.replan()  # from the state the operator left
             if terminated or truncated:
                 success = bool(info.get("is_success", False))
                 termination = "success" if success else ("failure" if terminated else "timeout")

@@ -36,7 +36,7 @@ class RobotThread:
         def run():
             driver = SimDriver("push_cube")
             operator = ScriptedOperator(driver, segment_steps=operator_steps)
-            self.client = RobotClient(self.config, driver, operator, expert_action=operator.expert_action)
+            self.client = RobotClient(self.config, driver, operator, expert_action=operator.reference_action)
             self._built.set()
             self.client.run()
 

@@ -218,8 +218,8 @@ def test_registry():
     assert "push_cube" in sim.TASKS
     with pytest.raises(ValueError, match="push_cube"):
         sim.make("no_such_task")
-    with pytest.raises(ValueError):
-        sim.make("push_cube", variant="real-proxy")
+    with pytest.raises(ValueError, match="unknown variant"):
+        sim.make("push_cube", variant="no_such_variant")
 
 
 def test_close_is_idempotent():
