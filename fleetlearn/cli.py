@@ -35,7 +35,8 @@ def cmd_learner(args) -> None:
     trainer = dict(min_demos=args.min_demos, bootstrap_updates=args.bootstrap_updates,
                    publish_every_updates=args.publish_every_updates, publish_every_s=args.publish_every_s,
                    algorithm=args.algorithm, sampler=args.sampler,
-                   use_autonomous_successes=args.use_autonomous_successes)
+                   use_autonomous_successes=args.use_autonomous_successes,
+                   tasks=tuple(args.tasks.split(",")) if args.tasks else None)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
@@ -109,8 +110,14 @@ def cmd_robot(args) -> None:
 def cmd_demo(args) -> None:
     from fleetlearn.demo import DemoConfig, run_demo
 
+    import sim
+
+    tasks = tuple(sorted(sim.TASKS)) if args.tasks == "all" else tuple(args.tasks.split(","))
+    unknown = [t for t in tasks if t not in sim.TASKS]
+    if unknown:
+        sys.exit(f"unknown task(s) {unknown}; known: {sorted(sim.TASKS)}")
     run_demo(DemoConfig(minutes=args.minutes, robots=args.robots, operators=args.operators, out=Path(args.out),
-                        task=args.task, demos=args.demos))
+                        tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds))
 
 
 def cmd_rollback(args) -> None:
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sampler", default="offline_online_mix", help="uniform or offline_online_mix")
     p.add_argument("--use-autonomous-successes", action="store_true",
                    help="HG-DAgger: also train on autonomous steps of successful episodes")
+    p.add_argument("--tasks", help="comma-separated tasks to train the one shared policy on (default: all received)")
     p.add_argument("--min-demos", type=int, default=20, help="demonstrations to wait for before version 0")
     p.add_argument("--bootstrap-updates", type=int, default=1500, help="updates that train version 0")
     p.add_argument("--publish-every-updates", type=int, default=800)
@@ -197,8 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--robots", type=int, default=4)
     p.add_argument("--operators", type=int, default=2)
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--task", default="push_cube")
-    p.add_argument("--demos", type=int, default=12, help="scripted demonstrations version 0 trains on (10-20 is honest)")
+    p.add_argument("--tasks", default="push_cube", help="comma-separated sim tasks, or all: one policy learns them all")
+    p.add_argument("--demos", type=int, default=12,
+                   help="scripted demonstrations per task that version 0 trains on (10-20 is honest)")
+    p.add_argument("--eval-seeds", type=int, help="evaluation seeds per task (default 30 for one task, 20 each for several)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("rollback", help="publish an earlier policy version again")
