@@ -109,6 +109,10 @@ class PushCubeEnv(TabletopArmEnv):
     def cube_to_target(self) -> float:
         return float(np.linalg.norm(self.cube_position()[:2] - self.target_position()))
 
+    def task_distance(self) -> float:
+        """Metres from the cube centre to the target centre (= cube_to_target())."""
+        return self.cube_to_target()
+
     # ---- task definition ---------------------------------------------------------
 
     def _is_success(self) -> bool:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+from sim.cued_button import CuedButtonEnv
+from sim.pick_place import PickPlaceEnv
+from sim.press_button import PressButtonEnv
 from sim.push_cube import PushCubeEnv
+from sim.reach import ReachEnv
 from sim.tabletop_env import TabletopArmEnv
 
 # name -> class (or any factory taking the env keyword arguments).
 TASKS: dict[str, Callable[..., TabletopArmEnv]] = {
-    PushCubeEnv.task_name: PushCubeEnv,
+    env_class.task_name: env_class
+    for env_class in (PushCubeEnv, ReachEnv, PickPlaceEnv, PressButtonEnv, CuedButtonEnv)
 }
 
 
