@@ -26,12 +26,20 @@ def register_task(name: str, factory: Callable[..., TabletopArmEnv]) -> None:
 
 def make(task_name: str, **kwargs) -> TabletopArmEnv:
     """Build the env for `task_name`; kwargs go to the task constructor
-    (image_size, max_steps, variant)."""
+    (image_size, max_steps, variant, shift)."""
     try:
         factory = TASKS[task_name]
     except KeyError:
         raise ValueError(f"unknown task {task_name!r}; known tasks: {sorted(TASKS)}") from None
     return factory(**kwargs)
+
+
+def make_rl_env(task_name: str, **kwargs) -> TabletopArmEnv:
+    """Build an env for RL rollouts: the sim variant only (real-proxy stands in for a real robot)."""
+    if kwargs.get("variant", "sim") != "sim":
+        raise ValueError(f"RL rollouts run in simulation only; variant {kwargs['variant']!r} stands in "
+                         "for a physical robot (demonstrations and evaluation only)")
+    return make(task_name, **kwargs)
 
 
 def make_expert(env, noise: float = 0.0, seed: int | None = None):
