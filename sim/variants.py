@@ -39,7 +39,7 @@ class RealityGap:
     """The differences at shift = 1; each scales linearly with the shift.
 
     Dynamics
-        friction          sliding friction of every geom x (1 + friction)
+        friction          sliding friction of the table and task objects x (1 + friction)
         object_mass       mass and inertia of every task object x (1 + object_mass)
         arm_stiffness     position gain of the arm's slide actuators x (1 + arm_stiffness)
         action_gain       end-effector travel per action unit x (1 + action_gain); the nominal
@@ -110,11 +110,16 @@ def apply_to_model(model: mujoco.MjModel, shift: float, arm_bodies: set[str], sl
     if shift == 0.0:
         return StepEffects()
     s = shift
-    model.geom_friction[:, 0] *= 1.0 + gap.friction * s
     for body in range(1, model.nbody):
         if mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, body) not in arm_bodies:
             model.body_mass[body] *= 1.0 + gap.object_mass * s
             model.body_inertia[body] *= 1.0 + gap.object_mass * s
+            model.geom_friction[model.geom_bodyid == body, 0] *= 1.0 + gap.friction * s
+    world_geoms = model.geom_bodyid == 0  # table and rim
+    model.geom_friction[world_geoms, 0] *= 1.0 + gap.friction * s
+    # Masses feed derived constants (inverse weights that set contact softness): recompute them,
+    # or heavier objects get contacts tuned for the lighter ones and the simulation blows up.
+    mujoco.mj_setConst(model, mujoco.MjData(model))
     for actuator in slide_actuators:  # position actuator: force = kp * (ctrl - q)
         model.actuator_gainprm[actuator, 0] *= 1.0 + gap.arm_stiffness * s
         model.actuator_biasprm[actuator, 1] *= 1.0 + gap.arm_stiffness * s
