@@ -6,9 +6,11 @@ costs twice as much to render).  The cap sits on a vertical slide joint
 with a preloaded spring: at rest the spring holds it against its upper
 stop, pushing it down by `PRESS_THRESHOLD` counts as "pressed", and it
 springs back up when let go.
-The base is a mocap body so a task can move the button per episode without
-rebuilding the model; contacts between the base and the cap (parent and
-child bodies) are filtered out by MuJoCo, so the cap sinks into the base.
+The base is a fixed body that a task moves per episode by editing its
+position in the model (`Button.place`), without rebuilding the model.  It is
+not a mocap body, which MuJoCo 4 and 3.x filter differently.  The base is
+welded to the world, so MuJoCo's parent-child contact filter does not apply:
+collision bits keep the cap, which sinks into the base, from colliding with it.
 
 `button_xml` builds the MJCF of one button and `Button` is a handle on one
 button of a built env (placement and privileged state for tasks and experts).
@@ -50,15 +52,23 @@ CAP_DAMPING = 1.0
 # Stiff joint limits: the preload must not push the cap visibly past its stop.
 STOP_SOLREF = "0.002 1"
 
+# Collision bits.  The cap sinks into the base, so the two must never collide; MuJoCo's
+# parent-child filter does not cover it because the base is welded to the world.  Both
+# still collide with everything else (fingers and objects use contype = conaffinity = 1):
+# cap-base is (1 & 4) | (1 & 2) = 0, cap-finger and base-finger are (1 & 1) = 1.
+CAP_COLLISION = 'contype="1" conaffinity="2"'
+BASE_COLLISION = 'contype="1" conaffinity="4"'
+
 
 def button_xml(name: str, cap_rgba: str) -> str:
     """MJCF for one button body named `name` (its cap: body and joint `name`_cap)."""
-    base = prism_xml(f"{name}_base", BASE_HEIGHT / 2.0, BASE_RADIUS, BASE_HEIGHT / 2.0, BASE_RGBA)
+    base = prism_xml(f"{name}_base", BASE_HEIGHT / 2.0, BASE_RADIUS, BASE_HEIGHT / 2.0, BASE_RGBA, BASE_COLLISION)
     cap_centre_z = BASE_HEIGHT - CAP_SINK + CAP_HEIGHT / 2.0
     cap_bar_mass = CAP_MASS / (PRISM_SIDES // 2)
-    cap = prism_xml(f"{name}_cap", cap_centre_z, CAP_RADIUS, CAP_HEIGHT / 2.0, cap_rgba, f'mass="{cap_bar_mass}"')
+    cap = prism_xml(f"{name}_cap", cap_centre_z, CAP_RADIUS, CAP_HEIGHT / 2.0, cap_rgba,
+                     f'mass="{cap_bar_mass}" {CAP_COLLISION}')
     return f"""
-    <body name="{name}" mocap="true" pos="0 0 0">{base}
+    <body name="{name}" pos="0 0 0">{base}
       <body name="{name}_cap" pos="0 0 0">
         <joint name="{name}_cap" type="slide" axis="0 0 1" range="{-CAP_TRAVEL} 0"
                stiffness="{SPRING_STIFFNESS}" springref="{SPRING_PRELOAD}"
@@ -75,24 +85,25 @@ class Button:
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, name: str):
         self.name = name
+        self._model = model
         self._data = data
         body_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
         joint_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"{name}_cap")
         if body_id < 0 or joint_id < 0:
             raise KeyError(f"no button named {name!r} in the model")
-        self._mocap = int(model.body_mocapid[body_id])
+        self._body = body_id
         self._cap_qpos = int(model.jnt_qposadr[joint_id])
         self._cap_qvel = int(model.jnt_dofadr[joint_id])
 
     def place(self, xy) -> None:
         """Move the button to `xy` (metres) with its cap released; call mj_forward after."""
-        self._data.mocap_pos[self._mocap] = [*xy, 0.0]
+        self._model.body_pos[self._body] = [*xy, 0.0]
         self._data.qpos[self._cap_qpos] = 0.0
         self._data.qvel[self._cap_qvel] = 0.0
 
     def position(self) -> np.ndarray:
         """Button centre (x, y)."""
-        return self._data.mocap_pos[self._mocap, :2].copy()
+        return self._model.body_pos[self._body, :2].copy()
 
     def depression(self) -> float:
         """How far (metres) the cap is pushed down from its rest position."""
