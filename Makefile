@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export MUJOCO_GL ?= egl
 
-.PHONY: setup demo test proto bench clean
+.PHONY: setup demo test test-mujoco-3.3 proto bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,15 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(TEST_ARGS)
+
+# sim/ must keep working on MuJoCo 3.3.0, which common task suites pin: its tests run again
+# in a small side environment holding that release (no torch needed).
+MJ33 := $(VENV)-mujoco-3.3
+test-mujoco-3.3:
+	test -x $(MJ33)/bin/python || $(PYTHON) -m venv $(MJ33)
+	$(MJ33)/bin/python -m pip install -q --disable-pip-version-check mujoco==3.3.0 'gymnasium>=1.0' numpy pytest
+	PYTHONPATH=. $(MJ33)/bin/python -m pytest -q -p no:cacheprovider --noconftest \
+		tests/test_sim.py tests/test_sim_tasks.py tests/test_sim_variants.py
 
 # Regenerates the committed gRPC stubs from proto/fleet/v1/fleet.proto.
 proto: setup
