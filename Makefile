@@ -32,7 +32,7 @@ test: setup
 MJ33 := $(VENV)-mujoco-3.3
 test-mujoco-3.3:
 	test -x $(MJ33)/bin/python || $(PYTHON) -m venv $(MJ33)
-	$(MJ33)/bin/python -m pip install -q --disable-pip-version-check mujoco==3.3.0 'gymnasium>=1.0' numpy pytest
+	$(MJ33)/bin/python -m pip install -q --disable-pip-version-check mujoco==3.3.0 'gymnasium>=1.0' numpy pytest pytest-timeout
 	PYTHONPATH=. $(MJ33)/bin/python -m pytest -q -p no:cacheprovider --noconftest \
 		tests/test_sim.py tests/test_sim_tasks.py tests/test_sim_variants.py
 
