@@ -28,13 +28,14 @@ class RobotThread:
 
     def __init__(self, work_dir: Path, address: str, robot_id: str, **config):
         operator_steps = config.pop("operator_steps", 8)
-        self.config = RobotConfig(robot_id=robot_id, tasks=("push_cube",), learner=address, token=TOKEN,
+        tasks = tuple(config.pop("tasks", ("push_cube",)))
+        self.config = RobotConfig(robot_id=robot_id, tasks=tasks, learner=address, token=TOKEN,
                                   work_dir=work_dir / robot_id, **{"realtime": False, **config})
         self.client: RobotClient | None = None
         self._built = threading.Event()
 
         def run():
-            driver = SimDriver("push_cube")
+            driver = SimDriver(list(tasks))
             operator = ScriptedOperator(driver, segment_steps=operator_steps)
             self.client = RobotClient(self.config, driver, operator, expert_action=operator.reference_action)
             self._built.set()
@@ -194,3 +195,34 @@ def test_robot_started_while_learner_down_delivers_its_spool_later(learner_proce
     finally:
         robot.stop()
     _assert_exactly_once(tmp_path / "learner", robot)
+
+
+def test_one_policy_learns_a_task_list_and_is_evaluated_per_task(learner_thread, tmp_path):
+    from learner.metrics import version_table
+    from learner.store import connect
+    from policy import load_checkpoint
+    from policy.vla import instruction_words
+
+    tasks = ("reach", "press_button")
+    learner = learner_thread(operators=1, trainer=dict(min_demos=4, bootstrap_updates=20, publish_every_updates=10_000,
+                                                       batch_size=8, policy_overrides=SMALL_POLICY))
+    robot = RobotThread(tmp_path, learner.address, "arm-1", tasks=tasks, demos=4, eval_seeds=(0,),
+                        max_episodes=8).start()
+    robot.thread.join(timeout=240)
+    assert not robot.thread.is_alive(), "robot did not finish its episodes"
+    history = robot.client.history
+    demo_tasks = [h["task"] for h in history if h["kind"] == "demonstration"]
+    assert sorted(demo_tasks) == sorted(tasks * 2), "demonstrations do not go round the task list"
+    assert sorted(h["task"] for h in history if h["kind"] == "evaluation") == sorted(tasks)
+
+    data_dir = tmp_path / "learner"
+    wait_for(lambda: len(stored_steps(data_dir, "arm-1")) == len(history), 60, "every episode to be stored")
+    instructions = {row["task"]: row["instruction"] for row, _, _ in stored_steps(data_dir, "arm-1").values()}
+    assert instructions == {task: robot.client.driver.tasks[task] for task in tasks}
+    # One policy, conditioned on both instructions.
+    vocab = set(load_checkpoint(VersionRegistry(data_dir).checkpoint_dir(0)).policy.config.vocab)
+    assert all(set(instruction_words(instructions[task])) <= vocab for task in tasks)
+    db = connect(data_dir / "index.sqlite", readonly=True)
+    table = version_table(db, robots=1, operators=1, eval_seeds=len(tasks))
+    db.close()
+    assert table[0]["eval_complete"] and set(table[0]["task_success"]) == set(tasks)
