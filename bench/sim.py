@@ -234,6 +234,7 @@ def _train_sim_only_policy(pool, tasks, args, policy_dir: Path, figures: dict) -
 
     demos = _run_pool(pool, _demonstration, [(t, seed) for t in tasks for seed in range(args.demos)],
                       "sim demonstrations")
+    demos.sort(key=lambda episode: episode.episode_id)  # the pool returns them in completion order
     print(f"training one policy on {len(demos)} sim demonstrations ({args.updates} updates)...", flush=True)
     started = time.time()
     policy = fit_offline(demos, args.updates)

@@ -53,6 +53,7 @@ class RealityGap:
         camera_offset_m   front camera moved by this vector (metres)
         camera_tilt_deg   and turned by these angles about its own x (pitch) and y (yaw) axes
         wrist_offset_m    wrist camera mounted this far off (metres, each axis)
+        wrist_tilt_deg    and pitched by this angle
     Sensors
         pixel_noise       Gaussian noise on every pixel (std, 0..255 levels)
         state_noise       Gaussian noise on proprioception (std, metres or m/s)
@@ -61,17 +62,18 @@ class RealityGap:
     friction: float = 0.5
     object_mass: float = 0.5
     arm_stiffness: float = -0.3
-    action_gain: float = -0.15
+    action_gain: float = -0.2
     latency_steps: float = 1.0
     action_noise: float = 0.05
-    light: float = -0.25
-    tint: float = 0.2
+    light: float = -0.4
+    tint: float = 0.35
     tint_rgb: tuple[float, float, float] = (0.85, 0.65, 0.35)
-    colour_jitter: float = 0.05
-    camera_offset_m: tuple[float, float, float] = (0.04, 0.03, -0.03)
-    camera_tilt_deg: tuple[float, float] = (4.0, 3.0)
-    wrist_offset_m: float = 0.006
-    pixel_noise: float = 6.0
+    colour_jitter: float = 0.08
+    camera_offset_m: tuple[float, float, float] = (0.07, 0.05, -0.05)
+    camera_tilt_deg: tuple[float, float] = (7.0, 5.0)
+    wrist_offset_m: float = 0.012
+    wrist_tilt_deg: float = 6.0
+    pixel_noise: float = 8.0
     state_noise: float = 0.002
 
 
@@ -140,6 +142,7 @@ def apply_to_model(model: mujoco.MjModel, shift: float, arm_bodies: set[str], sl
                                            _quat_multiply(_axis_angle((1, 0, 0), pitch), _axis_angle((0, 1, 0), yaw)))
     wrist = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, wrist_camera)
     model.cam_pos[wrist] += s * gap.wrist_offset_m
+    model.cam_quat[wrist] = _quat_multiply(model.cam_quat[wrist], _axis_angle((1, 0, 0), math.radians(gap.wrist_tilt_deg * s)))
 
     return StepEffects(latency_steps=int(round(gap.latency_steps * s)), action_noise=gap.action_noise * s,
                        action_gain=1.0 + gap.action_gain * s, pixel_noise=gap.pixel_noise * s,
