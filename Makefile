@@ -44,6 +44,7 @@ proto: setup
 bench: setup
 	$(BIN)/fleet bench ingest --json bench/results/ingest.json
 	$(BIN)/fleet bench weights --json bench/results/weights.json
+	$(BIN)/fleet bench sim --json bench/results/sim.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
