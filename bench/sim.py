@@ -160,7 +160,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--tasks", default="all", help="comma-separated task names, or all")
     parser.add_argument("--expert-seeds", type=int, default=50)
     parser.add_argument("--demos", type=int, default=40, help="sim demonstrations per task for the sim-only policy")
-    parser.add_argument("--updates", type=int, default=5000, help="training updates of the sim-only policy")
+    parser.add_argument("--updates", type=int, default=8000, help="training updates of the sim-only policy")
     parser.add_argument("--eval-seeds", type=int, default=20, help="evaluation seeds per task and variant")
     parser.add_argument("--shift", type=float, help="real-proxy shift size (default: the frozen default)")
     parser.add_argument("--shifts", default="", help="extra shift sizes to evaluate the same policy at, e.g. 0.5,1.5")
