@@ -105,7 +105,8 @@ Adding a task
        conaffinity=0 for markers), `_randomise_objects()` (place them with
        `self.np_random`), `_is_success()`, `_task_info()`, `task_distance()`
        and `expert()`.
-       Override `_arm_overrides()` to change the arm's workspace or home pose.
+       Override `_arm_overrides()` to change the arm's workspace or home pose,
+       and `_update_visuals()` to change what the cameras see (e.g. a cue lamp).
     2. Write a stateless expert for it in sim/experts.py (subclass
        `ScriptedExpert` and implement `_decide`).
     3. Add it to `TASKS` in sim/registry.py (or call `sim.register_task`).

@@ -160,11 +160,10 @@ class CuedButtonEnv(TabletopArmEnv):
 
     # ---- task definition ---------------------------------------------------------
 
-    def _observation(self) -> dict:
+    def _update_visuals(self) -> None:
         # Light the lamp for the frames of the cue phase only.
         for side, geom in enumerate(self._lit_caps):
             self.model.geom_rgba[geom, 3] = 1.0 if self.cue_visible and side == self.cue else 0.0
-        return super()._observation()
 
     def _is_success(self) -> bool:
         return self.cued_button.is_pressed() and not self.wrong_button_pressed()

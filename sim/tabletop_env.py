@@ -135,6 +135,13 @@ class TabletopArmEnv(gym.Env):
     def _task_info(self) -> dict[str, Any]:
         return {}
 
+    def _update_visuals(self) -> None:
+        """Called before every observation is rendered: change what the cameras show (a cue lamp)."""
+
+    def task_distance(self) -> float:
+        """Metres still to go to the goal (the robot's help rule watches it for progress)."""
+        raise NotImplementedError
+
     def expert(self, noise: float = 0.0, seed: int | None = None):
         """Scripted expert for this task (see sim/experts.py)."""
         raise NotImplementedError
@@ -225,6 +232,7 @@ class TabletopArmEnv(gym.Env):
         return action
 
     def _observation(self) -> dict:
+        self._update_visuals()
         images = {name: self._render_camera(name) for name in self.camera_names}
         state = self._proprioception()
         effects = self._effects
