@@ -4,12 +4,17 @@ A chunk is one file of serialized fleet.v1.EpisodeChunk bytes, written to a temp
 fsynced and renamed, so a crash leaves either the whole chunk or nothing. The file is deleted
 only on ack; a robot restarted with a full spool re-sends everything (the learner de-duplicates).
 Chunks the learner refuses as malformed are moved to rejected/ with the reason, never deleted.
+
+The directory is listed once, when the spool opens (a restarted robot picks up what it left);
+after that an in-memory index, kept in write order, says what is pending, so the uplink's
+frequent "anything to send?" never touches the disk.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from fleet.v1 import fleet_pb2 as pb
@@ -23,6 +28,9 @@ class Spool:
         self.changed = threading.Event()
         for stale in self.dir.glob("*.tmp"):
             stale.unlink()
+        self._lock = threading.Lock()
+        on_disk = sorted((p.stat().st_mtime_ns, p.name) for p in self.dir.glob("*.chunk"))
+        self._pending: OrderedDict[str, None] = OrderedDict((name, None) for _, name in on_disk)
 
     @staticmethod
     def _name(episode_id: str, sequence: int) -> str:
@@ -36,31 +44,34 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        with self._lock:
+            self._pending[path.name] = None
         self.changed.set()
 
     def pending(self) -> list[Path]:
         """Spooled chunks, oldest first."""
-        paths = []
-        for p in self.dir.glob("*.chunk"):
-            try:
-                paths.append((p.stat().st_mtime_ns, p.name, p))
-            except FileNotFoundError:  # acked meanwhile
-                continue
-        return [p for _, _, p in sorted(paths)]
+        with self._lock:
+            return [self.dir / name for name in self._pending]
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.dir.glob("*.chunk"))
+        with self._lock:
+            return len(self._pending)
 
     @staticmethod
     def read(path: Path) -> pb.EpisodeChunk:
         return pb.EpisodeChunk.FromString(path.read_bytes())
 
     def ack(self, episode_id: str, sequence: int) -> None:
-        (self.dir / self._name(episode_id, sequence)).unlink(missing_ok=True)
+        name = self._name(episode_id, sequence)
+        (self.dir / name).unlink(missing_ok=True)
+        with self._lock:
+            self._pending.pop(name, None)
 
     def reject(self, episode_id: str, sequence: int, reason: str) -> None:
         name = self._name(episode_id, sequence)
         source = self.dir / name
+        with self._lock:
+            self._pending.pop(name, None)
         if source.exists():
             os.replace(source, self.dir / "rejected" / name)
             (self.dir / "rejected" / (name + ".reason.txt")).write_text(reason + "\n")

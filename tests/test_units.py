@@ -190,3 +190,18 @@ def test_version_table_reports_success_per_task():
     assert table[1]["task_eval_episodes"] == {"push_cube": 1, "reach": 2}
     header = format_table(table).splitlines()[0]
     assert "push_cube" in header and "reach" in header
+
+
+def test_spool_index_survives_a_restart_and_follows_acks(tmp_path):
+    from robot_client.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    for sequence in range(3):
+        spool.put(pb.EpisodeChunk(robot_id="r", episode_id="e", sequence=sequence))
+    spool.ack("e", 1)
+    assert [p.name for p in spool.pending()] == ["e__000000.chunk", "e__000002.chunk"]
+    reopened = Spool(tmp_path / "spool")  # a restarted robot finds what it left, oldest first
+    assert [p.name for p in reopened.pending()] == ["e__000000.chunk", "e__000002.chunk"]
+    reopened.reject("e", 0, "bad chunk")
+    assert len(reopened) == 1 and (tmp_path / "spool" / "rejected" / "e__000000.chunk").exists()
+    assert Spool.read(reopened.pending()[0]).sequence == 2
