@@ -1,8 +1,11 @@
 """Training windows and the samplers that draw batches from them.
 
-A window is (episode, t): observation at step t, actions t .. t+horizon-1, with a per-token
-label mask from the algorithm (padding past the episode end is never a label). Only windows
-with at least one labelled token are eligible.
+A window is (episode, t): observation at step t and the action tokens of steps
+t - past .. t - past + horizon - 1, where `past` = obs_steps - 1 (the action sequence is aligned
+with the observation window, so with long context the first `past` tokens are the actions
+already taken; with one frame the tokens are t .. t + horizon - 1). Each token carries a label
+flag from the algorithm; padding before the episode start or past its end is never a label.
+Only windows with at least one labelled token are eligible.
 
 Unlabelled tokens are masked out of the loss, and their action values are also replaced by the
 nearest labelled action of the window (the same rule that pads past an episode's end), because
@@ -33,6 +36,7 @@ class WindowIndex:
     """All eligible windows of the loaded episodes."""
 
     horizon: int
+    past: int = 0  # action tokens before the current step (obs_steps - 1)
     episodes: list[LabelledEpisode] = field(default_factory=list)
     windows: list[tuple[int, int]] = field(default_factory=list)  # (episode position, t)
     # The same windows split by origin, kept as they are added so samplers never rescan.
@@ -44,8 +48,8 @@ class WindowIndex:
         self.episodes.append(item)
         labels = item.labels
         n = len(labels)
-        # A window starting at t is eligible when any of labels[t : t + horizon] is set.
-        padded = np.concatenate([labels, np.zeros(self.horizon, bool)])
+        # The window at t is eligible when any of labels[t - past : t - past + horizon] is set.
+        padded = np.concatenate([np.zeros(self.past, bool), labels, np.zeros(self.horizon, bool)])
         any_label = np.array([padded[t:t + self.horizon].any() for t in range(n)])
         new = [(position, int(t)) for t in np.flatnonzero(any_label)]
         self.windows.extend(new)
@@ -59,8 +63,9 @@ class WindowIndex:
             item = self.episodes[position]
             arrays = item.episode.arrays
             n = len(item.labels)
-            idx = np.minimum(np.arange(t, t + self.horizon), n - 1)
-            valid = np.arange(t, t + self.horizon) < n
+            steps = np.arange(t - self.past, t - self.past + self.horizon)
+            idx = np.clip(steps, 0, n - 1)
+            valid = (steps >= 0) & (steps < n)
             for cam in cameras:
                 images[cam].append(arrays[f"image/{cam}"][t])
             states.append(arrays["state"][t])

@@ -67,7 +67,7 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         defaults = PolicyConfig(**config.policy_overrides)
-        self.index = WindowIndex(horizon=defaults.horizon)
+        self.index = WindowIndex(horizon=defaults.horizon, past=defaults.past_tokens)
         self.image_size = defaults.encoder_image_size
         self.seen: set[tuple[str, str]] = set()
         self.last_completed_at = 0.0

@@ -19,12 +19,17 @@ class PolicyConfig:
     # Random-shift augmentation in encoder pixels (DrQ-style); the main guard against
     # over-fitting 10-20 demonstrations.
     augment_shift_px: int = 3
-    # Action chunk: the head predicts `horizon` actions, the robot executes the first
-    # `n_action_steps` before asking again. `obs_steps` is the observation window To
-    # (1 = current frame only; long context comes with past-token prediction).
+    # Action chunk: the head predicts `horizon` (T) action tokens aligned with the observation
+    # window of `obs_steps` (To) frames: tokens 0 .. To-2 are the actions already taken, token
+    # To-1 is the current one, the rest the future. The robot executes `n_action_steps` tokens
+    # from To-1 on before asking again (1 frame = current frame only, no past tokens).
     horizon: int = 8
     n_action_steps: int = 2
     obs_steps: int = 1
+    # Past-token prediction (PTP): off, the loss covers tokens To-1 .. T-1 only; on, the past
+    # tokens too (all of them, or only the last `ptp_past_tokens` when that is above 0).
+    past_token_prediction: bool = False
+    ptp_past_tokens: int = 0
     # Diffusion transformer head.
     d_model: int = 128
     n_heads: int = 4
@@ -38,6 +43,24 @@ class PolicyConfig:
     # "sample": the head predicts the clean action chunk (x0); "epsilon": the added noise.
     # x0-prediction fits small datasets in far fewer updates, which is what a CPU can afford.
     prediction: str = "sample"
+
+    def __post_init__(self):
+        if self.obs_steps < 1 or self.horizon < self.obs_steps + self.n_action_steps - 1:
+            raise ValueError(f"horizon {self.horizon} must cover obs_steps - 1 = {self.obs_steps - 1} past tokens "
+                             f"plus n_action_steps = {self.n_action_steps}")
+
+    @property
+    def past_tokens(self) -> int:
+        """Action tokens before the current step (To - 1)."""
+        return self.obs_steps - 1
+
+    def loss_token_mask(self) -> list[bool]:
+        """Which of the T tokens the denoising loss covers (before per-token labels apply)."""
+        past = self.past_tokens
+        first = past
+        if self.past_token_prediction:
+            first = 0 if self.ptp_past_tokens <= 0 else max(0, past - self.ptp_past_tokens)
+        return [i >= first for i in range(self.horizon)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

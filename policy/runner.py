@@ -1,7 +1,8 @@
 """Running a policy on a robot: receding-horizon execution of sampled action chunks.
 
-The policy samples `horizon` actions at once; the robot executes the first `n_action_steps` of
-them and then samples again from the newest observation. The robot loop, benchmarks and
+The policy samples `horizon` action tokens at once; the robot executes `n_action_steps` of them,
+starting at the current step's token (after the past tokens of a long-context policy), and then
+samples again from the newest observation. The robot loop, benchmarks and
 evaluation scripts all run a policy through this one class, so they behave the same.
 """
 
@@ -33,5 +34,6 @@ class PolicyRunner:
         if not self.plan:
             batch = self.policy.observation_batch(images, state, instruction)
             chunk = self.policy.predict_action_chunk(batch, self.generator)[0]
-            self.plan = list(chunk[:self.policy.config.n_action_steps])
+            config = self.policy.config
+            self.plan = list(chunk[config.past_tokens:config.past_tokens + config.n_action_steps])
         return np.clip(self.plan.pop(0), -1.0, 1.0).astype(np.float32)

@@ -33,6 +33,9 @@ class VLAPolicy(nn.Module):
     def __init__(self, config: PolicyConfig, state_norm: Normalizer | None = None,
                  action_norm: Normalizer | None = None):
         super().__init__()
+        if config.obs_steps > 1:
+            raise NotImplementedError("obs_steps > 1 (long context) needs the history encoder, which is not built "
+                                      "yet: this policy encodes the current frame only")
         self.config = config
         c = config
         self.word_index = {w: i + 2 for i, w in enumerate(c.vocab)}
@@ -72,7 +75,7 @@ class VLAPolicy(nn.Module):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """DDPM denoising MSE (on eps or x0, per config) over the action tokens that carry a label."""
         actions = self.action_norm.normalize(batch["action"].float())
-        mask = batch["label_mask"].float()
+        mask = batch["label_mask"].float() * torch.tensor(self.config.loss_token_mask(), dtype=torch.float32)
         obs = self.encode_observation(batch, augment=self.training)
         noise = torch.randn_like(actions)
         t = torch.randint(0, self.schedule.train_steps, (actions.shape[0],))

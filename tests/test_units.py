@@ -205,3 +205,50 @@ def test_spool_index_survives_a_restart_and_follows_acks(tmp_path):
     reopened.reject("e", 0, "bad chunk")
     assert len(reopened) == 1 and (tmp_path / "spool" / "rejected" / "e__000000.chunk").exists()
     assert Spool.read(reopened.pending()[0]).sequence == 2
+
+
+def test_ptp_loss_mask_covers_exactly_the_configured_tokens():
+    def mask(**overrides):
+        return PolicyConfig(horizon=8, obs_steps=3, n_action_steps=2, **overrides).loss_token_mask()
+
+    past, future = [False, False], [True] * 6
+    assert mask() == past + future  # without PTP: current and future tokens only
+    assert mask(past_token_prediction=True) == [True, True] + future  # every past token
+    assert mask(past_token_prediction=True, ptp_past_tokens=1) == [False, True] + future  # the last k = 1
+    assert PolicyConfig().loss_token_mask() == [True] * 8  # one frame: no past tokens at all
+    with pytest.raises(ValueError, match="past tokens"):
+        PolicyConfig(horizon=3, obs_steps=3, n_action_steps=2)
+
+
+def test_windows_align_past_action_tokens_with_the_observation_window():
+    steps = 6
+    episode = EpisodeArrays("r", "e", "t", "do it", "demonstration", -1, True, {
+        "image/front": np.zeros((steps, 8, 8, 3), np.uint8), "state": np.zeros((steps, 3), np.float32),
+        "action": np.arange(steps, dtype=np.float32)[:, None].repeat(2, 1),
+        "source": np.full(steps, pb.ACTION_SOURCE_OFFLINE_DEMO, np.int8)})
+    index = WindowIndex(horizon=4, past=2)
+    index.add(LabelledEpisode(episode, np.ones(steps, bool), online=False))
+    batch = index.batch([(0, 0), (0, 3)], ("front",), lambda texts: torch.zeros(len(texts), 1, dtype=torch.long))
+    # At t = 0 the two past tokens lie before the episode: no labels, filled with the first action.
+    assert batch["label_mask"][0].tolist() == [False, False, True, True]
+    assert batch["action"][0, :, 0].tolist() == [0, 0, 0, 1]
+    # At t = 3 the tokens are the actions of steps 1, 2 (past), 3 (current) and 4.
+    assert batch["label_mask"][1].tolist() == [True] * 4
+    assert batch["action"][1, :, 0].tolist() == [1, 2, 3, 4]
+
+
+def test_runner_executes_from_the_current_token_on():
+    from policy import PolicyRunner
+
+    class ChunkOfIndices:  # stands in for a long-context policy: token i is the action [i]
+        config = PolicyConfig(horizon=8, obs_steps=3, n_action_steps=2)
+
+        def observation_batch(self, images, state, instruction):
+            return {}
+
+        def predict_action_chunk(self, batch, generator):
+            return np.arange(8, dtype=np.float32)[None, :, None] / 10
+
+    runner = PolicyRunner(ChunkOfIndices())
+    executed = [float(runner.act({}, np.zeros(1), "")[0]) for _ in range(2)]
+    assert executed == pytest.approx([0.2, 0.3])  # tokens 2 and 3: the current step and the next
