@@ -18,7 +18,8 @@ import mujoco
 import numpy as np
 
 from sim.experts import PickPlaceExpert
-from sim.tabletop_env import TabletopArmEnv, yaw_quaternion
+from sim.objects import FreeBody, Marker
+from sim.tabletop_env import TabletopArmEnv
 
 BLOCK_HALF_SIZE = 0.0225  # 4.5 cm cube
 BLOCK_MASS = 0.1
@@ -52,11 +53,9 @@ class PickPlaceEnv(TabletopArmEnv):
     def __init__(self, **kwargs):
         """Keyword arguments as for `TabletopArmEnv` (image_size, max_steps, variant, render_mode)."""
         super().__init__(**kwargs)
-        block_joint = self._joint_id("block")
-        self._block_qpos = int(self.model.jnt_qposadr[block_joint])
-        self._block_qvel = int(self.model.jnt_dofadr[block_joint])
+        self._block = FreeBody(self.model, self.data, "block", BLOCK_HALF_SIZE)
         self._block_geom = self._element_id(mujoco.mjtObj.mjOBJ_GEOM, "block")
-        self._zone_mocap = int(self.model.body_mocapid[self._body_id("zone")])
+        self._zone = Marker(self.model, self.data, "zone")
         self._finger_bodies = [int(self.model.jnt_bodyid[self._joint_id(name)]) for name in self.arm.finger_joints]
 
     def _objects_xml(self) -> str:
@@ -92,28 +91,24 @@ class PickPlaceEnv(TabletopArmEnv):
 
         Keep it clear of the rim (|x|, |y| <= 0.25 at yaw 0).
         """
-        self.data.qpos[self._block_qpos : self._block_qpos + 3] = [*xy, BLOCK_HALF_SIZE + height]
-        self.data.qpos[self._block_qpos + 3 : self._block_qpos + 7] = yaw_quaternion(yaw)
-        self.data.qvel[self._block_qvel : self._block_qvel + 6] = 0.0
-        mujoco.mj_forward(self.model, self.data)
+        self._block.place(xy, yaw, height)
 
     def place_zone(self, xy) -> None:
         """Move the zone centre to `xy` (metres)."""
-        self.data.mocap_pos[self._zone_mocap] = [*xy, 0.0]
-        mujoco.mj_forward(self.model, self.data)
+        self._zone.place([*xy, 0.0])
 
     # ---- privileged state --------------------------------------------------
 
     def block_position(self) -> np.ndarray:
-        return self.data.qpos[self._block_qpos : self._block_qpos + 3].copy()
+        return self._block.position()
 
     def block_quaternion(self) -> np.ndarray:
         """Block orientation as a unit quaternion (w, x, y, z)."""
-        return self.data.qpos[self._block_qpos + 3 : self._block_qpos + 7].copy()
+        return self._block.quaternion()
 
     def zone_position(self) -> np.ndarray:
         """Zone centre (x, y)."""
-        return self.data.mocap_pos[self._zone_mocap, :2].copy()
+        return self._zone.position()[:2]
 
     def block_bottom(self) -> float:
         """Height of the block's lowest corner above the table (any orientation)."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import mujoco
 import numpy as np
 
 from sim.experts import PushCubeExpert
-from sim.tabletop_env import TabletopArmEnv, yaw_quaternion
+from sim.objects import FreeBody, Marker
+from sim.tabletop_env import TabletopArmEnv
 
 CUBE_HALF_SIZE = 0.0225  # 4.5 cm cube
 CUBE_MASS = 0.1
@@ -42,10 +42,8 @@ class PushCubeEnv(TabletopArmEnv):
     def __init__(self, **kwargs):
         """Keyword arguments as for `TabletopArmEnv` (image_size, max_steps, variant, render_mode)."""
         super().__init__(**kwargs)
-        cube_joint = self._joint_id("cube")
-        self._cube_qpos = int(self.model.jnt_qposadr[cube_joint])
-        self._cube_qvel = int(self.model.jnt_dofadr[cube_joint])
-        self._target_mocap = int(self.model.body_mocapid[self._body_id("target")])
+        self._cube = FreeBody(self.model, self.data, "cube", CUBE_HALF_SIZE)
+        self._target = Marker(self.model, self.data, "target")
 
     def _objects_xml(self) -> str:
         h = CUBE_HALF_SIZE
@@ -83,28 +81,24 @@ class PushCubeEnv(TabletopArmEnv):
         Keep it clear of the rim (|x|, |y| <= 0.25 at yaw 0): an overlapping
         cube is shot out of the rim by the contact solver.
         """
-        self.data.qpos[self._cube_qpos : self._cube_qpos + 3] = [*xy, CUBE_HALF_SIZE]
-        self.data.qpos[self._cube_qpos + 3 : self._cube_qpos + 7] = yaw_quaternion(yaw)
-        self.data.qvel[self._cube_qvel : self._cube_qvel + 6] = 0.0
-        mujoco.mj_forward(self.model, self.data)
+        self._cube.place(xy, yaw)
 
     def place_target(self, xy) -> None:
         """Move the target disc centre to `xy` (metres)."""
-        self.data.mocap_pos[self._target_mocap] = [*xy, 0.0]
-        mujoco.mj_forward(self.model, self.data)
+        self._target.place([*xy, 0.0])
 
     # ---- privileged state --------------------------------------------------
 
     def cube_position(self) -> np.ndarray:
-        return self.data.qpos[self._cube_qpos : self._cube_qpos + 3].copy()
+        return self._cube.position()
 
     def cube_quaternion(self) -> np.ndarray:
         """Cube orientation as a unit quaternion (w, x, y, z)."""
-        return self.data.qpos[self._cube_qpos + 3 : self._cube_qpos + 7].copy()
+        return self._cube.quaternion()
 
     def target_position(self) -> np.ndarray:
         """Target disc centre (x, y)."""
-        return self.data.mocap_pos[self._target_mocap, :2].copy()
+        return self._target.position()[:2]
 
     def cube_to_target(self) -> float:
         return float(np.linalg.norm(self.cube_position()[:2] - self.target_position()))

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import mujoco
 import numpy as np
 
 from sim.experts import ReachExpert
+from sim.objects import Marker
 from sim.tabletop_env import TabletopArmEnv
 
 MARKER_RADIUS = 0.02
@@ -50,7 +50,7 @@ class ReachEnv(TabletopArmEnv):
     def __init__(self, **kwargs):
         """Keyword arguments as for `TabletopArmEnv` (image_size, max_steps, variant, render_mode)."""
         super().__init__(**kwargs)
-        self._marker_mocap = int(self.model.body_mocapid[self._body_id("marker")])
+        self._marker = Marker(self.model, self.data, "marker")
 
     def _objects_xml(self) -> str:
         post_half_length = MARKER_HEIGHT_RANGE[1] / 2.0
@@ -79,13 +79,12 @@ class ReachEnv(TabletopArmEnv):
 
     def place_marker(self, xyz) -> None:
         """Move the ball centre to `xyz` (metres)."""
-        self.data.mocap_pos[self._marker_mocap] = xyz
-        mujoco.mj_forward(self.model, self.data)
+        self._marker.place(xyz)
 
     # ---- privileged state --------------------------------------------------
 
     def marker_position(self) -> np.ndarray:
-        return self.data.mocap_pos[self._marker_mocap].copy()
+        return self._marker.position()
 
     def task_distance(self) -> float:
         """Metres from the grasp centre to the ball centre."""
