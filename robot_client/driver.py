@@ -235,7 +235,8 @@ class GymDriver:
     def task_distance(self) -> float | None:
         """The env's progress measure (`env.task_distance()`, lower is better), if it has one."""
         measure = getattr(self.env.unwrapped, "task_distance", None)
-        return float(measure()) if callable(measure) else None
+        distance = measure() if callable(measure) else None
+        return None if distance is None else float(distance)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -339,6 +340,7 @@ class SimDriver(GymDriver):
         import sim  # imported here so a physical robot never needs MuJoCo
 
         self._sim = sim
+        self._experts: dict = {}  # task -> its scripted expert, built once
         names = [tasks] if isinstance(tasks, str) else list(dict.fromkeys(tasks))
         unknown = [name for name in names if name not in sim.TASKS]
         if not names or unknown:
@@ -364,14 +366,9 @@ class SimDriver(GymDriver):
 
     def expert(self, observation: dict, env) -> np.ndarray:
         """The task's scripted expert (stateless: it reads privileged state from `env`)."""
-        return self._sim.make_expert(env).act(env)
-
-    def task_distance(self) -> float | None:
-        distance = super().task_distance()
-        if distance is None:  # tasks written before task_distance() existed
-            cube_to_target = getattr(self.env.unwrapped, "cube_to_target", None)
-            distance = float(cube_to_target()) if callable(cube_to_target) else None
-        return distance
+        if self.task not in self._experts:
+            self._experts[self.task] = self._sim.make_expert(env)
+        return self._experts[self.task].act(env)
 
     def _episode_limit(self, task: str, env) -> int:
         return int(env.max_steps)  # sim envs truncate themselves at max_steps (task default or ours)

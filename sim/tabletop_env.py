@@ -138,9 +138,10 @@ class TabletopArmEnv(gym.Env):
     def _update_visuals(self) -> None:
         """Called before every observation is rendered: change what the cameras show (a cue lamp)."""
 
-    def task_distance(self) -> float:
-        """Metres still to go to the goal (the robot's help rule watches it for progress)."""
-        raise NotImplementedError
+    def task_distance(self) -> float | None:
+        """Metres still to go to the goal (the robot's help rule watches it for progress); a task
+        without such a measure returns None and the help rule's no-progress test stays off."""
+        return None
 
     def expert(self, noise: float = 0.0, seed: int | None = None):
         """Scripted expert for this task (see sim/experts.py)."""
