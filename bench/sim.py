@@ -47,6 +47,17 @@ def _env(task: str, variant: str, shift: float | None):
     return _envs[key]
 
 
+def _run_episode(env, seed: int, choose) -> bool:
+    """Runs one episode, `choose(observation) -> action` each step; returns whether it succeeded."""
+    obs, _ = env.reset(seed=seed)
+    info = {"is_success": False}
+    for _ in range(env.max_steps):
+        obs, _, terminated, truncated, info = env.step(choose(obs))
+        if terminated or truncated:
+            break
+    return bool(info["is_success"])
+
+
 def _expert_episode(job) -> tuple[str, str, bool]:
     """Runs the expert on one seed; returns (task, variant, success)."""
     import sim
@@ -54,13 +65,7 @@ def _expert_episode(job) -> tuple[str, str, bool]:
     task, variant, shift, seed = job
     env = _env(task, variant, shift)
     expert = sim.make_expert(env)
-    env.reset(seed=seed)
-    info = {"is_success": False}
-    for _ in range(env.max_steps):
-        _, _, terminated, truncated, info = env.step(expert.act(env))
-        if terminated or truncated:
-            break
-    return task, variant, bool(info["is_success"])
+    return task, variant, _run_episode(env, seed, lambda obs: expert.act(env))
 
 
 def _demonstration(job):
@@ -72,24 +77,18 @@ def _demonstration(job):
     task, seed = job
     env = _env(task, "sim", None)
     expert = sim.make_expert(env)
-    obs, _ = env.reset(seed=seed)
-    frames = {name: [] for name in env.camera_names}
-    states, actions = [], []
-    info = {"is_success": False}
-    for _ in range(env.max_steps):
-        action = expert.act(env)
-        for name in env.camera_names:
-            frames[name].append(obs["images"][name])
-        states.append(obs["state"])
-        actions.append(action)
-        obs, _, terminated, truncated, info = env.step(action)
-        if terminated or truncated:
-            break
-    arrays = {f"image/{name}": np.stack(f) for name, f in frames.items()}
-    arrays.update(state=np.stack(states), action=np.stack(actions).astype(np.float32),
-                  source=np.full(len(actions), pb.ACTION_SOURCE_OFFLINE_DEMO, np.int8))
-    return EpisodeArrays("bench", f"{task}-{seed}", task, env.instruction, "demonstration", -1,
-                         bool(info["is_success"]), arrays)
+    steps = []  # (observation, action) pairs as the robot would record them
+
+    def record(obs):
+        steps.append((obs, expert.act(env)))
+        return steps[-1][1]
+
+    success = _run_episode(env, seed, record)
+    arrays = {f"image/{name}": np.stack([obs["images"][name] for obs, _ in steps]) for name in env.camera_names}
+    arrays.update(state=np.stack([obs["state"] for obs, _ in steps]),
+                  action=np.stack([action for _, action in steps]).astype(np.float32),
+                  source=np.full(len(steps), pb.ACTION_SOURCE_OFFLINE_DEMO, np.int8))
+    return EpisodeArrays("bench", f"{task}-{seed}", task, env.instruction, "demonstration", -1, success, arrays)
 
 
 def _policy_episode(job) -> tuple[str, str, float | None, bool]:
@@ -104,13 +103,8 @@ def _policy_episode(job) -> tuple[str, str, float | None, bool]:
         _policies[checkpoint_dir] = load_checkpoint(Path(checkpoint_dir)).policy
     env = _env(task, variant, shift)
     runner = PolicyRunner(_policies[checkpoint_dir], seed)
-    obs, _ = env.reset(seed=seed)
-    info = {"is_success": False}
-    for _ in range(env.max_steps):
-        obs, _, terminated, truncated, info = env.step(runner.act(obs["images"], obs["state"], env.instruction))
-        if terminated or truncated:
-            break
-    return task, variant, shift, bool(info["is_success"])
+    success = _run_episode(env, seed, lambda obs: runner.act(obs["images"], obs["state"], env.instruction))
+    return task, variant, shift, success
 
 
 def _rates(results, tasks, variant) -> dict[str, float]:
