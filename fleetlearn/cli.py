@@ -55,7 +55,9 @@ def _robot_driver(args):
         if misplaced:
             sys.exit(f"fleet robot: {', '.join(misplaced)} {'go' if len(misplaced) > 1 else 'goes'} with --env "
                      "(sim tasks bring their own)")
-        driver = SimDriver(SimDriver.task_list(args.sim), variant=args.variant or "sim", max_steps=args.max_steps,
+        import sim
+
+        driver = SimDriver(sim.parse_tasks(args.sim), variant=args.variant or "sim", max_steps=args.max_steps,
                            shift=args.shift)
         return driver, driver.expert
     if args.variant or args.shift is not None:
@@ -112,10 +114,10 @@ def cmd_demo(args) -> None:
 
     import sim
 
-    tasks = tuple(sorted(sim.TASKS)) if args.tasks == "all" else tuple(args.tasks.split(","))
-    unknown = [t for t in tasks if t not in sim.TASKS]
-    if unknown:
-        sys.exit(f"unknown task(s) {unknown}; known: {sorted(sim.TASKS)}")
+    try:
+        tasks = tuple(sim.parse_tasks(args.tasks))
+    except ValueError as error:
+        sys.exit(f"fleet demo: {error}")
     run_demo(DemoConfig(minutes=args.minutes, robots=args.robots, operators=args.operators, out=Path(args.out),
                         tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds))
 

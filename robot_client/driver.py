@@ -355,15 +355,6 @@ class SimDriver(GymDriver):
                          {name: text for name, text in instructions.items() if text},
                          setpoint_action_dims=(self.GRIPPER_DIM,))
 
-    @staticmethod
-    def task_list(spec: str) -> list[str]:
-        """Task names from `fleet robot --sim`: "push_cube", "push_cube,other" or "all"."""
-        import sim
-
-        if spec.strip() == "all":
-            return list(sim.TASKS)
-        return [name.strip() for name in spec.split(",") if name.strip()]
-
     def expert(self, observation: dict, env) -> np.ndarray:
         """The task's scripted expert (stateless: it reads privileged state from `env`)."""
         if self.task not in self._experts:

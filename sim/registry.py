@@ -34,6 +34,17 @@ def make(task_name: str, **kwargs) -> TabletopArmEnv:
     return factory(**kwargs)
 
 
+def parse_tasks(spec: str) -> list[str]:
+    """Task names from a command line: "push_cube", "push_cube,reach" or "all" (every registered
+    task, in name order); an unknown name is a ValueError naming the known ones."""
+    names = sorted(TASKS) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [name for name in names if name not in TASKS]
+    if not names or unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known tasks: {sorted(TASKS)}" if unknown
+                         else f"no task given; known tasks: {sorted(TASKS)}")
+    return names
+
+
 def make_rl_env(task_name: str, **kwargs) -> TabletopArmEnv:
     """Build an env for RL rollouts: the sim variant only (real-proxy stands in for a real robot)."""
     if kwargs.get("variant", "sim") != "sim":
