@@ -31,12 +31,14 @@ def _token(args) -> str:
 
 def cmd_learner(args) -> None:
     from learner.server import LearnerConfig, serve
+    from policy.config import POLICY_PRESETS
 
     trainer = dict(min_demos=args.min_demos, bootstrap_updates=args.bootstrap_updates,
                    publish_every_updates=args.publish_every_updates, publish_every_s=args.publish_every_s,
                    algorithm=args.algorithm, sampler=args.sampler,
                    use_autonomous_successes=args.use_autonomous_successes,
-                   tasks=tuple(args.tasks.split(",")) if args.tasks else None)
+                   tasks=tuple(args.tasks.split(",")) if args.tasks else None,
+                   policy_overrides=POLICY_PRESETS[args.policy], head_updates=args.head_updates)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
@@ -119,7 +121,7 @@ def cmd_demo(args) -> None:
     except ValueError as error:
         sys.exit(f"fleet demo: {error}")
     run_demo(DemoConfig(minutes=args.minutes, robots=args.robots, operators=args.operators, out=Path(args.out),
-                        tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds))
+                        tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds, policy=args.policy))
 
 
 def cmd_rollback(args) -> None:
@@ -154,7 +156,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="HG-DAgger: also train on autonomous steps of successful episodes")
     p.add_argument("--tasks", help="comma-separated tasks to train the one shared policy on (default: all received)")
     p.add_argument("--min-demos", type=int, default=20, help="demonstrations to wait for before version 0")
-    p.add_argument("--bootstrap-updates", type=int, default=1500, help="updates that train version 0")
+    p.add_argument("--policy", choices=["default", "ptp"], default="default",
+                   help="default: one frame, trained end to end; ptp: long context with past-token prediction, "
+                        "trained in three stages (README)")
+    p.add_argument("--bootstrap-updates", type=int, default=1500,
+                   help="updates that train version 0 (with --policy ptp: stage 1, the encoder)")
+    p.add_argument("--head-updates", type=int, default=2000,
+                   help="with --policy ptp: stage-3 head updates on cached embeddings for version 0")
     p.add_argument("--publish-every-updates", type=int, default=800)
     p.add_argument("--publish-every-s", type=float, default=60.0)
     p.add_argument("--publish-until", type=float, help="Unix time after which no version is published")
@@ -211,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--demos", type=int, default=12,
                    help="scripted demonstrations per task that version 0 trains on (10-20 is honest)")
     p.add_argument("--eval-seeds", type=int, help="evaluation seeds per task (default 30 for one task, 20 each for several)")
+    p.add_argument("--policy", choices=["default", "ptp"], default="default",
+                   help="ptp: the long-context policy with past-token prediction and self-verification")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("rollback", help="publish an earlier policy version again")

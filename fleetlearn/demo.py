@@ -46,6 +46,7 @@ class DemoConfig:
     tasks: tuple[str, ...] = ("push_cube",)
     demos: int = 12  # per task
     eval_seeds: int | None = None  # per task; default 30 for one task, 20 each for several
+    policy: str = "default"  # or "ptp": long context, trained in stages (learner/trainer.py)
 
     @property
     def seeds_per_task(self) -> int:
@@ -66,6 +67,11 @@ class DemoConfig:
     def final_eval_s(self) -> float:
         """No version is published this close to the deadline, so the last one finishes its round."""
         return self.publish_every_s + 40.0
+
+    @property
+    def head_updates(self) -> int:
+        """With --policy ptp, stage 3 of version 0: the long-context head on cached embeddings."""
+        return 1500 if len(self.tasks) == 1 else 3000
 
     @property
     def bootstrap_updates(self) -> int:
@@ -108,7 +114,8 @@ def run_demo(config: DemoConfig) -> dict:
     spawn(["learner", "--data", str(out / "learner"), "--host", "127.0.0.1", "--port", str(port),
            "--token-file", str(token_file), "--operators", str(config.operators),
            "--min-demos", str(per_robot_demos * config.robots), "--publish-until", str(publish_until),
-           "--bootstrap-updates", str(config.bootstrap_updates),
+           "--bootstrap-updates", str(config.bootstrap_updates), "--policy", config.policy,
+           "--head-updates", str(config.head_updates),
            "--publish-every-s", str(config.publish_every_s), "--publish-every-updates", "100000"],
           "learner.log")
     for i in range(config.robots):

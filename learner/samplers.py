@@ -1,9 +1,10 @@
 """Training windows and the samplers that draw batches from them.
 
-A window is (episode, t): observation at step t and the action tokens of steps
+A window is (episode, t): the observation frames t - past .. t and the action tokens of steps
 t - past .. t - past + horizon - 1, where `past` = obs_steps - 1 (the action sequence is aligned
 with the observation window, so with long context the first `past` tokens are the actions
-already taken; with one frame the tokens are t .. t + horizon - 1). Each token carries a label
+already taken; with one frame the tokens are t .. t + horizon - 1). Frames before the episode
+start repeat its first frame, as a robot's observation buffer does at the start of an episode. Each token carries a label
 flag from the algorithm; padding before the episode start or past its end is never a label.
 Only windows with at least one labelled token are eligible.
 
@@ -56,29 +57,49 @@ class WindowIndex:
         (self.online_windows if item.online else self.offline_windows).extend(new)
         return len(new)
 
-    def batch(self, picks: list[tuple[int, int]], cameras: tuple[str, ...], tokenize) -> dict[str, torch.Tensor]:
+    def batch(self, picks: list[tuple[int, int]], cameras: tuple[str, ...], tokenize,
+              cached: bool = False) -> dict[str, torch.Tensor]:
+        """The picked windows as a policy batch: images and states of the observation frames, or
+        with `cached` their frame embeddings (every episode must carry arrays["frames"])."""
+        frames = self.past + 1
         images = {cam: [] for cam in cameras}
-        states, actions, masks, instructions = [], [], [], []
+        states, embeddings, actions, masks, instructions = [], [], [], [], []
         for position, t in picks:
             item = self.episodes[position]
             arrays = item.episode.arrays
             n = len(item.labels)
+            observed = np.clip(np.arange(t - self.past, t + 1), 0, None)
+            if cached:
+                embeddings.append(arrays["frames"][observed])
+            else:
+                for cam in cameras:
+                    images[cam].append(arrays[f"image/{cam}"][observed])
+                states.append(arrays["state"][observed])
             steps = np.arange(t - self.past, t - self.past + self.horizon)
             idx = np.clip(steps, 0, n - 1)
             valid = (steps >= 0) & (steps < n)
-            for cam in cameras:
-                images[cam].append(arrays[f"image/{cam}"][t])
-            states.append(arrays["state"][t])
             mask = item.labels[idx] & valid
             actions.append(arrays["action"][idx][_nearest_labelled(mask)])
             masks.append(mask)
             instructions.append(item.episode.instruction)
-        batch = {f"image/{cam}": torch.from_numpy(np.stack(images[cam])) for cam in cameras}
-        batch["state"] = torch.from_numpy(np.stack(states))
+        if cached:
+            batch = {"frames": torch.from_numpy(np.stack(embeddings))}
+        else:
+            batch = {f"image/{cam}": torch.from_numpy(np.stack(images[cam])) for cam in cameras}
+            batch["state"] = torch.from_numpy(np.stack(states))
+            if frames == 1:  # one frame: the plain (B, ...) layout
+                batch = {k: v[:, 0] for k, v in batch.items()}
         batch["action"] = torch.from_numpy(np.stack(actions))
         batch["label_mask"] = torch.from_numpy(np.stack(masks))
         batch["tokens"] = tokenize(instructions)
         return batch
+
+    def rebuilt(self, horizon: int, past: int) -> "WindowIndex":
+        """The same episodes indexed for another token layout (e.g. the long context of stage 3)."""
+        index = WindowIndex(horizon=horizon, past=past)
+        for item in self.episodes:
+            index.add(item)
+        return index
 
 
 def _nearest_labelled(mask: np.ndarray) -> np.ndarray:

@@ -3,11 +3,20 @@
 It follows the store: waits for enough offline demonstrations, trains version 0 on them to
 convergence, publishes it, then keeps training on everything the algorithm labels (demos plus
 fleet data as it streams in) and publishes a new version every N updates or T seconds.
+
+A long-context policy (obs_steps > 1 in `policy_overrides`) trains in three stages:
+  1. encoder + head end to end with a short context (`short_context`), `bootstrap_updates`;
+  2. the encoder is frozen and every frame is embedded once into the store's embedding cache
+     (learner/embeddings.py); fleet episodes are embedded as they arrive, and their images are
+     then dropped from memory;
+  3. a fresh long-context head trains alone on windows of cached embeddings (with PTP when the
+     config says so): `head_updates` for version 0, then on fleet data as for any policy.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,6 +26,7 @@ import numpy as np
 import torch
 
 from learner.algorithms import make_algorithm
+from learner.embeddings import EmbeddingCache
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
 from learner.store import EpisodeArrays, StoreReader
 from learner.versions import VersionRegistry
@@ -55,6 +65,10 @@ class TrainerConfig:
     publish_until: float | None = None
     seed: int = 0
     policy_overrides: dict = field(default_factory=dict)
+    # Long context only: stage 1's short context (overrides on top of `policy_overrides`) and
+    # the head-only updates of stage 3 that make version 0.
+    short_context: dict = field(default_factory=lambda: {"obs_steps": 1, "horizon": 16})
+    head_updates: int = 3000
 
 
 class Trainer:
@@ -66,9 +80,12 @@ class Trainer:
         self.sampler = make_sampler(config.sampler)
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
-        defaults = PolicyConfig(**config.policy_overrides)
-        self.index = WindowIndex(horizon=defaults.horizon, past=defaults.past_tokens)
-        self.image_size = defaults.encoder_image_size
+        self.target = PolicyConfig(**config.policy_overrides)
+        self.long_context = self.target.obs_steps > 1
+        first = self._stage1_config() if self.long_context else self.target
+        self.index = WindowIndex(horizon=first.horizon, past=first.past_tokens)
+        self.image_size = self.target.encoder_image_size
+        self.cache: EmbeddingCache | None = None  # set once the head trains on cached embeddings
         self.seen: set[tuple[str, str]] = set()
         self.last_completed_at = 0.0
         self.policy: VLAPolicy | None = None
@@ -97,11 +114,20 @@ class Trainer:
 
     def add_episode(self, episode: EpisodeArrays, online: bool) -> int:
         """Labels one episode with the algorithm and indexes its windows; returns how many."""
+        episode = dataclasses.replace(episode, arrays=dict(episode.arrays))  # the caller's stays as it was
         for key in [k for k in episode.arrays if k.startswith("image/")]:
             self.camera_image_size = episode.arrays[key].shape[1]
             # Cache frames at encoder size: a quarter of the memory, and no resize per batch.
             episode.arrays[key] = downsample_images(torch.from_numpy(episode.arrays[key]), self.image_size).numpy()
+        if self.cache is not None:
+            self._embed(episode)
         return self.index.add(LabelledEpisode(episode, self.algorithm.step_labels(episode), online=online))
+
+    def _embed(self, episode: EpisodeArrays) -> None:
+        """Replaces an episode's images by its cached frame embeddings (stage 2)."""
+        episode.arrays["frames"] = self.cache.frames(episode)
+        for key in [k for k in episode.arrays if k.startswith("image/")]:
+            del episode.arrays[key]
 
     def demonstrations(self) -> int:
         rows = self.reader.db.execute(
@@ -110,18 +136,55 @@ class Trainer:
 
     # -- model ---------------------------------------------------------------------------------
 
+    def _stage1_config(self) -> PolicyConfig:
+        overrides = {**self.config.policy_overrides, "past_token_prediction": False, "ptp_past_tokens": 0,
+                     "verify_candidates": 1, **self.config.short_context}
+        return PolicyConfig(**overrides)
+
     def _build_policy(self) -> None:
+        """A fresh policy for what is indexed: the target one, or stage 1's short-context one."""
         demos = [item.episode for item in self.index.episodes]
         first = demos[0].arrays
         cameras = tuple(k.split("/", 1)[1] for k in first if k.startswith("image/"))
         vocab = sorted({w for e in demos for w in instruction_words(e.instruction)})
-        config = PolicyConfig(cameras=cameras, image_size=self.camera_image_size,
-                              state_dim=first["state"].shape[1], action_dim=first["action"].shape[1],
-                              vocab=tuple(vocab), **self.config.policy_overrides)
+        base = self._stage1_config() if self.long_context else self.target
+        config = dataclasses.replace(base, cameras=cameras, image_size=self.camera_image_size,
+                                     state_dim=first["state"].shape[1], action_dim=first["action"].shape[1],
+                                     vocab=tuple(vocab))
         states = np.concatenate([e.arrays["state"] for e in demos])
         actions = np.concatenate([e.arrays["action"] for e in demos])
         self.policy = VLAPolicy(config, Normalizer.fit(states), Normalizer.fit(actions))
         self._reset_optimizer()
+
+    def start_head_training(self, encoder: VLAPolicy, cache: EmbeddingCache | None = None,
+                            end_to_end: bool = False) -> EmbeddingCache | None:
+        """Stages 2 and 3: a fresh long-context policy on `encoder`'s frozen weights; every indexed
+        episode is embedded (through `cache`, or a new one in the store) and re-indexed for the
+        long context. From here on training steps touch only the head, on cached embeddings.
+
+        `end_to_end` instead keeps the encoder trainable and the images: long-context training
+        without stages 2-3 (what the cache saves is measured against it)."""
+        config = dataclasses.replace(self.target, **{f: getattr(encoder.config, f) for f in (
+            "cameras", "image_size", "state_dim", "action_dim", "vocab")})
+        self.policy = VLAPolicy(config, encoder.state_norm, encoder.action_norm)
+        self.policy.load_encoder(encoder)
+        if end_to_end:
+            self.index = self.index.rebuilt(config.horizon, config.past_tokens)
+            self._reset_optimizer()
+            return None
+        self.policy.freeze_encoder()
+        self.cache = cache or EmbeddingCache(self.policy, self.config.data_dir)
+        if self.cache.encoder_id != self.policy.encoder_id():
+            raise ValueError("the embedding cache belongs to another encoder")
+        started, computed = time.time(), self.cache.computed
+        for item in self.index.episodes:
+            self._embed(item.episode)
+        self.index = self.index.rebuilt(config.horizon, config.past_tokens)
+        log.info("stage 2: frame embeddings of %d episodes (%d computed now, the rest cached) in %.1f s; encoder %s",
+                 len(self.index.episodes), self.cache.computed - computed, time.time() - started,
+                 self.cache.encoder_id)
+        self._reset_optimizer()
+        return self.cache
 
     def _resume(self, version: int) -> None:
         checkpoint = load_checkpoint(self.registry.checkpoint_dir(version))
@@ -129,22 +192,27 @@ class Trainer:
         self.image_size = self.policy.config.encoder_image_size
         self.version = version
         self.updates = int(checkpoint.meta["info"].get("updates", 0))
+        if self.policy.config.obs_steps > 1:  # a long-context head goes on training on cached embeddings
+            self.policy.freeze_encoder()
+            self.cache = EmbeddingCache(self.policy, self.config.data_dir)
+            self.index = WindowIndex(horizon=self.policy.config.horizon, past=self.policy.config.past_tokens)
         self._reset_optimizer()
         log.info("resumed from version %d (%d updates)", version, self.updates)
 
     def _reset_optimizer(self) -> None:
         self.policy.train()
         self.ema = copy.deepcopy(self.policy).eval()
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.config.lr,
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr,
                                            betas=(0.9, 0.95), weight_decay=self.config.weight_decay)
 
     def train_step(self) -> dict[str, float]:
         picks = self.sampler.sample(self.index, self.config.batch_size, self.rng)
-        batch = self.index.batch(picks, self.policy.config.cameras, self.policy.tokenize)
+        batch = self.index.batch(picks, self.policy.config.cameras, self.policy.tokenize, cached=self.cache is not None)
         loss, figures = self.algorithm.loss(self.policy, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], 1.0)
         self.optimizer.step()
         with torch.no_grad():  # exponential moving average of the weights is what robots run
             d = self.config.ema_decay
@@ -168,6 +236,17 @@ class Trainer:
                 return None
         self.ema.load_state_dict(self.policy.state_dict())
         return float(np.mean(losses[-100:]))
+
+    def train_version_zero(self, should_stop=lambda: False) -> float | None:
+        """A fresh policy trained on the indexed demonstrations: end to end, or for a long context
+        stage 1 end to end, then stages 2 and 3 (frozen encoder, head on cached embeddings)."""
+        self._build_policy()
+        loss = self.bootstrap(self.config.bootstrap_updates, should_stop)
+        if loss is None or not self.long_context:
+            return loss
+        log.info("stage 1 done (loss %.4f); stage 2: embedding every frame with the frozen encoder", loss)
+        self.start_head_training(self.ema)
+        return self.bootstrap(self.config.head_updates, should_stop)
 
     def publish(self, note: str, figures: dict[str, float]) -> int:
         self.version += 1
@@ -196,8 +275,7 @@ class Trainer:
                 time.sleep(2.0)
         self.refresh()
         if self.policy is None:
-            self._build_policy()
-            loss = self.bootstrap(c.bootstrap_updates, should_stop)
+            loss = self.train_version_zero(should_stop)
             if loss is None:
                 return
             self.publish("trained on offline demonstrations", {"denoise_loss": loss})
@@ -239,10 +317,11 @@ def trainer_main(config: TrainerConfig, stop_event) -> None:
 
 def fit_offline(episodes: list[EpisodeArrays], updates: int, config: TrainerConfig | None = None) -> VLAPolicy:
     """Version 0 without a learner: a fresh policy trained on in-memory demonstrations, exactly
-    as the trainer trains it from the store (benchmarks and experiments use this)."""
-    trainer = Trainer(config or TrainerConfig(data_dir=None))
+    as the trainer trains it from the store (benchmarks and experiments use this). `updates` is
+    stage 1's budget for a long-context policy (its head then trains `config.head_updates`)."""
+    config = dataclasses.replace(config or TrainerConfig(data_dir=None), bootstrap_updates=updates)
+    trainer = Trainer(config)
     for episode in episodes:
         trainer.add_episode(episode, online=episode.kind != "demonstration")
-    trainer._build_policy()
-    trainer.bootstrap(updates)
+    trainer.train_version_zero()
     return trainer.ema.eval()

@@ -30,6 +30,10 @@ class PolicyConfig:
     # tokens too (all of them, or only the last `ptp_past_tokens` when that is above 0).
     past_token_prediction: bool = False
     ptp_past_tokens: int = 0
+    # Test-time self-verification: sample this many candidate chunks in one batched pass and
+    # execute the one whose predicted past tokens lie closest to the actions actually executed
+    # (1 = off; it needs past tokens, so obs_steps > 1).
+    verify_candidates: int = 1
     # Diffusion transformer head.
     d_model: int = 128
     n_heads: int = 4
@@ -48,6 +52,16 @@ class PolicyConfig:
         if self.obs_steps < 1 or self.horizon < self.obs_steps + self.n_action_steps - 1:
             raise ValueError(f"horizon {self.horizon} must cover obs_steps - 1 = {self.obs_steps - 1} past tokens "
                              f"plus n_action_steps = {self.n_action_steps}")
+        if self.verify_candidates < 1:
+            raise ValueError(f"verify_candidates must be at least 1, got {self.verify_candidates}")
+        if self.verify_candidates > 1 and self.obs_steps < 2:
+            raise ValueError("self-verification (verify_candidates > 1) compares predicted past tokens with executed "
+                             "actions, so it needs obs_steps >= 2")
+
+    @property
+    def frame_tokens(self) -> int:
+        """Embedding tokens per observation frame: proprioception plus one per camera."""
+        return 1 + len(self.cameras)
 
     @property
     def past_tokens(self) -> int:
@@ -61,6 +75,11 @@ class PolicyConfig:
         if self.past_token_prediction:
             first = 0 if self.ptp_past_tokens <= 0 else max(0, past - self.ptp_past_tokens)
         return [i >= first for i in range(self.horizon)]
+
+    def verified_past_tokens(self) -> int:
+        """How many of the latest past tokens self-verification compares: those the loss trains
+        with PTP (all past tokens without it, where none is trained)."""
+        return sum(self.loss_token_mask()[:self.past_tokens]) or self.past_tokens
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -76,3 +95,13 @@ class PolicyConfig:
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
+
+
+# Named policies (`fleet learner --policy`, `fleet demo --policy`): overrides of PolicyConfig.
+# "ptp" is the long-context diffusion policy of ALGORITHMS.md section 2, scaled for a CPU: 16
+# frames of context (15 past action tokens), 9 current and future tokens, PTP on every past
+# token and self-verification with 10 candidates.
+POLICY_PRESETS: dict[str, dict] = {
+    "default": {},
+    "ptp": dict(obs_steps=16, horizon=24, n_action_steps=2, past_token_prediction=True, verify_candidates=10),
+}

@@ -53,13 +53,19 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class DiffusionTransformerHead(nn.Module):
-    """Predicts the noise on a normalised action chunk given observation tokens."""
+    """Predicts the noise (or clean chunk) of a normalised action chunk given the observation.
 
-    def __init__(self, action_dim: int, horizon: int, d_model: int, n_heads: int, n_layers: int):
+    The observation is a text token plus `frames` x F frame tokens (F per frame: state and one per
+    camera); a learned per-frame position tells the frames of a long context apart. The head owns
+    everything that is trained on cached frame embeddings (stage 3 of long-context training).
+    """
+
+    def __init__(self, action_dim: int, horizon: int, d_model: int, n_heads: int, n_layers: int, frames: int = 1):
         super().__init__()
         self.d_model = d_model
         self.action_in = nn.Linear(action_dim, d_model)
         self.position = nn.Parameter(torch.zeros(1, horizon, d_model))
+        self.frame_position = nn.Parameter(torch.zeros(1, frames, 1, d_model))
         self.obs_to_tokens = nn.Linear(d_model, d_model)
         self.time_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.Mish(), nn.Linear(d_model, d_model))
         layer = nn.TransformerDecoderLayer(d_model, n_heads, dim_feedforward=4 * d_model, dropout=0.0,
@@ -67,11 +73,17 @@ class DiffusionTransformerHead(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, n_layers)
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, action_dim))
         nn.init.normal_(self.position, std=0.02)
+        nn.init.normal_(self.frame_position, std=0.02)
 
-    def forward(self, noisy_actions: torch.Tensor, t: torch.Tensor, obs_tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, noisy_actions: torch.Tensor, t: torch.Tensor, frames: torch.Tensor,
+                text: torch.Tensor) -> torch.Tensor:
+        """noisy_actions (B, T, A), t (B,), frames (B, To, F, d), text (B, d) -> (B, T, A)."""
+        b = frames.shape[0]
         time_token = self.time_mlp(timestep_embedding(t, self.d_model)).unsqueeze(1)
-        memory = torch.cat([time_token, obs_tokens], dim=1)
-        # Every action token also sees the pooled observation directly (on top of cross-attention):
-        # with little data this makes the head condition on the observation much sooner.
-        x = self.action_in(noisy_actions) + self.position + self.obs_to_tokens(obs_tokens.mean(1, keepdim=True))
+        frame_tokens = (frames + self.frame_position).reshape(b, -1, self.d_model)
+        memory = torch.cat([time_token, text.unsqueeze(1), frame_tokens], dim=1)
+        # Every action token also sees the pooled current observation directly (on top of
+        # cross-attention): with little data this makes the head condition on it much sooner.
+        current = torch.cat([text.unsqueeze(1), frames[:, -1]], dim=1).mean(1, keepdim=True)
+        x = self.action_in(noisy_actions) + self.position + self.obs_to_tokens(current)
         return self.out(self.decoder(x, memory))

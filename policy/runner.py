@@ -1,12 +1,23 @@
 """Running a policy on a robot: receding-horizon execution of sampled action chunks.
 
-The policy samples `horizon` action tokens at once; the robot executes `n_action_steps` of them,
-starting at the current step's token (after the past tokens of a long-context policy), and then
-samples again from the newest observation. The robot loop, benchmarks and
-evaluation scripts all run a policy through this one class, so they behave the same.
+Every step the runner embeds the current frame with the policy's encoder into a rolling buffer of
+the last `obs_steps` frame embeddings (the first frame stands in for those before the episode
+start), and remembers the actions executed. When its plan runs out it samples `horizon` action
+tokens from the buffer and executes `n_action_steps` of them, from the current step's token on
+(after the past tokens of a long-context policy).
+
+Self-verification (`verify_candidates` N > 1 in the policy config): N candidate chunks are sampled
+in one batched pass and the one whose predicted past tokens lie closest to the actions actually
+executed is kept. It starts once an action has been executed and compares up to the past tokens
+the policy was trained to predict.
+
+The robot loop, benchmarks and evaluation scripts all run a policy through this one class, so
+they behave the same.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 import torch
@@ -17,23 +28,55 @@ from policy.vla import VLAPolicy
 class PolicyRunner:
     def __init__(self, policy: VLAPolicy, seed: int = 0):
         self.policy = policy
+        config = policy.config
+        self.frames: deque[torch.Tensor] = deque(maxlen=config.obs_steps)
+        self.executed: deque[np.ndarray] = deque(maxlen=config.past_tokens)
         self.plan: list[np.ndarray] = []
+        self.last_distances: np.ndarray | None = None  # of the latest verification, for inspection
         self.generator = torch.Generator()
+        self._text: dict[str, torch.Tensor] = {}
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
-        """Starts an episode: forgets the plan and reseeds the sampler (same seed, same actions)."""
+        """Starts an episode: forgets the plan and the history and reseeds the sampler (same seed,
+        same actions)."""
         self.plan = []
+        self.frames.clear()
+        self.executed.clear()
         self.generator.manual_seed(seed % (2**31))
 
     def replan(self) -> None:
         """Drops the rest of the current chunk (e.g. after an operator moved the arm)."""
         self.plan = []
 
+    def executed_instead(self, action: np.ndarray) -> None:
+        """The robot executed `action` instead of the one `act` returned last (an operator's)."""
+        if self.executed:
+            self.executed[-1] = np.asarray(action, np.float32)
+
+    @torch.no_grad()
     def act(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
+        policy, config = self.policy, self.policy.config
+        batch = policy.observation_batch(images, state, instruction)
+        frame = policy.embed_frames({cam: batch[f"image/{cam}"] for cam in config.cameras}, batch["state"])
+        while len(self.frames) < config.obs_steps - 1:  # episode start: the first frame fills the past
+            self.frames.append(frame)
+        self.frames.append(frame)
         if not self.plan:
-            batch = self.policy.observation_batch(images, state, instruction)
-            chunk = self.policy.predict_action_chunk(batch, self.generator)[0]
-            config = self.policy.config
-            self.plan = list(chunk[config.past_tokens:config.past_tokens + config.n_action_steps])
-        return np.clip(self.plan.pop(0), -1.0, 1.0).astype(np.float32)
+            window = torch.stack(list(self.frames), dim=1)  # (1, To, F, d)
+            text = self._text.get(instruction)
+            if text is None:
+                text = self._text[instruction] = policy.embed_text(batch["tokens"])
+            compared = min(len(self.executed), config.verified_past_tokens())
+            if config.verify_candidates > 1 and compared > 0:
+                executed = np.stack(list(self.executed)[-compared:])
+                chunk, self.last_distances = policy.verified_chunk(window, text, executed, config.verify_candidates,
+                                                                   self.generator)
+            else:
+                normalized = policy.sample_normalized(window, text, self.generator)
+                chunk = policy.action_norm.unnormalize(normalized)[0].numpy()
+            start = config.past_tokens
+            self.plan = list(chunk[start:start + config.n_action_steps])
+        action = np.clip(self.plan.pop(0), -1.0, 1.0).astype(np.float32)
+        self.executed.append(action)
+        return action

@@ -292,6 +292,8 @@ class RobotClient:
                     if help_needed:
                         self._request_help(episode_id, step, *help_needed)
 
+            if runner and source != "autonomous":
+                runner.executed_instead(action)  # a long-context policy remembers what was really done
             next_obs, reward, terminated, truncated, info = self.driver.step(action)
             total_reward += reward
             sources.append(source)

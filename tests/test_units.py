@@ -238,17 +238,13 @@ def test_windows_align_past_action_tokens_with_the_observation_window():
 
 
 def test_runner_executes_from_the_current_token_on():
-    from policy import PolicyRunner
+    from policy import PolicyRunner, VLAPolicy
 
-    class ChunkOfIndices:  # stands in for a long-context policy: token i is the action [i]
-        config = PolicyConfig(horizon=8, obs_steps=3, n_action_steps=2)
-
-        def observation_batch(self, images, state, instruction):
-            return {}
-
-        def predict_action_chunk(self, batch, generator):
-            return np.arange(8, dtype=np.float32)[None, :, None] / 10
-
-    runner = PolicyRunner(ChunkOfIndices())
-    executed = [float(runner.act({}, np.zeros(1), "")[0]) for _ in range(2)]
+    # A real long-context policy whose sampler returns token i = the action [i / 10].
+    policy = VLAPolicy(PolicyConfig(horizon=8, obs_steps=3, n_action_steps=2, cameras=("front",), state_dim=1,
+                                    action_dim=1, d_model=16, n_heads=2, n_layers=1, keypoints=4)).eval()
+    policy.sample_normalized = lambda frames, text, generator=None: torch.arange(8.0)[None, :, None] / 10
+    runner = PolicyRunner(policy)
+    frame = {"front": np.zeros((96, 96, 3), np.uint8)}
+    executed = [float(runner.act(frame, np.zeros(1), "")[0]) for _ in range(2)]
     assert executed == pytest.approx([0.2, 0.3])  # tokens 2 and 3: the current step and the next
