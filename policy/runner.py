@@ -57,11 +57,12 @@ class PolicyRunner:
     @torch.no_grad()
     def act(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
         policy, config = self.policy, self.policy.config
-        batch = policy.observation_batch(images, state, instruction)
-        frame = policy.embed_frames({cam: batch[f"image/{cam}"] for cam in config.cameras}, batch["state"])
-        while len(self.frames) < config.obs_steps - 1:  # episode start: the first frame fills the past
+        if not self.plan or config.obs_steps > 1:  # one frame of context is only needed to plan
+            batch = policy.observation_batch(images, state, instruction)
+            frame = policy.embed_frames({cam: batch[f"image/{cam}"] for cam in config.cameras}, batch["state"])
+            while len(self.frames) < config.obs_steps - 1:  # episode start: the first frame fills the past
+                self.frames.append(frame)
             self.frames.append(frame)
-        self.frames.append(frame)
         if not self.plan:
             window = torch.stack(list(self.frames), dim=1)  # (1, To, F, d)
             text = self._text.get(instruction)
