@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/fleet bench ingest --json bench/results/ingest.json
 	$(BIN)/fleet bench weights --json bench/results/weights.json
 	$(BIN)/fleet bench sim --json bench/results/sim.json
+	$(BIN)/fleet bench ptp --json bench/results/ptp.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

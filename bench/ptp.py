@@ -12,11 +12,15 @@ frozen) whose frame embeddings are computed once (stage 2) and shared by every a
                       whose predicted past tokens match the executed actions
 
 history_no_ptp and ptp see identical batches (the same sampler seed) and differ only in the loss
-mask. Every arm is evaluated on the same `--episodes` seeds (for the memory task the cue
-alternates left/right, so always pressing one side scores 50%: chance).
+mask. Every arm is evaluated on the same `--episodes` seeds. For the memory task the cue
+alternates left/right, so a policy that cannot know the cue presses the right button in half the
+episodes where it presses one: its chance level is half its rate of pressing any button (50% for
+a policy that always presses one).
 
 Figures (memory task, cued_button by default)
     success_no_history, success_history_no_ptp, success_ptp, success_ptp_verify
+    pressed_any_<arm>          episodes in which the arm pressed either button
+    chance_no_history          half of pressed_any_no_history: what ignoring the cue scores
     stage3_samples_per_s       head-only training on cached embeddings (ptp arm)
     end_to_end_samples_per_s   the same long-context policy trained end to end from images,
                                encoder included, at the same batch size (the baseline)
@@ -46,8 +50,9 @@ ORDINARY_ARMS = ("no_history", "ptp")
 _policies: dict = {}  # per worker process: checkpoint dir -> policy
 
 
-def _eval_episode(job) -> tuple[str, str, int, bool]:
-    """One evaluation episode of a checkpointed arm; returns (task, arm, seed, success)."""
+def _eval_episode(job) -> tuple[str, str, int, bool, bool]:
+    """One evaluation episode of a checkpointed arm; returns (task, arm, seed, success, whether
+    the memory task's other button was pressed)."""
     import torch
 
     from policy import PolicyRunner, load_checkpoint
@@ -64,7 +69,7 @@ def _eval_episode(job) -> tuple[str, str, int, bool]:
         obs, _, terminated, truncated, info = env.step(runner.act(obs["images"], obs["state"], env.instruction))
         if terminated or truncated:
             break
-    return task, arm, seed, bool(info["is_success"])
+    return task, arm, seed, bool(info["is_success"]), bool(info.get("wrong_button_pressed", False))
 
 
 def _arm_overrides(arm: str, args) -> dict:
@@ -139,19 +144,25 @@ def _end_to_end_samples_per_s(trainer, encoder, args) -> float:
     return round(args.throughput_steps * trainer.config.batch_size / (time.perf_counter() - started), 1)
 
 
-def _evaluate(pool, task: str, checkpoints: dict, args, cued: bool) -> dict[str, float]:
+def _evaluate(pool, task: str, checkpoints: dict, args, cued: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Per arm: success rate, and the rate of pressing either button (success or the wrong one)."""
     jobs = [(task, arm, EVAL_SEED_BASE + i, (i % 2) if cued else None, str(path))
             for i in range(args.episodes) for arm, path in checkpoints.items()]
     results = _run_pool(pool, _eval_episode, jobs, f"{task} evaluation episodes")
-    return {arm: round(float(np.mean([ok for _, a, _, ok in results if a == arm])), 3) for arm in checkpoints}
+    success, pressed = {}, {}
+    for arm in checkpoints:
+        mine = [(ok, wrong) for _, a, _, ok, wrong in results if a == arm]
+        success[arm] = round(float(np.mean([ok for ok, _ in mine])), 3)
+        pressed[arm] = round(float(np.mean([ok or wrong for ok, wrong in mine])), 3)
+    return success, pressed
 
 
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="fleet bench ptp")
     parser.add_argument("--task", default="cued_button", help="the memory task")
     parser.add_argument("--ordinary-task", default="press_button", help="a task without memory ('' to skip)")
-    parser.add_argument("--demos", type=int, default=40, help="scripted demonstrations per task")
-    parser.add_argument("--stage1-updates", type=int, default=2000)
+    parser.add_argument("--demos", type=int, default=100, help="scripted demonstrations per task")
+    parser.add_argument("--stage1-updates", type=int, default=4000)
     parser.add_argument("--head-updates", type=int, default=2000, help="stage-3 updates of every arm")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per arm")
     parser.add_argument("--context", type=int, default=16, help="obs_steps To of the long-context arms")
@@ -181,9 +192,11 @@ def main(argv: list[str]) -> dict:
             arms = ARMS if memory else ORDINARY_ARMS
             prefix = "" if memory else "ordinary_"
             checkpoints = _train_arms(task, arms, [d for d in demos if d.task == task], args, Path(tmp), figures, prefix)
-            success = _evaluate(pool, task, checkpoints, args, cued=memory)
+            success, pressed = _evaluate(pool, task, checkpoints, args, cued=memory)
             for arm, rate in success.items():
                 figures[f"{prefix}success_{arm}"] = rate
+                if memory:
+                    figures[f"pressed_any_{arm}"] = pressed[arm]
             print(f"[{task}] success: " + ", ".join(f"{arm} {100 * r:.0f}%" for arm, r in success.items()), flush=True)
     if args.ordinary_task:
         figures["ordinary_task"] = args.ordinary_task
@@ -191,11 +204,16 @@ def main(argv: list[str]) -> dict:
     b, c, a = figures["success_history_no_ptp"], figures["success_ptp"], figures["success_no_history"]
     figures["ptp_over_history_ratio"] = round(c / b, 2) if b else None
     figures["ptp_over_no_history_points"] = round(100 * (c - a), 1)
+    # Chance: a policy that cannot know the cue presses the cued button in half of the episodes
+    # where it presses a button at all, so its chance level is half its rate of pressing one.
+    figures["chance_no_history"] = round(figures["pressed_any_no_history"] / 2, 3)
     print(f"stage 3 on cached embeddings: {figures['stage3_samples_per_s']} samples/s; end to end "
           f"{figures['end_to_end_samples_per_s']} samples/s: {figures['stage3_speedup']}x (acceptance: at least 5x)")
     print(f"PTP {100 * c:.0f}% vs history without PTP {100 * b:.0f}% (x{figures['ptp_over_history_ratio']}; "
           f"acceptance 1.5x) vs no history {100 * a:.0f}% (+{figures['ptp_over_no_history_points']} points; "
-          f"acceptance 15; chance 50%); with verification {100 * figures['success_ptp_verify']:.0f}%")
+          f"acceptance 15); with verification {100 * figures['success_ptp_verify']:.0f}%")
+    print(f"no history: {100 * a:.0f}% against a chance level of {100 * figures['chance_no_history']:.0f}% (it presses a "
+          f"button in {100 * figures['pressed_any_no_history']:.0f}% of episodes; 50% with perfect pressing)")
     _plot(figures, Path(args.plot))
     return figures
 
@@ -217,7 +235,8 @@ def _plot(figures: dict, path: Path) -> None:
         ax.bar(range(len(arms)), 100 * rates, yerr=error, capsize=4, color=["#999", "#c77", "#47a", "#2a6"][:len(arms)])
         ax.set_xticks(range(len(arms)), [a.replace("_", "\n") for a in arms], fontsize=8)
         if task == figures["task"]:
-            ax.axhline(50, ls="--", color="black", lw=1, label="chance (cue alternates)")
+            ax.axhline(100 * figures["chance_no_history"], ls="--", color="black", lw=1,
+                       label="chance: half of no_history's button presses")
             ax.legend(fontsize=7)
         ax.set(ylim=(0, 100), ylabel="success (%)", title=f"{task} ({n} episodes per arm)")
     fig.suptitle(f"Past-token prediction: context {figures['context']}, {figures['demos']} demos, "

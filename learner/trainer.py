@@ -9,8 +9,9 @@ A long-context policy (obs_steps > 1 in `policy_overrides`) trains in three stag
   2. the encoder is frozen and every frame is embedded once into the store's embedding cache
      (learner/embeddings.py); fleet episodes are embedded as they arrive, and their images are
      then dropped from memory;
-  3. a fresh long-context head trains alone on windows of cached embeddings (with PTP when the
-     config says so): `head_updates` for version 0, then on fleet data as for any policy.
+  3. a long-context head, warm-started from stage 1's, trains alone on windows of cached
+     embeddings (with PTP when the config says so): `head_updates` for version 0, then on
+     fleet data as for any policy.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class TrainerConfig:
     # the head-only updates of stage 3 that make version 0.
     short_context: dict = field(default_factory=lambda: {"obs_steps": 1, "horizon": 16})
     head_updates: int = 3000
+    # Stage 3's head starts from stage 1's trained head (weights of matching shape, token
+    # positions aligned at the current step) rather than from scratch.
+    warm_start_head: bool = True
 
 
 class Trainer:
@@ -158,7 +162,7 @@ class Trainer:
 
     def start_head_training(self, encoder: VLAPolicy, cache: EmbeddingCache | None = None,
                             end_to_end: bool = False) -> EmbeddingCache | None:
-        """Stages 2 and 3: a fresh long-context policy on `encoder`'s frozen weights; every indexed
+        """Stages 2 and 3: a long-context policy on `encoder`'s frozen weights; every indexed
         episode is embedded (through `cache`, or a new one in the store) and re-indexed for the
         long context. From here on training steps touch only the head, on cached embeddings.
 
@@ -168,6 +172,8 @@ class Trainer:
             "cameras", "image_size", "state_dim", "action_dim", "vocab")})
         self.policy = VLAPolicy(config, encoder.state_norm, encoder.action_norm)
         self.policy.load_encoder(encoder)
+        if self.config.warm_start_head:
+            self.policy.head.warm_start(encoder.head, config.past_tokens)
         if end_to_end:
             self.index = self.index.rebuilt(config.horizon, config.past_tokens)
             self._reset_optimizer()

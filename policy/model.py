@@ -87,3 +87,18 @@ class DiffusionTransformerHead(nn.Module):
         current = torch.cat([text.unsqueeze(1), frames[:, -1]], dim=1).mean(1, keepdim=True)
         x = self.action_in(noisy_actions) + self.position + self.obs_to_tokens(current)
         return self.out(self.decoder(x, memory))
+
+    @torch.no_grad()
+    def warm_start(self, other: "DiffusionTransformerHead", past_tokens: int) -> None:
+        """Starts from a trained head of another context length (stage 1's short-context head):
+        every weight of matching shape is copied; token positions are aligned at the current step
+        (`other` has no past tokens); past tokens start near its current-step position."""
+        own = self.state_dict()
+        for name, value in other.state_dict().items():
+            if name in ("position", "frame_position"):
+                continue
+            if name in own and own[name].shape == value.shape:
+                own[name].copy_(value)
+        shared = min(other.position.shape[1], self.position.shape[1] - past_tokens)
+        self.position[:, past_tokens:past_tokens + shared] = other.position[:, :shared]
+        self.position[:, :past_tokens] += other.position[:, :1]  # plus their own random init

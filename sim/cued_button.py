@@ -54,15 +54,19 @@ MIN_BUTTON_SEPARATION = 0.14
 # a lit cap just above it, shown by making it opaque and hidden by making it
 # fully transparent (MuJoCo does not draw geoms with alpha 0), so a
 # variant's colour changes apply to both states.
+# The lit cap is a 4 cm tall glowing block on a 6 cm lens, so the front camera sees its face as
+# well as its top (~140 of 9216 pixels at 96 px). A flat 4 cm lens covered ~15 of the 2304
+# pixels a 48 px encoder sees: too few for a small CNN trained on 100 demonstrations to pick
+# up (its frame embeddings did not move with the cue).
 LAMP_POSITION = (0.0, 0.21)
-LAMP_HOUSING_HALF_EXTENTS = (0.09, 0.02, 0.01)
+LAMP_HOUSING_HALF_EXTENTS = (0.1, 0.03, 0.01)
 LAMP_HOUSING_RGBA = "0.12 0.12 0.14 1"
-LENS_OFFSET_X = 0.06
-LENS_HALF_SIZE = 0.02
+LENS_OFFSET_X = 0.065
+LENS_HALF_SIZE = 0.03
 LENS_HALF_HEIGHT = 0.003
 LENS_DARK_RGBA = "0.35 0.35 0.35 1"
 LENS_LIT_RGBA = "1 0.95 0.35 1"
-LIT_CAP_HALF_HEIGHT = 0.0005
+LIT_CAP_HALF_HEIGHT = 0.02
 
 
 class CuedButtonEnv(TabletopArmEnv):
