@@ -46,6 +46,7 @@ from bench.sim import EVAL_SEED_BASE, _demonstration, _env, _run_pool
 
 ARMS = ("no_history", "history_no_ptp", "ptp", "ptp_verify")
 ORDINARY_ARMS = ("no_history", "ptp")
+COLOURS = {"no_history": "#999", "history_no_ptp": "#c77", "ptp": "#47a", "ptp_verify": "#2a6"}
 
 _policies: dict = {}  # per worker process: checkpoint dir -> policy
 
@@ -232,7 +233,7 @@ def _plot(figures: dict, path: Path) -> None:
     for ax, (task, arms, prefix) in zip(axes[0], panels):
         rates = np.array([figures[f"{prefix}success_{arm}"] for arm in arms])
         error = 100 * 1.96 * np.sqrt(rates * (1 - rates) / n)  # normal approximation, 95%
-        ax.bar(range(len(arms)), 100 * rates, yerr=error, capsize=4, color=["#999", "#c77", "#47a", "#2a6"][:len(arms)])
+        ax.bar(range(len(arms)), 100 * rates, yerr=error, capsize=4, color=[COLOURS[arm] for arm in arms])
         ax.set_xticks(range(len(arms)), [a.replace("_", "\n") for a in arms], fontsize=8)
         if task == figures["task"]:
             ax.axhline(100 * figures["chance_no_history"], ls="--", color="black", lw=1,
