@@ -126,7 +126,7 @@ def _train_arms(task: str, arms: tuple[str, ...], demos, args, out: Path, figure
         if arm == "ptp" and not prefix:
             figures["stage3_samples_per_s"] = round(args.head_updates * t.config.batch_size / seconds, 1)
         checkpoints[arm] = save_checkpoint(out / f"{task}-{arm}", t.ema, version=0)
-        if arm == "ptp" and "ptp_verify" in arms:
+        if arm == "ptp" and "ptp_verify" in arms:  # the same weights; only the runner's setting differs
             verify = t.ema
             verify.config = dataclasses.replace(verify.config, verify_candidates=args.candidates)
             checkpoints["ptp_verify"] = save_checkpoint(out / f"{task}-ptp_verify", verify, version=0)
