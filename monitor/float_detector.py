@@ -1,0 +1,152 @@
+"""FLOAT: failure detection by optimal transport against expert demonstrations (ALGORITHMS.md §3).
+
+Features are the policy's own observation embeddings, one per executed action chunk. The
+reference bank holds the embedding sequences of the expert demonstrations, padded to the longest
+one by repeating each demonstration's last embedding (a finished demo stays where it ended).
+
+At episode start the K demos closest to the first rollout embedding are kept as candidates. At
+each chunk every candidate is scored by the entropic OT cost between it and the rollout prefix,
+the prefix padded with zero-cost columns for the steps still to come (so a prefix is matched to
+the part of a demo it has reached, not to the whole demo). The best candidate's per-step
+transported cost, summed over the prefix, is the FLOAT index F(t); F(t) > tau asks for help.
+
+Sinkhorn runs in the log domain, batched over candidates, so one chunk costs one small tensor
+computation (tests compare it with a hand-computed case and with POT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EPSILON = 0.1
+SINKHORN_ITERATIONS = 200
+CANDIDATES = 50
+
+
+def cosine_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - cos(a_i, b_j) for a (..., n, d) and b (..., m, d) -> (..., n, m)."""
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    return 1.0 - a @ np.swapaxes(b, -1, -2)
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    return np.squeeze(top, axis) + np.log(np.sum(np.exp(x - top), axis=axis))
+
+
+def sinkhorn(cost: np.ndarray, a: np.ndarray, b: np.ndarray, epsilon: float = EPSILON,
+             iterations: int = SINKHORN_ITERATIONS) -> np.ndarray:
+    """Entropic OT plan(s) for cost (..., n, m) between marginals a (..., n) and b (..., m)."""
+    log_k = -cost / epsilon
+    log_a, log_b = np.log(a), np.log(b)
+    f = np.zeros(cost.shape[:-1])
+    g = np.zeros(cost.shape[:-2] + cost.shape[-1:])
+    for _ in range(iterations):
+        f = log_a - _logsumexp(log_k + g[..., None, :], axis=-1)
+        g = log_b - _logsumexp(log_k + f[..., :, None], axis=-2)
+    return np.exp(log_k + f[..., :, None] + g[..., None, :])
+
+
+@dataclass
+class ReferenceBank:
+    """Expert demonstrations' embedding sequences (one embedding per chunk), padded to one length."""
+
+    sequences: np.ndarray  # (demos, length, dim)
+    lengths: np.ndarray    # (demos,) steps before padding
+
+    @classmethod
+    def from_sequences(cls, sequences: list[np.ndarray]) -> "ReferenceBank":
+        if not sequences:
+            raise ValueError("a reference bank needs at least one demonstration")
+        length = max(len(s) for s in sequences)
+        padded = np.stack([np.concatenate([s, np.repeat(s[-1:], length - len(s), axis=0)]) for s in sequences])
+        return cls(padded.astype(np.float64), np.array([len(s) for s in sequences]))
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """For shipping inside a checkpoint (artifacts are safetensors)."""
+        return {"sequences": self.sequences.astype(np.float32), "lengths": self.lengths.astype(np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ReferenceBank":
+        return cls(arrays["sequences"].astype(np.float64), arrays["lengths"])
+
+
+def prefix_costs(demos: np.ndarray, prefix: np.ndarray, epsilon: float = EPSILON) -> tuple[np.ndarray, np.ndarray]:
+    """OT of a rollout prefix (n, d) against each demo (K, L, d), the prefix padded with L - n
+    zero-cost future columns. Returns (total transported cost over the prefix per demo (K,),
+    per-step transported cost of the prefix per demo (K, n))."""
+    k, length, _ = demos.shape
+    n = len(prefix)
+    columns = max(length, n)
+    cost = np.zeros((k, length, columns))
+    cost[:, :, :n] = cosine_cost(demos, prefix[None])
+    a = np.full((k, length), 1.0 / length)
+    b = np.full((k, columns), 1.0 / columns)
+    plan = sinkhorn(cost, a, b, epsilon)
+    per_step = (plan * cost).sum(axis=1)[:, :n]
+    return per_step.sum(axis=1), per_step
+
+
+@dataclass
+class FloatDetector:
+    """One rollout at a time: `reset(first)`, then `update(embedding)` once per executed chunk."""
+
+    bank: ReferenceBank
+    tau: float = float("inf")
+    candidates: int = CANDIDATES
+    epsilon: float = EPSILON
+    _candidates: np.ndarray = field(default=None, repr=False)
+    _prefix: list[np.ndarray] = field(default_factory=list, repr=False)
+    index: float = 0.0
+
+    def reset(self, first: np.ndarray) -> None:
+        """Keeps the K demos whose sequences come closest (cosine) to the first rollout embedding."""
+        nearest = cosine_cost(self.bank.sequences, np.asarray(first, np.float64)[None, None]).min(axis=(1, 2))
+        self._candidates = np.argsort(nearest, kind="stable")[:self.candidates]
+        self._prefix = []
+        self.index = 0.0
+
+    def update(self, embedding: np.ndarray) -> float:
+        """Adds the latest chunk's embedding; returns the FLOAT index F(t)."""
+        if self._candidates is None:
+            self.reset(embedding)
+        self._prefix.append(np.asarray(embedding, np.float64).ravel())
+        totals, _ = prefix_costs(self.bank.sequences[self._candidates], np.stack(self._prefix), self.epsilon)
+        self.index = float(totals.min())
+        return self.index
+
+    @property
+    def fired(self) -> bool:
+        return self.index > self.tau
+
+
+@dataclass
+class ThresholdCalibrator:
+    """tau = p-th percentile of the final FLOAT index over successful rollouts, per task; p moves
+    by 5 on operator feedback (false positive: up, to at most 100; false negative: down, to at least 0)."""
+
+    percentile: float = 95.0
+    step: float = 5.0
+    successes: list[float] = field(default_factory=list)
+
+    @property
+    def tau(self) -> float:
+        if not self.successes:
+            return float("inf")  # nothing to compare with yet: never fire
+        return float(np.percentile(self.successes, self.percentile))
+
+    def add_success(self, final_index: float) -> None:
+        self.successes.append(float(final_index))
+
+    def false_positive(self) -> float:
+        """Fired, the operator said continue, and the episode succeeded."""
+        self.percentile = min(self.percentile + self.step, 100.0)
+        return self.tau
+
+    def false_negative(self) -> float:
+        """The episode failed and FLOAT never fired."""
+        self.percentile = max(self.percentile - self.step, 0.0)
+        return self.tau

@@ -1,0 +1,69 @@
+"""FLOAT detector: Sinkhorn against a hand-computed case and POT, the index, the threshold updates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from monitor import FloatDetector, ReferenceBank, ThresholdCalibrator, cosine_cost, sinkhorn
+from monitor.float_detector import prefix_costs
+
+
+def test_sinkhorn_matches_the_hand_computed_two_by_two_plan():
+    # Cost [[0, 1], [1, 0]] between uniform halves: by symmetry the plan is [[x, h - x], [h - x, x]]
+    # with h = 1/2, and entropic optimality gives x / (h - x) = exp(1 / epsilon).
+    epsilon = 0.5
+    plan = sinkhorn(np.array([[0.0, 1.0], [1.0, 0.0]]), np.full(2, 0.5), np.full(2, 0.5), epsilon)
+    x = math.exp(1 / epsilon) / (2 * (1 + math.exp(1 / epsilon)))
+    assert plan == pytest.approx(np.array([[x, 0.5 - x], [0.5 - x, x]]), abs=1e-9)
+    assert x == pytest.approx(0.4404, abs=1e-4)
+
+
+def test_sinkhorn_agrees_with_pot_in_batches():
+    ot = pytest.importorskip("ot")
+    rng = np.random.default_rng(0)
+    cost = cosine_cost(rng.normal(size=(3, 6, 4)), rng.normal(size=(3, 9, 4)))
+    a, b = np.full((3, 6), 1 / 6), np.full((3, 9), 1 / 9)
+    plans = sinkhorn(cost, a, b, epsilon=0.1, iterations=500)
+    for i in range(3):
+        reference = ot.sinkhorn(a[i], b[i], cost[i], reg=0.1, method="sinkhorn_log", numItermax=5000, stopThr=1e-12)
+        assert plans[i] == pytest.approx(reference, abs=1e-7)
+    assert plans.sum(axis=2) == pytest.approx(a) and plans.sum(axis=1) == pytest.approx(b)
+
+
+def test_a_prefix_that_follows_a_demo_costs_less_than_one_that_leaves_it():
+    rng = np.random.default_rng(1)
+    demo = rng.normal(size=(10, 8))
+    bank = ReferenceBank.from_sequences([demo, demo[:7]])
+    assert bank.sequences.shape == (2, 10, 8) and bank.lengths.tolist() == [10, 7]
+    assert np.array_equal(bank.sequences[1, 7:], np.repeat(demo[6:7], 3, axis=0))  # padded with its end
+
+    on_track, off_track = FloatDetector(bank, candidates=2), FloatDetector(bank, candidates=2)
+    on_track.reset(demo[0])
+    off_track.reset(demo[0])
+    for t in range(6):
+        on_track.update(demo[t] + 0.01 * rng.normal(size=8))
+        off_track.update(demo[t] if t < 3 else rng.normal(size=8))
+    # Entropic smoothing leaves ~0.003 per step on track; leaving the demo adds ~0.05 per chunk.
+    assert on_track.index < 0.03 and off_track.index > 5 * on_track.index
+    # Future columns cost nothing: a 3-step prefix along the demo matches its first 3 steps.
+    total, per_step = prefix_costs(bank.sequences[:1], demo[:3])
+    elsewhere, _ = prefix_costs(bank.sequences[:1], -demo[:3])  # pointing away from every demo step
+    assert total[0] < 0.01 and elsewhere[0] > 10 * total[0] and per_step.shape == (1, 3)
+
+
+def test_threshold_percentile_moves_by_five_within_bounds():
+    calibrator = ThresholdCalibrator()
+    assert calibrator.tau == float("inf")  # no successful rollout yet: never fires
+    for value in range(1, 101):
+        calibrator.add_success(value / 100)
+    assert calibrator.tau == pytest.approx(np.percentile(np.arange(1, 101) / 100, 95))
+    assert calibrator.false_positive() == pytest.approx(np.percentile(np.arange(1, 101) / 100, 100))
+    assert calibrator.percentile == 100.0
+    calibrator.false_positive()
+    assert calibrator.percentile == 100.0  # capped
+    for _ in range(25):
+        calibrator.false_negative()
+    assert calibrator.percentile == 0.0 and calibrator.tau == pytest.approx(0.01)
