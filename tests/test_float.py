@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -67,3 +68,46 @@ def test_threshold_percentile_moves_by_five_within_bounds():
     for _ in range(25):
         calibrator.false_negative()
     assert calibrator.percentile == 0.0 and calibrator.tau == pytest.approx(0.01)
+
+
+def test_reference_bank_from_demonstrations_holds_one_feature_per_chunk():
+    import torch
+
+    from monitor.features import build_reference_bank, episode_features
+    from test_ptp import TINY, tiny_episode
+    from policy import PolicyConfig, VLAPolicy
+
+    policy = VLAPolicy(PolicyConfig(obs_steps=3, horizon=6, **TINY)).eval()
+    demos = [tiny_episode(20, 0, "a"), tiny_episode(13, 1, "b")]
+    bank = build_reference_bank(policy, demos, chunk_steps=8)
+    assert bank.sequences.shape == (2, 3, 3 * 2 * 32) and bank.lengths.tolist() == [3, 2]
+    features = episode_features(policy, demos[0], chunk_steps=8)
+    frames = policy.embed_frames({"front": torch.from_numpy(demos[0].arrays["image/front"])},
+                                 torch.from_numpy(demos[0].arrays["state"])).detach().numpy()
+    assert np.allclose(features[1], frames[[6, 7, 8]].ravel(), atol=1e-5)  # window ending at step 8
+    assert np.allclose(features[0], frames[[0, 0, 0]].ravel(), atol=1e-5)  # the first frame stands in
+
+
+def test_worker_scores_chunks_off_the_calling_thread_and_never_blocks():
+    from monitor.worker import QUEUE_SIZE, FloatWorker
+
+    rng = np.random.default_rng(2)
+    demo = rng.normal(size=(6, 8))
+    seen = []
+    detector = FloatDetector(ReferenceBank.from_sequences([demo]), tau=0.05, candidates=1)
+    worker = FloatWorker(detector, on_index=lambda chunk, index: seen.append((chunk, index)))
+    worker.start_episode()
+    for feature in [demo[0], demo[1], demo[2], -demo[3], -demo[3], -demo[3]]:  # one chunk at a time, as a robot
+        assert worker.submit(feature)
+        worker.drain()
+    assert [c for c, _ in seen] == [1, 2, 3, 4, 5, 6] and worker.fired and worker.index == seen[-1][1]
+    worker.start_episode()
+    worker.drain()
+    assert worker.index == 0.0 and not worker.fired
+
+    slow = threading.Event()
+    worker.on_index = lambda chunk, index: slow.wait(5)  # a stalled worker: submit still returns at once
+    accepted = [worker.submit(demo[0]) for _ in range(QUEUE_SIZE + 3)]
+    assert accepted.count(False) >= 2 and worker.dropped >= 2
+    slow.set()
+    worker.close()
