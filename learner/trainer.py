@@ -31,6 +31,8 @@ from learner.embeddings import EmbeddingCache
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
 from learner.store import EpisodeArrays, StoreReader
 from learner.versions import VersionRegistry
+from monitor.features import build_reference_bank
+from monitor.float_detector import ReferenceBank
 from policy import PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
 from policy.normalize import Normalizer
 from policy.vla import downsample_images, instruction_words
@@ -258,12 +260,19 @@ class Trainer:
         self.version += 1
         info = {"updates": self.updates, "algorithm": self.algorithm.name, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), **figures}
-        save_checkpoint(self.registry.checkpoint_dir(self.version), self.ema, self.version, info=info)
+        save_checkpoint(self.registry.checkpoint_dir(self.version), self.ema, self.version, info=info,
+                        artifacts={"float_bank": self.reference_bank().as_arrays()})
         self.registry.add(self.version, info)
         self.registry.publish(self.version, note=note)
         log.info("published version %d (%s; %d updates, %d windows)", self.version, note, self.updates,
                  len(self.index.windows))
         return self.version
+
+    def reference_bank(self) -> ReferenceBank:
+        """FLOAT's reference bank for the weights robots will run: the offline demonstrations in
+        this version's embedding space (a new encoder means a new bank, so every version ships one)."""
+        demos = [item.episode for item in self.index.episodes if not item.online]
+        return build_reference_bank(self.ema, demos)
 
     # -- main loop -----------------------------------------------------------------------------
 

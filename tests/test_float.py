@@ -111,3 +111,15 @@ def test_worker_scores_chunks_off_the_calling_thread_and_never_blocks():
     assert accepted.count(False) >= 2 and worker.dropped >= 2
     slow.set()
     worker.close()
+
+
+def test_a_shipped_bank_scores_like_the_original():
+    rng = np.random.default_rng(4)
+    bank = ReferenceBank.from_sequences([rng.normal(size=(int(n), 64)) for n in rng.integers(3, 7, 5)])
+    shipped = ReferenceBank.from_arrays(bank.as_arrays())
+    rollout = rng.normal(size=(4, 64))
+    original, copy = FloatDetector(bank), FloatDetector(shipped)
+    original.reset(rollout[0])
+    copy.reset(rollout[0])
+    for feature in rollout:
+        assert copy.update(feature) == pytest.approx(original.update(feature), rel=1e-3)

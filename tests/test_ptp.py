@@ -227,6 +227,9 @@ def test_fleet_runs_the_long_context_policy_trained_in_stages(learner_thread, tm
         wait_for(lambda: robot.client.version is not None and robot.client.version >= 0, 180, "version 0 on the robot")
         policy = robot.client.checkpoint.policy
         assert policy.config.obs_steps == 4 and policy.config.verify_candidates == 3
+        # The version ships FLOAT's reference bank: one feature (To x F x d) per 8-step chunk of each demo.
+        bank = robot.client.checkpoint.artifacts["float_bank"]
+        assert bank["sequences"].shape[0] == 2 and bank["sequences"].shape[2] == 4 * 3 * SMALL_POLICY["d_model"]
         # Stage 2 left its cache in the store, under the id of the published encoder.
         assert (data_dir / "embeddings" / policy.encoder_id()).is_dir()
         # Fleet episodes are embedded as they arrive and a later version is trained on them.
