@@ -42,34 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.sim import EVAL_SEED_BASE, _demonstration, _env, _run_pool
+from bench.sim import EVAL_SEED_BASE, _demonstration, _env, _policy_rollout, _run_pool
 
 ARMS = ("no_history", "history_no_ptp", "ptp", "ptp_verify")
 ORDINARY_ARMS = ("no_history", "ptp")
 COLOURS = {"no_history": "#999", "history_no_ptp": "#c77", "ptp": "#47a", "ptp_verify": "#2a6"}
 
-_policies: dict = {}  # per worker process: checkpoint dir -> policy
-
 
 def _eval_episode(job) -> tuple[str, str, int, bool, bool]:
     """One evaluation episode of a checkpointed arm; returns (task, arm, seed, success, whether
     the memory task's other button was pressed)."""
-    import torch
-
-    from policy import PolicyRunner, load_checkpoint
-
     task, arm, seed, cue, checkpoint_dir = job
-    if checkpoint_dir not in _policies:
-        torch.set_num_threads(1)
-        _policies[checkpoint_dir] = load_checkpoint(Path(checkpoint_dir)).policy
-    env = _env(task, "sim", None)
-    runner = PolicyRunner(_policies[checkpoint_dir], seed)
-    obs, _ = env.reset(seed=seed, options=None if cue is None else {"cue": cue})
-    info = {"is_success": False}
-    for _ in range(env.max_steps):
-        obs, _, terminated, truncated, info = env.step(runner.act(obs["images"], obs["state"], env.instruction))
-        if terminated or truncated:
-            break
+    info = _policy_rollout(_env(task, "sim", None), seed, checkpoint_dir, None if cue is None else {"cue": cue})
     return task, arm, seed, bool(info["is_success"]), bool(info.get("wrong_button_pressed", False))
 
 

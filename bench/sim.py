@@ -47,15 +47,36 @@ def _env(task: str, variant: str, shift: float | None):
     return _envs[key]
 
 
-def _run_episode(env, seed: int, choose) -> bool:
-    """Runs one episode, `choose(observation) -> action` each step; returns whether it succeeded."""
-    obs, _ = env.reset(seed=seed)
+def _run_episode(env, seed: int, choose, options: dict | None = None) -> dict:
+    """Runs one episode, `choose(observation) -> action` each step; returns the last step's info
+    (its "is_success" says whether the episode succeeded)."""
+    obs, _ = env.reset(seed=seed, options=options)
     info = {"is_success": False}
     for _ in range(env.max_steps):
         obs, _, terminated, truncated, info = env.step(choose(obs))
         if terminated or truncated:
             break
-    return bool(info["is_success"])
+    return info
+
+
+def _policy(checkpoint_dir: str):
+    """The checkpointed policy, loaded once per worker process (one torch thread each)."""
+    import torch
+
+    from policy import load_checkpoint
+
+    if checkpoint_dir not in _policies:
+        torch.set_num_threads(1)
+        _policies[checkpoint_dir] = load_checkpoint(Path(checkpoint_dir)).policy
+    return _policies[checkpoint_dir]
+
+
+def _policy_rollout(env, seed: int, checkpoint_dir: str, options: dict | None = None) -> dict:
+    """One episode of a checkpointed policy, run as robots run it; returns the last step's info."""
+    from policy import PolicyRunner
+
+    runner = PolicyRunner(_policy(checkpoint_dir), seed)
+    return _run_episode(env, seed, lambda obs: runner.act(obs["images"], obs["state"], env.instruction), options)
 
 
 def _expert_episode(job) -> tuple[str, str, bool]:
@@ -65,7 +86,7 @@ def _expert_episode(job) -> tuple[str, str, bool]:
     task, variant, shift, seed = job
     env = _env(task, variant, shift)
     expert = sim.make_expert(env)
-    return task, variant, _run_episode(env, seed, lambda obs: expert.act(env))
+    return task, variant, bool(_run_episode(env, seed, lambda obs: expert.act(env))["is_success"])
 
 
 def _demonstration(job):
@@ -83,7 +104,7 @@ def _demonstration(job):
         steps.append((obs, expert.act(env)))
         return steps[-1][1]
 
-    success = _run_episode(env, seed, record)
+    success = bool(_run_episode(env, seed, record)["is_success"])
     arrays = {f"image/{name}": np.stack([obs["images"][name] for obs, _ in steps]) for name in env.camera_names}
     arrays.update(state=np.stack([obs["state"] for obs, _ in steps]),
                   action=np.stack([action for _, action in steps]).astype(np.float32),
@@ -93,18 +114,9 @@ def _demonstration(job):
 
 def _policy_episode(job) -> tuple[str, str, float | None, bool]:
     """Runs the checkpointed policy on one evaluation seed; returns (task, variant, shift, success)."""
-    import torch
-
-    from policy import PolicyRunner, load_checkpoint
-
     task, variant, shift, seed, checkpoint_dir = job
-    if checkpoint_dir not in _policies:
-        torch.set_num_threads(1)
-        _policies[checkpoint_dir] = load_checkpoint(Path(checkpoint_dir)).policy
-    env = _env(task, variant, shift)
-    runner = PolicyRunner(_policies[checkpoint_dir], seed)
-    success = _run_episode(env, seed, lambda obs: runner.act(obs["images"], obs["state"], env.instruction))
-    return task, variant, shift, success
+    info = _policy_rollout(_env(task, variant, shift), seed, checkpoint_dir)
+    return task, variant, shift, bool(info["is_success"])
 
 
 def _rates(results, tasks, variant) -> dict[str, float]:

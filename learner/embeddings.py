@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from learner.store import EpisodeArrays, _safe
+from learner.store import EpisodeArrays, safe_name
 from policy import VLAPolicy
 
 log = logging.getLogger("fleetlearn.embeddings")
@@ -47,7 +47,7 @@ class EmbeddingCache:
             self.directory.mkdir(exist_ok=True)
 
     def _path(self, episode: EpisodeArrays) -> Path:
-        return self.directory / f"{_safe(episode.robot_id)}__{_safe(episode.episode_id)}.safetensors"
+        return self.directory / f"{safe_name(episode.robot_id)}__{safe_name(episode.episode_id)}.safetensors"
 
     def frames(self, episode: EpisodeArrays) -> np.ndarray:
         """(steps, F, d_model) embeddings of the episode's frames: cached, or computed and cached."""

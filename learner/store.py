@@ -244,7 +244,7 @@ class EpisodeStore:
             return outcomes
 
     def _write_chunk_file(self, chunk: pb.EpisodeChunk, arrays: dict[str, np.ndarray]) -> tuple[str, int]:
-        rel = f"episodes/{_safe(chunk.robot_id)}/{_safe(chunk.episode_id)}/{chunk.sequence:06d}.safetensors"
+        rel = f"episodes/{safe_name(chunk.robot_id)}/{safe_name(chunk.episode_id)}/{chunk.sequence:06d}.safetensors"
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -294,7 +294,7 @@ def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     """Robot and episode ids become path components: keep them to a harmless alphabet."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:128] or "_"
 

@@ -281,7 +281,6 @@ class Trainer:
         latest = self.registry.latest()
         if latest is not None:
             self._resume(latest)
-            self.image_size = self.policy.config.encoder_image_size
         else:
             while self.demonstrations() < c.min_demos:
                 if should_stop():

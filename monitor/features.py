@@ -10,7 +10,6 @@ robot), so both live in one embedding space; a new encoder means a new bank.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from learner.embeddings import embed_episode
 from learner.store import EpisodeArrays
@@ -38,9 +37,3 @@ def build_reference_bank(policy: VLAPolicy, demonstrations: list[EpisodeArrays],
     """The expert demonstrations (successful ones) as FLOAT's reference bank for this policy."""
     sequences = [episode_features(policy, e, chunk_steps) for e in demonstrations if e.success]
     return ReferenceBank.from_sequences(sequences)
-
-
-@torch.no_grad()
-def rollout_feature(window: torch.Tensor) -> np.ndarray:
-    """The robot side: the runner's rolling window (1, To, F, d) -> one feature vector."""
-    return window_feature(window[0].numpy())

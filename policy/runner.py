@@ -58,8 +58,7 @@ class PolicyRunner:
     def act(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
         policy, config = self.policy, self.policy.config
         if not self.plan or config.obs_steps > 1:  # one frame of context is only needed to plan
-            batch = policy.observation_batch(images, state, instruction)
-            frame = policy.embed_frames({cam: batch[f"image/{cam}"] for cam in config.cameras}, batch["state"])
+            frame = policy.embed_frames(*policy.frame_inputs(images, state))
             while len(self.frames) < config.obs_steps - 1:  # episode start: the first frame fills the past
                 self.frames.append(frame)
             self.frames.append(frame)
@@ -67,7 +66,7 @@ class PolicyRunner:
             window = torch.stack(list(self.frames), dim=1)  # (1, To, F, d)
             text = self._text.get(instruction)
             if text is None:
-                text = self._text[instruction] = policy.embed_text(batch["tokens"])
+                text = self._text[instruction] = policy.embed_text(policy.tokenize([instruction]))
             compared = min(len(self.executed), config.verified_past_tokens())
             if config.verify_candidates > 1 and compared > 0:
                 executed = np.stack(list(self.executed)[-compared:])

@@ -185,12 +185,10 @@ class VLAPolicy(nn.Module):
         best = int(distance.argmin())
         return self.action_norm.unnormalize(chunks[best]).numpy(), distance.numpy()
 
-    def observation_batch(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> dict[str, torch.Tensor]:
-        """One robot observation (the current frame only) as a batch of size 1."""
-        batch = {f"image/{cam}": torch.from_numpy(np.ascontiguousarray(images[cam]))[None] for cam in self.config.cameras}
-        batch["state"] = torch.from_numpy(np.asarray(state, np.float32))[None]
-        batch["tokens"] = self.tokenize([instruction])
-        return batch
+    def frame_inputs(self, images: dict[str, np.ndarray], state: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One robot frame as `embed_frames` inputs (a batch of one)."""
+        pixels = {cam: torch.from_numpy(np.ascontiguousarray(images[cam]))[None] for cam in self.config.cameras}
+        return pixels, torch.from_numpy(np.asarray(state, np.float32))[None]
 
 
 def downsample_images(pixels: torch.Tensor, size: int) -> torch.Tensor:

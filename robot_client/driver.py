@@ -341,11 +341,7 @@ class SimDriver(GymDriver):
 
         self._sim = sim
         self._experts: dict = {}  # task -> its scripted expert, built once
-        names = [tasks] if isinstance(tasks, str) else list(dict.fromkeys(tasks))
-        unknown = [name for name in names if name not in sim.TASKS]
-        if not names or unknown:
-            raise ValueError(f"unknown sim task(s) {unknown}; known tasks: {sorted(sim.TASKS)}" if unknown
-                             else f"no sim task given; known tasks: {sorted(sim.TASKS)}")
+        names = sim.check_tasks([tasks] if isinstance(tasks, str) else list(tasks))
         options = dict(image_size=image_size, max_steps=max_steps, variant=variant)
         if shift is not None:  # only real-proxy takes a shift
             options["shift"] = shift

@@ -130,7 +130,7 @@ from sim.pick_place import PickPlaceEnv  # noqa: E402
 from sim.press_button import PressButtonEnv  # noqa: E402
 from sim.push_cube import PushCubeEnv  # noqa: E402
 from sim.reach import ReachEnv  # noqa: E402
-from sim.registry import TASKS, make, make_expert, make_rl_env, parse_tasks, register_task  # noqa: E402
+from sim.registry import TASKS, check_tasks, make, make_expert, make_rl_env, parse_tasks, register_task  # noqa: E402
 from sim.variants import DEFAULT_SHIFT, VARIANTS, RealityGap  # noqa: E402
 from sim.tabletop_env import TabletopArmEnv  # noqa: E402
 
@@ -140,6 +140,7 @@ __all__ = [
     "make_expert",
     "make_rl_env",
     "parse_tasks",
+    "check_tasks",
     "VARIANTS",
     "DEFAULT_SHIFT",
     "RealityGap",

@@ -37,11 +37,16 @@ def make(task_name: str, **kwargs) -> TabletopArmEnv:
 def parse_tasks(spec: str) -> list[str]:
     """Task names from a command line: "push_cube", "push_cube,reach" or "all" (every registered
     task, in name order); an unknown name is a ValueError naming the known ones."""
-    names = sorted(TASKS) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    return check_tasks(sorted(TASKS) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()])
+
+
+def check_tasks(names: list[str]) -> list[str]:
+    """`names` without repeats, if every one is a registered task; else a ValueError naming the known ones."""
+    names = list(dict.fromkeys(names))
     unknown = [name for name in names if name not in TASKS]
     if not names or unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known tasks: {sorted(TASKS)}" if unknown
-                         else f"no task given; known tasks: {sorted(TASKS)}")
+        raise ValueError(f"unknown sim task(s) {unknown}; known tasks: {sorted(TASKS)}" if unknown
+                         else f"no sim task given; known tasks: {sorted(TASKS)}")
     return names
 
 
