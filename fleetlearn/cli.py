@@ -42,7 +42,8 @@ def cmd_learner(args) -> None:
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
-                        operators=args.operators, train=not args.no_train, trainer=trainer,
+                        operators=args.operators, operator_priority=args.operator_priority,
+                        min_operator_s=args.min_operator_s, train=not args.no_train, trainer=trainer,
                         port_file=Path(args.port_file) if args.port_file else None))
 
 
@@ -107,7 +108,8 @@ def cmd_robot(args) -> None:
     config = RobotConfig(robot_id=args.robot_id, tasks=tuple(driver.tasks), learner=args.learner, token=_token(args),
                          work_dir=Path(args.work_dir or f"runs/robots/{args.robot_id}"), demos=args.demos,
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
-                         operator_segment_steps=args.operator_steps, seed=args.seed)
+                         operator_segment_steps=args.operator_steps, help_gate=args.help_gate,
+                         help_wait_s=args.help_wait_s, seed=args.seed)
     RobotClient(config, driver, teleop, expert_action=help_reference).run()
 
 
@@ -121,7 +123,8 @@ def cmd_demo(args) -> None:
     except ValueError as error:
         sys.exit(f"fleet demo: {error}")
     run_demo(DemoConfig(minutes=args.minutes, robots=args.robots, operators=args.operators, out=Path(args.out),
-                        tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds, policy=args.policy))
+                        tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds, policy=args.policy,
+                        help_gate=args.help_gate))
 
 
 def cmd_rollback(args) -> None:
@@ -150,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port-file", help="write the bound port here (useful with --port 0)")
     p.add_argument("--token-file", required=True, help="accepted robot bearer tokens, one per line")
     p.add_argument("--operators", type=int, default=0, help="simulated operators to allocate to help requests")
+    p.add_argument("--operator-priority", choices=["fifo", "float"], default="fifo",
+                   help="help queue order: first come first served, or the highest FLOAT index first")
+    p.add_argument("--min-operator-s", type=float, default=0.0,
+                   help="an assigned operator stays with a robot at least this many seconds")
     p.add_argument("--algorithm", default="hg_dagger")
     p.add_argument("--sampler", default="offline_online_mix", help="uniform or offline_online_mix")
     p.add_argument("--use-autonomous-successes", action="store_true",
@@ -205,6 +212,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="simulated operator: ticks it holds still after taking over (default %(default)s)")
     p.add_argument("--operator-suboptimality", type=float, default=OperatorModel.suboptimality,
                    help="simulated operator: motion scaled by 1-S plus a slow wander of size S (default %(default)s)")
+    p.add_argument("--help-gate", choices=["float", "rule", "off"], default="float",
+                   help="when to ask for a human: FLOAT above its threshold (hold still until answered), the "
+                        "sim's fixed expert-disagreement rule, or never")
+    p.add_argument("--help-wait-s", type=float, default=60.0, help="with --help-gate float: give up waiting after this")
     p.add_argument("--max-episodes", type=int)
     p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
     p.add_argument("--seed", type=int, default=0)
@@ -221,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-seeds", type=int, help="evaluation seeds per task (default 30 for one task, 20 each for several)")
     p.add_argument("--policy", choices=["default", "ptp"], default="default",
                    help="ptp: the long-context policy with past-token prediction and self-verification")
+    p.add_argument("--help-gate", choices=["float", "rule", "off"], default="float",
+                   help="when robots ask for help: FLOAT failure detection, the sim's fixed rule, or never")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("rollback", help="publish an earlier policy version again")

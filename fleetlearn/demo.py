@@ -47,6 +47,7 @@ class DemoConfig:
     demos: int = 12  # per task
     eval_seeds: int | None = None  # per task; default 30 for one task, 20 each for several
     policy: str = "default"  # or "ptp": long context, trained in stages (learner/trainer.py)
+    help_gate: str = "float"  # when robots ask for help: "float", "rule" (the sim's fixed rule) or "off"
 
     @property
     def seeds_per_task(self) -> int:
@@ -123,7 +124,8 @@ def run_demo(config: DemoConfig) -> dict:
         spawn(["robot", "--sim", tasks, "--learner", f"127.0.0.1:{port}", "--robot-id", f"robot-{i + 1}",
                "--token-file", str(token_file), "--work-dir", str(out / "robots" / f"robot-{i + 1}"),
                "--demos", str(per_robot_demos), "--eval-seeds", str(config.seeds_per_task), "--eval-index", str(i),
-               "--eval-stride", str(config.robots), "--seed", str(i + 1)], f"robot-{i + 1}.log")
+               "--eval-stride", str(config.robots), "--seed", str(i + 1), "--help-gate", config.help_gate],
+              f"robot-{i + 1}.log")
 
     db_path = out / "learner" / "index.sqlite"
     table: list[dict] = []

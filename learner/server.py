@@ -23,6 +23,7 @@ from learner.publisher import WeightPublisher
 from learner.store import EpisodeStore
 from learner.trainer import TrainerConfig, trainer_main
 from learner.versions import VersionRegistry
+from monitor.calibration import PercentileBook
 
 log = logging.getLogger("fleetlearn.learner")
 
@@ -116,6 +117,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     return
                 chunk, stored = item
                 status = await stored
+                if status == "stored" and chunk.episode_end and chunk.kind == pb.EPISODE_KIND_TRAINING:
+                    self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
                 await context.write(pb.ChunkAck(
                     robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
                     status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
@@ -235,6 +238,8 @@ class LearnerConfig:
     port: int = 50051
     token_file: Path | None = None
     operators: int = 0
+    operator_priority: str = "fifo"      # help queue order: "fifo" or "float" (highest FLOAT index first)
+    min_operator_s: float = 0.0          # an assigned operator stays with a robot at least this long
     train: bool = True
     trainer: dict = field(default_factory=dict)  # TrainerConfig overrides
     port_file: Path | None = None
@@ -250,7 +255,9 @@ class Learner:
         self.store = EpisodeStore(config.data_dir)
         self.registry = VersionRegistry(config.data_dir)
         self.publisher = WeightPublisher(self.registry)
-        self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)])
+        self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)],
+                                    priority=config.operator_priority, min_assignment_s=config.min_operator_s,
+                                    percentiles=PercentileBook(Path(config.data_dir) / "float_percentiles.json"))
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.trainer_process = None
@@ -271,6 +278,7 @@ class Learner:
             raise RuntimeError(f"cannot bind {self.config.host}:{self.config.port}; is another learner running?")
         self.publisher.poll_once()
         self._publisher_task = asyncio.create_task(self.publisher.run())
+        self._control_task = asyncio.create_task(self._tick_control())
         await self.server.start()
         if self.config.train:
             ctx = multiprocessing.get_context("spawn")
@@ -284,12 +292,18 @@ class Learner:
         log.info("learner listening on %s:%d (data in %s)", self.config.host, self.port, self.config.data_dir)
         return self.port
 
+    async def _tick_control(self) -> None:
+        while True:  # frees operators whose minimum time is over even when no robot is talking
+            await asyncio.sleep(0.5)
+            self.control.tick()
+
     async def stop(self) -> None:
         if self.trainer_stop is not None:
             self.trainer_stop.set()
         if self.server is not None:
             await self.server.stop(grace=1.0)
         self._publisher_task.cancel()
+        self._control_task.cancel()
         if self.trainer_process is not None:
             await asyncio.to_thread(self.trainer_process.join, 15)
             if self.trainer_process.is_alive():

@@ -16,6 +16,7 @@ A long-context policy (obs_steps > 1 in `policy_overrides`) trains in three stag
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import logging
@@ -31,13 +32,16 @@ from learner.embeddings import EmbeddingCache
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
 from learner.store import EpisodeArrays, StoreReader
 from learner.versions import VersionRegistry
-from monitor.features import build_reference_bank
+from monitor.calibration import calibration_indices
+from monitor.features import build_reference_bank, episode_features
 from monitor.float_detector import ReferenceBank
 from policy import PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
 from policy.normalize import Normalizer
 from policy.vla import downsample_images, instruction_words
 
 log = logging.getLogger("fleetlearn.trainer")
+
+CALIBRATION_ROLLOUTS = 30  # untouched successes per task kept for FLOAT's threshold
 
 
 @dataclass
@@ -93,6 +97,9 @@ class Trainer:
         self.image_size = self.target.encoder_image_size
         self.cache: EmbeddingCache | None = None  # set once the head trains on cached embeddings
         self.seen: set[tuple[str, str]] = set()
+        # Recent successful rollouts no operator touched, per task: FLOAT's calibration set.
+        self.untouched_successes: dict[str, collections.deque] = collections.defaultdict(
+            lambda: collections.deque(maxlen=CALIBRATION_ROLLOUTS))
         self.last_completed_at = 0.0
         self.policy: VLAPolicy | None = None
         self.ema: VLAPolicy | None = None
@@ -113,6 +120,8 @@ class Trainer:
             self.seen.add(key)
             if self.config.tasks is not None and row["task"] not in self.config.tasks:
                 continue
+            if row["kind"] in ("training", "evaluation") and row["success"] and not row["human_steps"]:
+                self.untouched_successes[row["task"]].append(row)
             if not self.algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"] or 0):
                 continue
             added += self.add_episode(self.reader.load_episode(row), online=row["kind"] != "demonstration")
@@ -260,8 +269,10 @@ class Trainer:
         self.version += 1
         info = {"updates": self.updates, "algorithm": self.algorithm.name, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), **figures}
+        bank = self.reference_bank()
+        info["float"] = self.float_calibration(bank)
         save_checkpoint(self.registry.checkpoint_dir(self.version), self.ema, self.version, info=info,
-                        artifacts={"float_bank": self.reference_bank().as_arrays()})
+                        artifacts={"float_bank": bank.as_arrays()})
         self.registry.add(self.version, info)
         self.registry.publish(self.version, note=note)
         log.info("published version %d (%s; %d updates, %d windows)", self.version, note, self.updates,
@@ -273,6 +284,15 @@ class Trainer:
         this version's embedding space (a new encoder means a new bank, so every version ships one)."""
         demos = [item.episode for item in self.index.episodes if not item.online]
         return build_reference_bank(self.ema, demos)
+
+    def float_calibration(self, bank: ReferenceBank) -> dict[str, dict]:
+        """Final FLOAT indices of recent untouched successes per task, in this version's embedding
+        space (monitor/calibration.py); robots turn them into tau with the fleet's percentile."""
+        successes = {}
+        for task, rows in self.untouched_successes.items():
+            episodes = [self.reader.load_episode(row) for row in rows]
+            successes[task] = [episode_features(self.ema, e) for e in episodes]
+        return calibration_indices(bank, successes)
 
     # -- main loop -----------------------------------------------------------------------------
 

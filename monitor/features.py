@@ -35,5 +35,5 @@ def episode_features(policy: VLAPolicy, episode: EpisodeArrays, chunk_steps: int
 def build_reference_bank(policy: VLAPolicy, demonstrations: list[EpisodeArrays],
                          chunk_steps: int = CHUNK_STEPS) -> ReferenceBank:
     """The expert demonstrations (successful ones) as FLOAT's reference bank for this policy."""
-    sequences = [episode_features(policy, e, chunk_steps) for e in demonstrations if e.success]
-    return ReferenceBank.from_sequences(sequences)
+    kept = [e for e in demonstrations if e.success]
+    return ReferenceBank.from_sequences([episode_features(policy, e, chunk_steps) for e in kept], [e.task for e in kept])

@@ -52,27 +52,50 @@ def sinkhorn(cost: np.ndarray, a: np.ndarray, b: np.ndarray, epsilon: float = EP
 
 @dataclass
 class ReferenceBank:
-    """Expert demonstrations' embedding sequences (one embedding per chunk), padded to one length."""
+    """Expert demonstrations' embedding sequences (one embedding per chunk), padded to one length,
+    each labelled with its task (a rollout is only compared with demonstrations of its own task)."""
 
     sequences: np.ndarray  # (demos, length, dim)
-    lengths: np.ndarray    # (demos,) steps before padding
+    lengths: np.ndarray    # (demos,) chunks before padding
+    tasks: tuple[str, ...] = ()  # (demos,) task names; empty: one unnamed task
 
     @classmethod
-    def from_sequences(cls, sequences: list[np.ndarray]) -> "ReferenceBank":
+    def from_sequences(cls, sequences: list[np.ndarray], tasks: list[str] | None = None) -> "ReferenceBank":
         if not sequences:
             raise ValueError("a reference bank needs at least one demonstration")
+        if tasks is not None and len(tasks) != len(sequences):
+            raise ValueError(f"{len(tasks)} task names for {len(sequences)} demonstrations")
         length = max(len(s) for s in sequences)
         padded = np.stack([np.concatenate([s, np.repeat(s[-1:], length - len(s), axis=0)]) for s in sequences])
-        return cls(padded.astype(np.float64), np.array([len(s) for s in sequences]))
+        return cls(padded.astype(np.float64), np.array([len(s) for s in sequences]), tuple(tasks or ()))
+
+    def for_task(self, task: str | None) -> "ReferenceBank | None":
+        """The demonstrations of `task` (all of them for an unlabelled bank); None if it has none."""
+        if not self.tasks or task is None:
+            return self
+        keep = np.array([t == task for t in self.tasks])
+        if not keep.any():
+            return None
+        return ReferenceBank(self.sequences[keep], self.lengths[keep], tuple(t for t in self.tasks if t == task))
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         """For shipping inside a checkpoint (artifacts are safetensors). float16 halves what every
-        robot downloads per version; cosine costs do not notice."""
-        return {"sequences": self.sequences.astype(np.float16), "lengths": self.lengths.astype(np.int64)}
+        robot downloads per version; cosine costs do not notice. Task names travel as UTF-8 bytes."""
+        names = "\n".join(self.tasks).encode()
+        return {"sequences": self.sequences.astype(np.float16), "lengths": self.lengths.astype(np.int64),
+                "tasks": np.frombuffer(names, np.uint8).copy()}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ReferenceBank":
-        return cls(arrays["sequences"].astype(np.float64), arrays["lengths"])
+        sequences = np.asarray(arrays["sequences"])
+        lengths = np.asarray(arrays["lengths"])
+        if sequences.ndim != 3 or lengths.shape != sequences.shape[:1]:
+            raise ValueError(f"malformed FLOAT bank: sequences {sequences.shape}, lengths {lengths.shape}")
+        names = bytes(np.asarray(arrays.get("tasks", np.zeros(0, np.uint8)), np.uint8)).decode()
+        tasks = tuple(names.split("\n")) if names else ()
+        if tasks and len(tasks) != len(sequences):
+            raise ValueError(f"malformed FLOAT bank: {len(tasks)} task names for {len(sequences)} demonstrations")
+        return cls(sequences.astype(np.float64), lengths, tasks)
 
 
 def prefix_costs(demos: np.ndarray, prefix: np.ndarray, epsilon: float = EPSILON) -> tuple[np.ndarray, np.ndarray]:
@@ -93,31 +116,49 @@ def prefix_costs(demos: np.ndarray, prefix: np.ndarray, epsilon: float = EPSILON
 
 @dataclass
 class FloatDetector:
-    """One rollout at a time: `reset(first)`, then `update(embedding)` once per executed chunk."""
+    """One rollout at a time: `reset()`, then `update(signals)` once per executed chunk (the
+    detector interface of monitor.detectors). The first update keeps the K demos whose sequences
+    come closest (cosine) to the first rollout embedding."""
 
-    bank: ReferenceBank
+    bank: ReferenceBank | None  # this task's demonstrations; None: nothing to compare with, never fires
     tau: float = float("inf")
     candidates: int = CANDIDATES
     epsilon: float = EPSILON
-    _candidates: np.ndarray = field(default=None, repr=False)
+    name: str = "float"
+    needs_action_samples = False
+    _candidates: np.ndarray | None = field(default=None, repr=False)
     _prefix: list[np.ndarray] = field(default_factory=list, repr=False)
     index: float = 0.0
 
-    def reset(self, first: np.ndarray) -> None:
-        """Keeps the K demos whose sequences come closest (cosine) to the first rollout embedding."""
-        nearest = cosine_cost(self.bank.sequences, np.asarray(first, np.float64)[None, None]).min(axis=(1, 2))
-        self._candidates = np.argsort(nearest, kind="stable")[:self.candidates]
+    def reset(self) -> None:
+        self._candidates = None
         self._prefix = []
         self.index = 0.0
 
-    def update(self, embedding: np.ndarray) -> float:
-        """Adds the latest chunk's embedding; returns the FLOAT index F(t)."""
+    def update(self, signals) -> float:
+        """Adds the latest chunk's embedding (`signals.feature`); returns the FLOAT index F(t)."""
+        if self.bank is None:
+            return self.index
+        embedding = np.asarray(signals.feature, np.float64).ravel()
         if self._candidates is None:
-            self.reset(embedding)
-        self._prefix.append(np.asarray(embedding, np.float64).ravel())
+            self._candidates = self._preselect(embedding)
+        self._prefix.append(embedding)
         totals, _ = prefix_costs(self.bank.sequences[self._candidates], np.stack(self._prefix), self.epsilon)
         self.index = float(totals.min())
         return self.index
+
+    def _preselect(self, first: np.ndarray) -> np.ndarray:
+        nearest = cosine_cost(self.bank.sequences, first[None, None]).min(axis=(1, 2))
+        return np.argsort(nearest, kind="stable")[:self.candidates]
+
+    def final_index(self, features: np.ndarray) -> float:
+        """The index a rollout with these per-chunk `features` ends with, in one OT solve instead of
+        one per chunk (calibration). Leaves the detector's running state alone."""
+        if self.bank is None:
+            return 0.0
+        features = np.asarray(features, np.float64).reshape(len(features), -1)
+        totals, _ = prefix_costs(self.bank.sequences[self._preselect(features[0])], features, self.epsilon)
+        return float(totals.min())
 
     @property
     def fired(self) -> bool:

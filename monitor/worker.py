@@ -10,30 +10,35 @@ from __future__ import annotations
 import queue
 import threading
 
-import numpy as np
-
-from monitor.float_detector import FloatDetector
+from monitor.detectors import ChunkSignals, Detector
 
 QUEUE_SIZE = 4
 
 
 class FloatWorker:
-    def __init__(self, detector: FloatDetector, on_index=None):
+    def __init__(self, detector: Detector, on_index=None):
         self.detector = detector
         self.on_index = on_index  # called on the worker thread with (chunk number, index)
         self.index = 0.0
         self.fired = False
         self.processed = self.dropped = 0
+        self.generation = 0  # episodes started; results of an older one are discarded
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="float-worker", daemon=True)
         self._thread.start()
 
-    def start_episode(self) -> None:
-        self._put(("reset", None))
+    def start_episode(self, detector: Detector | None = None) -> None:
+        """A new episode (and, when given, a new detector: another task, version or threshold).
+        From now on `index` reads 0 until a chunk of the new episode is scored, even if chunks of
+        the old one are still in the queue. Blocks for at most a moment if the queue is full:
+        episode starts are not control ticks."""
+        self.generation += 1
+        self.index, self.fired = 0.0, False
+        self._queue.put(("reset", (self.generation, detector)), timeout=5.0)
 
-    def submit(self, feature: np.ndarray) -> bool:
-        """Queues one chunk's feature; False if it had to be dropped."""
-        return self._put(("chunk", feature))
+    def submit(self, signals: ChunkSignals) -> bool:
+        """Queues one chunk's signals; False if they had to be dropped."""
+        return self._put(("chunk", signals))
 
     def _put(self, item) -> bool:
         try:
@@ -54,8 +59,7 @@ class FloatWorker:
         self._thread.join(timeout=5.0)
 
     def _run(self) -> None:
-        chunks = 0
-        first = True
+        chunks, generation = 0, 0
         while True:
             kind, payload = self._queue.get()
             if kind == "stop":
@@ -63,15 +67,18 @@ class FloatWorker:
             if kind == "mark":
                 payload.set()
             elif kind == "reset":
-                chunks, first = 0, True
-                self.index, self.fired = 0.0, False
+                chunks = 0
+                generation, detector = payload
+                if detector is not None:
+                    self.detector = detector
+                self.detector.reset()
             else:
-                if first:
-                    self.detector.reset(payload)
-                    first = False
-                self.index = self.detector.update(payload)
-                self.fired = self.fired or self.detector.fired
+                index = self.detector.update(payload)
                 chunks += 1
                 self.processed += 1
+                if generation != self.generation:
+                    continue  # a newer episode started meanwhile
+                self.index = index
+                self.fired = self.fired or index > self.detector.tau
                 if self.on_index is not None:
-                    self.on_index(chunks, self.index)
+                    self.on_index(chunks, index)

@@ -41,9 +41,25 @@ class PolicyRunner:
         """Starts an episode: forgets the plan and the history and reseeds the sampler (same seed,
         same actions)."""
         self.plan = []
+        self._embedded = False
         self.frames.clear()
         self.executed.clear()
         self.generator.manual_seed(seed % (2**31))
+
+    def _embed(self, images: dict[str, np.ndarray], state: np.ndarray) -> None:
+        frame = self.policy.embed_frames(*self.policy.frame_inputs(images, state))
+        while len(self.frames) < self.policy.config.obs_steps - 1:  # episode start: the first frame fills the past
+            self.frames.append(frame)
+        self.frames.append(frame)
+        self._embedded = True
+
+    @torch.no_grad()
+    def window(self, images: dict[str, np.ndarray], state: np.ndarray) -> torch.Tensor:
+        """The (1, To, F, d) observation window of the step `act` just ran on (`images`, `state`):
+        what a failure monitor watches. Embeds the frame only if `act` did not need to."""
+        if not self._embedded:
+            self._embed(images, state)
+        return torch.stack(list(self.frames), dim=1)
 
     def replan(self) -> None:
         """Drops the rest of the current chunk (e.g. after an operator moved the arm)."""
@@ -57,11 +73,9 @@ class PolicyRunner:
     @torch.no_grad()
     def act(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
         policy, config = self.policy, self.policy.config
+        self._embedded = False
         if not self.plan or config.obs_steps > 1:  # one frame of context is only needed to plan
-            frame = policy.embed_frames(*policy.frame_inputs(images, state))
-            while len(self.frames) < config.obs_steps - 1:  # episode start: the first frame fills the past
-                self.frames.append(frame)
-            self.frames.append(frame)
+            self._embed(images, state)
         if not self.plan:
             window = torch.stack(list(self.frames), dim=1)  # (1, To, F, d)
             text = self._text.get(instruction)

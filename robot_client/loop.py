@@ -33,6 +33,7 @@ from fleetlearn import wire
 from policy import Checkpoint, PolicyRunner
 from robot_client.driver import Driver, Observation
 from robot_client.help import HelpRule, HelpRuleConfig
+from robot_client.monitoring import RobotMonitor
 from robot_client.takeover import Mode, TakeoverController
 from robot_client.uplink import Uplink, UplinkConfig
 
@@ -44,6 +45,7 @@ _MODE_TO_PROTO = {
     Mode.AUTONOMOUS: pb.ROBOT_MODE_AUTONOMOUS, Mode.INTERVENTION: pb.ROBOT_MODE_INTERVENTION,
     Mode.PAUSED: pb.ROBOT_MODE_PAUSED, Mode.STOPPED: pb.ROBOT_MODE_STOPPED,
 }
+HELP_GATES = ("float", "rule", "off")
 
 
 @dataclass
@@ -60,7 +62,16 @@ class RobotConfig:
     realtime: bool = True             # False runs ticks back to back (tests, benchmarks)
     operator_segment_steps: int = 20
     help: HelpRuleConfig = field(default_factory=HelpRuleConfig)
+    # When a training episode asks for a human: "float" (FLOAT index above tau: the robot holds
+    # still until an operator answers), "rule" (the fixed expert-disagreement rule of the sim,
+    # the robot keeps going meanwhile), or "off".
+    help_gate: str = "float"
+    help_wait_s: float = 60.0  # a robot holding for help gives up waiting after this long
     seed: int = 0
+
+    def __post_init__(self):
+        if self.help_gate not in HELP_GATES:
+            raise ValueError(f"help_gate must be one of {HELP_GATES}, got {self.help_gate!r}")
 
 
 class ChunkBuilder:
@@ -102,6 +113,9 @@ class RobotClient:
         self.expert_action = expert_action
         self.takeover = TakeoverController()
         self.help_rule = HelpRule(config.help)
+        self.monitor = RobotMonitor()
+        self._answer: str | None = None  # an operator's answer to a help request, while one is open
+        self._help_open = False  # a help request no operator has answered yet
         self.rng = np.random.default_rng(config.seed)
         self.checkpoint: Checkpoint | None = None
         self.eval_pending: list[tuple[str, int]] = []  # (task, index into the evaluation seed list)
@@ -135,7 +149,8 @@ class RobotClient:
         return pb.Heartbeat(robot_id=self.config.robot_id, sent_at=time.time(), mode=self._status["mode"],
                             episode_id=self._status["episode_id"], step_index=self._status["step"],
                             policy_version=self.version, task=self.task,
-                            spooled_chunks=self._spool_queue.qsize() + len(self.uplink.spool), missed_ticks=missed)
+                            spooled_chunks=self._spool_queue.qsize() + len(self.uplink.spool), missed_ticks=missed,
+                            float_index=self.monitor.index, float_threshold=self.monitor.tau if self.monitor.running else 0.0)
 
     def _write_spool(self) -> None:
         while True:
@@ -186,6 +201,7 @@ class RobotClient:
         self._spool_queue.put(None)
         self._spool_writer.join(timeout=10)
         self.uplink.stop(drain_s=drain_s)
+        self.monitor.close()
         self.driver.close()
 
     def _maybe_swap(self) -> None:
@@ -197,6 +213,7 @@ class RobotClient:
         previous = self.version
         torch.manual_seed(self.config.seed)
         self.checkpoint = checkpoint
+        self.monitor.load(checkpoint)
         self.eval_pending = [(task, index) for index in self.config.eval_seeds for task in self.config.tasks]
         log.info("%s swapped policy %d -> %d", self.config.robot_id, previous, checkpoint.version)
 
@@ -212,6 +229,7 @@ class RobotClient:
             if body == "take_over":
                 accepted = in_episode and kind == "training" and self.takeover.take_over(command.take_over.operator_id)
                 if accepted:
+                    self._help_open = False
                     self.teleop.begin(command.take_over.operator_id)
                     log.info("%s: %s took over at step %d", self.config.robot_id, command.take_over.operator_id, step)
                 else:  # evaluation episodes stay untouched; give the operator back at once
@@ -225,6 +243,13 @@ class RobotClient:
             elif body == "stop":
                 self.takeover.stop()
                 self.stopped.set()
+            elif body in ("continue_episode", "end_episode"):
+                if in_episode:
+                    self._answer = "continue" if body == "continue_episode" else "end"
+                    if self.takeover.under_takeover:
+                        self._end_takeover(episode_id, step)
+            elif body == "set_float_threshold":
+                self.monitor.set_percentile(command.set_float_threshold.task, command.set_float_threshold.percentile)
             elif body == "set_task":
                 if command.set_task.task in self.driver.tasks:
                     self.config.tasks = (command.set_task.task,)
@@ -237,6 +262,7 @@ class RobotClient:
         if ended:
             self._report_takeover_ended(episode_id, ended[0], ended[1], step)
             self.help_rule.after_takeover()
+            self.monitor.restart()
 
     def _report_takeover_ended(self, episode_id: str, operator_id: str, human_steps: int, step: int) -> None:
         self.uplink.send(pb.RobotMessage(takeover_ended=pb.TakeoverEnded(
@@ -258,6 +284,8 @@ class RobotClient:
             max_bytes=min(wire.CHUNK_TARGET_BYTES, self.uplink.max_message_bytes // 2),
             max_steps=max(1, int(round(self.driver.control_hz))))
         self.help_rule.reset()
+        self.monitor.start_episode(task, watch=kind == "training" and cfg.help_gate == "float" and runner is not None)
+        self._answer = None
         self._status.update(episode_id=episode_id, step=0,
                             mode=pb.ROBOT_MODE_DEMONSTRATING if kind == "demonstration" else pb.ROBOT_MODE_AUTONOMOUS)
         obs = self.driver.reset(task, seed)
@@ -277,6 +305,14 @@ class RobotClient:
                 break
 
             policy_action = runner.act(obs.images, obs.state, instruction) if runner else None
+            if runner is not None:
+                self.monitor.observe(step, runner, obs.images, obs.state)
+            if not self.takeover.under_takeover and self.monitor.alarm():
+                self._wait_for_help(episode_id, step, kind, policy_action)
+                next_tick = time.perf_counter()
+            if self._answer == "end":
+                termination = "ended by operator"
+                break
 
             if kind == "demonstration":
                 source, action = "offline_demo", self.teleop.expert_action()
@@ -286,7 +322,7 @@ class RobotClient:
                 human_steps += 1
             else:
                 source, action = "autonomous", policy_action
-                if kind == "training" and self.expert_action is not None:
+                if kind == "training" and cfg.help_gate == "rule" and self.expert_action is not None:
                     task_distance = getattr(self.driver, "task_distance", lambda: None)()
                     help_needed = self.help_rule.update(policy_action, self.expert_action(), task_distance)
                     if help_needed:
@@ -298,8 +334,9 @@ class RobotClient:
             total_reward += reward
             sources.append(source)
             done = terminated or truncated or step == self.driver.max_steps - 1
+            extras = {"float_index": np.float32(self.monitor.index)} if self.monitor.running else None
             record = wire.step_to_proto(step, time.time(), obs.images, obs.state, action, policy_action, source,
-                                        reward, done)
+                                        reward, done, extras)
             sealed = builder.add(record)
             if sealed is not None:
                 self._spool_queue.put(sealed)
@@ -328,21 +365,64 @@ class RobotClient:
         if self.takeover.under_takeover:
             takeovers += 1
             self._end_takeover(episode_id, step)
+        self._cancel_help(episode_id, "the episode ended")
         num_steps = step + 1
         outcome = pb.EpisodeOutcome(success=success, total_reward=total_reward, num_steps=num_steps,
-                                    termination=termination)
+                                    termination=termination, float_summary=self.monitor.summary())
         self._spool_queue.put(builder.seal(outcome))
         self.episodes_run += 1
         self._status["mode"] = pb.ROBOT_MODE_IDLE
         summary = dict(episode_id=episode_id, kind=kind, task=task, version=self.version, success=success,
-                       steps=num_steps, human_steps=human_steps, takeovers=takeovers, sources=sources)
+                       steps=num_steps, human_steps=human_steps, takeovers=takeovers, sources=sources,
+                       termination=termination, float_fired=outcome.float_summary.fired,
+                       float_continued=outcome.float_summary.operator_continued)
         self.history.append(summary)
         log.info("%s %s %s episode v%d: %s in %d steps, %d takeovers, %d human steps", cfg.robot_id, task, kind,
                  self.version, "success" if success else termination, num_steps, takeovers, human_steps)
         return summary
 
-    def _request_help(self, episode_id: str, step: int, reason: str, score: float) -> None:
+    def _request_help(self, episode_id: str, step: int, reason: str, score: float, threshold: float = 0.0,
+                      holding: bool = False) -> None:
         self.uplink.send(pb.RobotMessage(help=pb.HelpRequest(
             robot_id=self.config.robot_id, episode_id=episode_id, step_index=step, policy_version=self.version,
-            reason=reason, score=score)))
+            reason=reason, score=score, threshold=threshold, holding=holding)))
+        self._help_open = True
         self.help_rule.after_takeover()  # do not repeat the request every tick while waiting
+
+    def _cancel_help(self, episode_id: str, reason: str) -> None:
+        if self._help_open:
+            self._help_open = False
+            self.uplink.send(pb.RobotMessage(help_cancelled=pb.HelpCancelled(
+                robot_id=self.config.robot_id, episode_id=episode_id, reason=reason)))
+
+    def _wait_for_help(self, episode_id: str, step: int, kind: str, policy_action: np.ndarray | None) -> None:
+        """FLOAT fired: hold still (no step is taken or recorded) until an operator answers, by
+        taking over, saying continue or ending the episode; or give up after `help_wait_s`.
+        An assigned simulated operator first judges whether the robot is really in trouble
+        (`assess`); a person at the dashboard answers with the matching command instead."""
+        cfg = self.config
+        self._request_help(episode_id, step, "float", self.monitor.index, self.monitor.tau, holding=True)
+        self._status["mode"] = pb.ROBOT_MODE_WAITING_FOR_HELP
+        self._answer = None
+        deadline = time.monotonic() + cfg.help_wait_s
+        while self._answer is None:
+            self._apply_commands(True, episode_id, kind, step)
+            if self.takeover.under_takeover and self._answer is None:
+                assess = getattr(self.teleop, "assess", None)
+                self._answer = assess(policy_action) if assess is not None and policy_action is not None else "take_over"
+                if self._answer != "take_over":
+                    self._end_takeover(episode_id, step)
+            elif self._answer is None and (time.monotonic() > deadline or self.stopped.is_set()
+                                           or self.takeover.mode is Mode.STOPPED):
+                self._answer = "timeout"
+                self._cancel_help(episode_id, f"no answer within {cfg.help_wait_s:.0f} s")
+            elif self._answer is None:
+                time.sleep(min(self.period, 0.05))
+        if self._answer == "continue":
+            self.monitor.continued = True
+        log.info("%s: help request at step %d answered: %s", cfg.robot_id, step, self._answer)
+        if self._answer != "end":
+            self.monitor.restart()
+            self._status["mode"] = _MODE_TO_PROTO[self.takeover.mode]
+        if self._answer != "end":  # only "end" outlives the wait (the episode loop acts on it)
+            self._answer = None

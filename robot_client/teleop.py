@@ -43,13 +43,14 @@ class ScriptedOperator:
     """
 
     def __init__(self, driver, segment_steps: int = 20, *, expert: Expert | None = None,
-                 model: OperatorModel | None = None):
+                 model: OperatorModel | None = None, continue_below: float = 0.5):
         expert = expert if expert is not None else getattr(driver, "expert", None)
         if expert is None:
             raise ValueError("ScriptedOperator needs an expert (observation, env) -> action; this driver has none")
         self.driver = driver
         self.expert = expert
         self.segment_steps = segment_steps
+        self.continue_below = continue_below
         self.model = model if model is not None else OperatorModel()
         self.behaviour = OperatorBehaviour(self.model, driver.action_dim, getattr(driver, "setpoint_action_dims", ()))
         self.steps = 0
@@ -75,6 +76,13 @@ class ScriptedOperator:
             self._episode_seen = episode
             self.behaviour.start(react=False)
         return self.behaviour.perturb(self.reference_action())
+
+    def assess(self, policy_action: np.ndarray) -> str:
+        """Called to a robot that asked for help: "continue" when the policy's next action agrees
+        with the expert's (distance of the motion part below `continue_below`, in action units:
+        a person watching sees the arm heading the right way), else "take_over"."""
+        distance = float(np.linalg.norm(np.asarray(policy_action)[:3] - self.reference_action()[:3]))
+        return "continue" if distance < self.continue_below else "take_over"
 
     def begin(self, operator_id: str) -> None:
         self.steps = 0

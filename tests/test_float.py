@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from monitor import FloatDetector, ReferenceBank, ThresholdCalibrator, cosine_cost, sinkhorn
+from monitor.detectors import ChunkSignals
 from monitor.float_detector import prefix_costs
 
 
@@ -42,11 +43,11 @@ def test_a_prefix_that_follows_a_demo_costs_less_than_one_that_leaves_it():
     assert np.array_equal(bank.sequences[1, 7:], np.repeat(demo[6:7], 3, axis=0))  # padded with its end
 
     on_track, off_track = FloatDetector(bank, candidates=2), FloatDetector(bank, candidates=2)
-    on_track.reset(demo[0])
-    off_track.reset(demo[0])
+    on_track.reset()
+    off_track.reset()
     for t in range(6):
-        on_track.update(demo[t] + 0.01 * rng.normal(size=8))
-        off_track.update(demo[t] if t < 3 else rng.normal(size=8))
+        on_track.update(ChunkSignals(demo[t] + 0.01 * rng.normal(size=8)))
+        off_track.update(ChunkSignals(demo[t] if t < 3 else rng.normal(size=8)))
     # Entropic smoothing leaves ~0.003 per step on track; leaving the demo adds ~0.05 per chunk.
     assert on_track.index < 0.03 and off_track.index > 5 * on_track.index
     # Future columns cost nothing: a 3-step prefix along the demo matches its first 3 steps.
@@ -98,7 +99,7 @@ def test_worker_scores_chunks_off_the_calling_thread_and_never_blocks():
     worker = FloatWorker(detector, on_index=lambda chunk, index: seen.append((chunk, index)))
     worker.start_episode()
     for feature in [demo[0], demo[1], demo[2], -demo[3], -demo[3], -demo[3]]:  # one chunk at a time, as a robot
-        assert worker.submit(feature)
+        assert worker.submit(ChunkSignals(feature))
         worker.drain()
     assert [c for c, _ in seen] == [1, 2, 3, 4, 5, 6] and worker.fired and worker.index == seen[-1][1]
     worker.start_episode()
@@ -107,7 +108,7 @@ def test_worker_scores_chunks_off_the_calling_thread_and_never_blocks():
 
     slow = threading.Event()
     worker.on_index = lambda chunk, index: slow.wait(5)  # a stalled worker: submit still returns at once
-    accepted = [worker.submit(demo[0]) for _ in range(QUEUE_SIZE + 3)]
+    accepted = [worker.submit(ChunkSignals(demo[0])) for _ in range(QUEUE_SIZE + 3)]
     assert accepted.count(False) >= 2 and worker.dropped >= 2
     slow.set()
     worker.close()
@@ -119,7 +120,7 @@ def test_a_shipped_bank_scores_like_the_original():
     shipped = ReferenceBank.from_arrays(bank.as_arrays())
     rollout = rng.normal(size=(4, 64))
     original, copy = FloatDetector(bank), FloatDetector(shipped)
-    original.reset(rollout[0])
-    copy.reset(rollout[0])
+    original.reset()
+    copy.reset()
     for feature in rollout:
-        assert copy.update(feature) == pytest.approx(original.update(feature), rel=1e-3)
+        assert copy.update(ChunkSignals(feature)) == pytest.approx(original.update(ChunkSignals(feature)), rel=1e-3)

@@ -43,6 +43,7 @@ class RobotMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROBOT_MODE_PAUSED: _ClassVar[RobotMode]
     ROBOT_MODE_STOPPED: _ClassVar[RobotMode]
     ROBOT_MODE_DEMONSTRATING: _ClassVar[RobotMode]
+    ROBOT_MODE_WAITING_FOR_HELP: _ClassVar[RobotMode]
 IMAGE_ENCODING_UNSPECIFIED: ImageEncoding
 IMAGE_ENCODING_RAW: ImageEncoding
 IMAGE_ENCODING_PNG: ImageEncoding
@@ -65,6 +66,7 @@ ROBOT_MODE_INTERVENTION: RobotMode
 ROBOT_MODE_PAUSED: RobotMode
 ROBOT_MODE_STOPPED: RobotMode
 ROBOT_MODE_DEMONSTRATING: RobotMode
+ROBOT_MODE_WAITING_FOR_HELP: RobotMode
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -182,16 +184,36 @@ class Step(_message.Message):
     def __init__(self, index: _Optional[int] = ..., timestamp: _Optional[float] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., state: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., policy_action: _Optional[_Union[Tensor, _Mapping]] = ..., source: _Optional[_Union[ActionSource, str]] = ..., reward: _Optional[float] = ..., done: _Optional[bool] = ..., extras: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class EpisodeOutcome(_message.Message):
-    __slots__ = ("success", "total_reward", "num_steps", "termination")
+    __slots__ = ("success", "total_reward", "num_steps", "termination", "float_summary")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_REWARD_FIELD_NUMBER: _ClassVar[int]
     NUM_STEPS_FIELD_NUMBER: _ClassVar[int]
     TERMINATION_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     success: bool
     total_reward: float
     num_steps: int
     termination: str
-    def __init__(self, success: _Optional[bool] = ..., total_reward: _Optional[float] = ..., num_steps: _Optional[int] = ..., termination: _Optional[str] = ...) -> None: ...
+    float_summary: FloatSummary
+    def __init__(self, success: _Optional[bool] = ..., total_reward: _Optional[float] = ..., num_steps: _Optional[int] = ..., termination: _Optional[str] = ..., float_summary: _Optional[_Union[FloatSummary, _Mapping]] = ...) -> None: ...
+
+class FloatSummary(_message.Message):
+    __slots__ = ("ran", "final_index", "fired", "operator_continued", "threshold", "percentile", "dropped_chunks")
+    RAN_FIELD_NUMBER: _ClassVar[int]
+    FINAL_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIRED_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_CONTINUED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    ran: bool
+    final_index: float
+    fired: bool
+    operator_continued: bool
+    threshold: float
+    percentile: float
+    dropped_chunks: int
+    def __init__(self, ran: _Optional[bool] = ..., final_index: _Optional[float] = ..., fired: _Optional[bool] = ..., operator_continued: _Optional[bool] = ..., threshold: _Optional[float] = ..., percentile: _Optional[float] = ..., dropped_chunks: _Optional[int] = ...) -> None: ...
 
 class EpisodeChunk(_message.Message):
     __slots__ = ("robot_id", "episode_id", "sequence", "policy_version", "task", "instruction", "kind", "seed", "steps", "episode_end", "outcome")
@@ -292,7 +314,7 @@ class WeightsChunk(_message.Message):
     def __init__(self, version: _Optional[int] = ..., file_name: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("robot_id", "sent_at", "mode", "episode_id", "step_index", "policy_version", "task", "spooled_chunks", "missed_ticks")
+    __slots__ = ("robot_id", "sent_at", "mode", "episode_id", "step_index", "policy_version", "task", "spooled_chunks", "missed_ticks", "float_index", "float_threshold")
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +324,8 @@ class Heartbeat(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     SPOOLED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     MISSED_TICKS_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     robot_id: str
     sent_at: float
     mode: RobotMode
@@ -311,23 +335,39 @@ class Heartbeat(_message.Message):
     task: str
     spooled_chunks: int
     missed_ticks: int
-    def __init__(self, robot_id: _Optional[str] = ..., sent_at: _Optional[float] = ..., mode: _Optional[_Union[RobotMode, str]] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., policy_version: _Optional[int] = ..., task: _Optional[str] = ..., spooled_chunks: _Optional[int] = ..., missed_ticks: _Optional[int] = ...) -> None: ...
+    float_index: float
+    float_threshold: float
+    def __init__(self, robot_id: _Optional[str] = ..., sent_at: _Optional[float] = ..., mode: _Optional[_Union[RobotMode, str]] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., policy_version: _Optional[int] = ..., task: _Optional[str] = ..., spooled_chunks: _Optional[int] = ..., missed_ticks: _Optional[int] = ..., float_index: _Optional[float] = ..., float_threshold: _Optional[float] = ...) -> None: ...
 
 class HelpRequest(_message.Message):
-    __slots__ = ("robot_id", "episode_id", "step_index", "policy_version", "reason", "score")
+    __slots__ = ("robot_id", "episode_id", "step_index", "policy_version", "reason", "score", "threshold", "holding")
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    HOLDING_FIELD_NUMBER: _ClassVar[int]
     robot_id: str
     episode_id: str
     step_index: int
     policy_version: int
     reason: str
     score: float
-    def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., policy_version: _Optional[int] = ..., reason: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    threshold: float
+    holding: bool
+    def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., policy_version: _Optional[int] = ..., reason: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., holding: _Optional[bool] = ...) -> None: ...
+
+class HelpCancelled(_message.Message):
+    __slots__ = ("robot_id", "episode_id", "reason")
+    ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    robot_id: str
+    episode_id: str
+    reason: str
+    def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class TakeoverEnded(_message.Message):
     __slots__ = ("robot_id", "episode_id", "operator_id", "step_index", "human_steps")
@@ -344,14 +384,16 @@ class TakeoverEnded(_message.Message):
     def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., step_index: _Optional[int] = ..., human_steps: _Optional[int] = ...) -> None: ...
 
 class RobotMessage(_message.Message):
-    __slots__ = ("heartbeat", "help", "takeover_ended")
+    __slots__ = ("heartbeat", "help", "takeover_ended", "help_cancelled")
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     HELP_FIELD_NUMBER: _ClassVar[int]
     TAKEOVER_ENDED_FIELD_NUMBER: _ClassVar[int]
+    HELP_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     heartbeat: Heartbeat
     help: HelpRequest
     takeover_ended: TakeoverEnded
-    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., help: _Optional[_Union[HelpRequest, _Mapping]] = ..., takeover_ended: _Optional[_Union[TakeoverEnded, _Mapping]] = ...) -> None: ...
+    help_cancelled: HelpCancelled
+    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., help: _Optional[_Union[HelpRequest, _Mapping]] = ..., takeover_ended: _Optional[_Union[TakeoverEnded, _Mapping]] = ..., help_cancelled: _Optional[_Union[HelpCancelled, _Mapping]] = ...) -> None: ...
 
 class TakeOver(_message.Message):
     __slots__ = ("operator_id",)
@@ -381,8 +423,32 @@ class SetTask(_message.Message):
     task: str
     def __init__(self, task: _Optional[str] = ...) -> None: ...
 
+class ContinueEpisode(_message.Message):
+    __slots__ = ("operator_id",)
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    operator_id: str
+    def __init__(self, operator_id: _Optional[str] = ...) -> None: ...
+
+class EndEpisode(_message.Message):
+    __slots__ = ("operator_id",)
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    operator_id: str
+    def __init__(self, operator_id: _Optional[str] = ...) -> None: ...
+
+class SetFloatThreshold(_message.Message):
+    __slots__ = ("task", "policy_version", "threshold", "percentile")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    policy_version: int
+    threshold: float
+    percentile: float
+    def __init__(self, task: _Optional[str] = ..., policy_version: _Optional[int] = ..., threshold: _Optional[float] = ..., percentile: _Optional[float] = ...) -> None: ...
+
 class LearnerCommand(_message.Message):
-    __slots__ = ("command_id", "robot_id", "take_over", "hand_back", "pause", "resume", "stop", "set_task")
+    __slots__ = ("command_id", "robot_id", "take_over", "hand_back", "pause", "resume", "stop", "set_task", "continue_episode", "end_episode", "set_float_threshold")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     TAKE_OVER_FIELD_NUMBER: _ClassVar[int]
@@ -391,6 +457,9 @@ class LearnerCommand(_message.Message):
     RESUME_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     SET_TASK_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_EPISODE_FIELD_NUMBER: _ClassVar[int]
+    END_EPISODE_FIELD_NUMBER: _ClassVar[int]
+    SET_FLOAT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     command_id: str
     robot_id: str
     take_over: TakeOver
@@ -399,4 +468,7 @@ class LearnerCommand(_message.Message):
     resume: Resume
     stop: Stop
     set_task: SetTask
-    def __init__(self, command_id: _Optional[str] = ..., robot_id: _Optional[str] = ..., take_over: _Optional[_Union[TakeOver, _Mapping]] = ..., hand_back: _Optional[_Union[HandBack, _Mapping]] = ..., pause: _Optional[_Union[Pause, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., stop: _Optional[_Union[Stop, _Mapping]] = ..., set_task: _Optional[_Union[SetTask, _Mapping]] = ...) -> None: ...
+    continue_episode: ContinueEpisode
+    end_episode: EndEpisode
+    set_float_threshold: SetFloatThreshold
+    def __init__(self, command_id: _Optional[str] = ..., robot_id: _Optional[str] = ..., take_over: _Optional[_Union[TakeOver, _Mapping]] = ..., hand_back: _Optional[_Union[HandBack, _Mapping]] = ..., pause: _Optional[_Union[Pause, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., stop: _Optional[_Union[Stop, _Mapping]] = ..., set_task: _Optional[_Union[SetTask, _Mapping]] = ..., continue_episode: _Optional[_Union[ContinueEpisode, _Mapping]] = ..., end_episode: _Optional[_Union[EndEpisode, _Mapping]] = ..., set_float_threshold: _Optional[_Union[SetFloatThreshold, _Mapping]] = ...) -> None: ...
