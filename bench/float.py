@@ -130,6 +130,12 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--batch", type=int, default=40, help="rollouts per task between count checks")
     parser.add_argument("--save", default=None, help="keep the policy and the recorded rollouts in this folder")
     parser.add_argument("--load", default=None, help="score rollouts saved earlier with --save (no simulation)")
+    parser.add_argument("--fleet-minutes", type=float, default=15.0,
+                        help="length of each fleet run (fixed rule, then FLOAT); 0 skips the fleet comparison")
+    parser.add_argument("--fleet-robots", type=int, default=4)
+    parser.add_argument("--fleet-operators", type=int, default=2)
+    parser.add_argument("--fleet-task", default="push_cube")
+    parser.add_argument("--fleet-out", default=None, help="keep the fleet runs here (default: a temporary folder)")
     parser.add_argument("--samples", type=int, default=8, help="diffusion samples per chunk (action variance)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", default="bench/results/float.png")
@@ -206,7 +212,53 @@ def main(argv: list[str]) -> dict:
     print(f"FLOAT over the best baseline: {figures['float_over_best_baseline_points']:+.1f} points "
           f"(acceptance: FLOAT >= 85% and >= +10)")
     _plot(test, test_traces, figures, Path(args.plot))
+    if args.fleet_minutes > 0:
+        figures.update(_fleet_comparison(args))
     return figures
+
+
+def _fleet_totals(summary: dict) -> dict:
+    """Success of the final evaluated version, human time-steps and ROHE over every training episode."""
+    rows = summary["versions"]
+    episodes = sum(r["episodes"] for r in rows)
+    rohe = sum((r["rohe"] or 0.0) * r["episodes"] for r in rows) / episodes if episodes else None
+    final, first = summary["final_version"], summary["first_version"]
+    return {"success_rate": round(final["success_rate"], 3) if final else None,
+            "first_version_success": round(first["success_rate"], 3) if first else None,
+            "final_version": final["version"] if final else None,
+            "human_steps": sum(r["human_steps"] for r in rows),
+            "rohe": round(rohe, 4) if rohe is not None else None,
+            "training_episodes": episodes,
+            "takeovers_per_episode": round(sum((r["interventions_per_episode"] or 0) * r["episodes"] for r in rows)
+                                           / episodes, 3) if episodes else None,
+            "missed_tick_rate": summary["robot_loops"].get("missed_tick_rate"),
+            "ticks": summary["robot_loops"].get("ticks"),
+            "float_chunks_dropped": summary["robot_loops"].get("float_chunks_dropped")}
+
+
+def _fleet_comparison(args) -> dict:
+    """The same fleet (robots, operators, task, seeds, minutes) twice: help asked by the fixed
+    rule of the fleet loop (FLOAT off), then by FLOAT (the robot holds until an operator answers)."""
+    from fleetlearn.demo import DemoConfig, run_demo
+
+    root = Path(args.fleet_out or tempfile.mkdtemp(prefix="fleet-float-"))
+    fleet = {}
+    for arm, gate in (("fixed_rule", "rule"), ("float", "float")):
+        print(f"fleet run {arm}: {args.fleet_robots} robots, {args.fleet_operators} operators, {args.fleet_task}, "
+              f"{args.fleet_minutes:g} minutes", flush=True)
+        summary = run_demo(DemoConfig(minutes=args.fleet_minutes, robots=args.fleet_robots,
+                                      operators=args.fleet_operators, out=root / arm, tasks=(args.fleet_task,),
+                                      help_gate=gate))
+        fleet[arm] = _fleet_totals(summary)
+    rule, flt = fleet["fixed_rule"], fleet["float"]
+    out = {"fleet": fleet, "fleet_task": args.fleet_task, "fleet_robots": args.fleet_robots,
+           "fleet_operators": args.fleet_operators, "fleet_minutes": args.fleet_minutes}
+    out["human_steps_ratio"] = round(rule["human_steps"] / flt["human_steps"], 2) if flt["human_steps"] else None
+    out["missed_tick_rate"] = {"float_off": rule["missed_tick_rate"], "float_on": flt["missed_tick_rate"]}
+    print(f"fleet: final success fixed rule {rule['success_rate']} vs FLOAT {flt['success_rate']}; human steps "
+          f"{rule['human_steps']} vs {flt['human_steps']} ({out['human_steps_ratio']}x fewer; acceptance 1.5x); "
+          f"ROHE {rule['rohe']} vs {flt['rohe']}; missed ticks {rule['missed_tick_rate']} vs {flt['missed_tick_rate']}")
+    return out
 
 
 def _split_counts(rollouts: list[dict]) -> tuple[int, int]:

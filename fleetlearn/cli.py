@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -110,7 +111,11 @@ def cmd_robot(args) -> None:
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
                          operator_segment_steps=args.operator_steps, help_gate=args.help_gate,
                          help_wait_s=args.help_wait_s, seed=args.seed)
-    RobotClient(config, driver, teleop, expert_action=help_reference).run()
+    client = RobotClient(config, driver, teleop, expert_action=help_reference)
+    # SIGTERM (the demo, a process manager) stops the robot cleanly: the running episode ends as
+    # "stopped", the spool drains for a moment and the loop's figures are written.
+    signal.signal(signal.SIGTERM, lambda *_: client.stopped.set())
+    client.run()
 
 
 def cmd_demo(args) -> None:

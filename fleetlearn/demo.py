@@ -166,12 +166,23 @@ def run_demo(config: DemoConfig) -> dict:
                "task_success": {task: {"first_version": first["task_success"].get(task) if first else None,
                                        "final_version": final["task_success"].get(task) if final else None}
                                 for task in config.tasks},
-               "wall_seconds": round(time.time() - started, 1)}
+               "wall_seconds": round(time.time() - started, 1), "help_gate": config.help_gate,
+               "robot_loops": _robot_stats(out / "robots")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_learning_curve(table, out / "learning_curve.png")
     print("\nfinal:\n" + format_table(table))
     print(f"wrote {out / 'summary.json'} and {out / 'learning_curve.png'}")
     return summary
+
+
+def _robot_stats(robots_dir: Path) -> dict:
+    """The robots' control-loop figures summed over the fleet (each robot writes stats.json on exit)."""
+    stats = [json.loads(p.read_text()) for p in sorted(robots_dir.glob("*/stats.json"))]
+    total = {key: sum(s[key] for s in stats) for key in (stats[0] if stats else {})}
+    if total.get("ticks"):
+        total["missed_tick_rate"] = round(total["missed_ticks"] / total["ticks"], 5)
+    total["robots_reporting"] = len(stats)
+    return total
 
 
 def plot_learning_curve(table: list[dict], path: Path) -> None:

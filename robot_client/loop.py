@@ -17,6 +17,7 @@ version before its evaluation share of the current one is complete.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -124,6 +125,7 @@ class RobotClient:
         self._turns = {"demonstration": 0, "training": 0}
         self.history: list[dict] = []  # one summary per finished episode, for callers and tests
         self.missed_ticks = 0
+        self.ticks = 0  # real-time control ticks run (holding for help and pauses not counted)
         self.missed_since_heartbeat = 0
         self.stopped = threading.Event()
         self._status = {"mode": pb.ROBOT_MODE_IDLE, "episode_id": "", "step": 0}
@@ -203,6 +205,17 @@ class RobotClient:
         self.uplink.stop(drain_s=drain_s)
         self.monitor.close()
         self.driver.close()
+        self.write_stats()
+
+    def write_stats(self) -> None:
+        """The control loop's timing and FLOAT's queue at exit, in work_dir/stats.json (benchmarks
+        and the demo read it): missed ticks are ticks that overran their period."""
+        worker = self.monitor.worker
+        stats = dict(ticks=self.ticks, missed_ticks=self.missed_ticks, episodes=self.episodes_run,
+                     float_chunks_scored=worker.processed if worker else 0,
+                     float_chunks_dropped=worker.dropped if worker else 0)
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.config.work_dir / "stats.json").write_text(json.dumps(stats, indent=1))
 
     def _maybe_swap(self) -> None:
         if self.eval_pending and self.checkpoint is not None:
@@ -293,14 +306,14 @@ class RobotClient:
         human_steps = takeovers = 0
         sources: list[str] = []
         next_tick = time.perf_counter()
-        step = 0
+        step = num_steps = 0  # num_steps: steps recorded (an episode stopped or ended early has fewer)
         for step in range(self.driver.max_steps):
             self._apply_commands(True, episode_id, kind, step)
             while self.takeover.mode is Mode.PAUSED and not self.stopped.is_set():
                 time.sleep(self.period)
                 self._apply_commands(True, episode_id, kind, step)
                 next_tick = time.perf_counter()
-            if self.takeover.mode is Mode.STOPPED:
+            if self.takeover.mode is Mode.STOPPED or self.stopped.is_set():
                 termination = "stopped"
                 break
 
@@ -338,6 +351,7 @@ class RobotClient:
             record = wire.step_to_proto(step, time.time(), obs.images, obs.state, action, policy_action, source,
                                         reward, done, extras)
             sealed = builder.add(record)
+            num_steps = step + 1
             if sealed is not None:
                 self._spool_queue.put(sealed)
             obs = next_obs
@@ -354,6 +368,7 @@ class RobotClient:
                 termination = "success" if success else ("failure" if terminated else "timeout")
                 break
             if cfg.realtime:
+                self.ticks += 1
                 next_tick += self.period
                 delay = next_tick - time.perf_counter()
                 if delay > 0:
@@ -366,12 +381,15 @@ class RobotClient:
             takeovers += 1
             self._end_takeover(episode_id, step)
         self._cancel_help(episode_id, "the episode ended")
-        num_steps = step + 1
+        self._status["mode"] = pb.ROBOT_MODE_IDLE
+        if num_steps == 0:  # stopped before its first step: nothing happened, nothing to send
+            self.monitor.summary()
+            return dict(episode_id=episode_id, kind=kind, task=task, version=self.version, success=False, steps=0,
+                        human_steps=0, takeovers=0, sources=[], termination=termination)
         outcome = pb.EpisodeOutcome(success=success, total_reward=total_reward, num_steps=num_steps,
                                     termination=termination, float_summary=self.monitor.summary())
         self._spool_queue.put(builder.seal(outcome))
         self.episodes_run += 1
-        self._status["mode"] = pb.ROBOT_MODE_IDLE
         summary = dict(episode_id=episode_id, kind=kind, task=task, version=self.version, success=success,
                        steps=num_steps, human_steps=human_steps, takeovers=takeovers, sources=sources,
                        termination=termination, float_fired=outcome.float_summary.fired,
