@@ -124,3 +124,69 @@ def test_a_shipped_bank_scores_like_the_original():
     copy.reset()
     for feature in rollout:
         assert copy.update(ChunkSignals(feature)) == pytest.approx(original.update(ChunkSignals(feature)), rel=1e-3)
+
+
+def test_baselines_share_the_detector_interface_and_score_what_they_claim():
+    from monitor.detectors import ActionVarianceDetector, NearestDemoDetector
+
+    rng = np.random.default_rng(5)
+    demo = rng.normal(size=(5, 16))
+    nearest = NearestDemoDetector(ReferenceBank.from_sequences([demo, demo[:3]]))
+    nearest.reset()
+    assert nearest.update(ChunkSignals(demo[2])) == pytest.approx(0.0, abs=1e-9)  # on a demo chunk
+    away = -demo[2]
+    expected = min(1 - away @ d / (np.linalg.norm(away) * np.linalg.norm(d)) for d in demo)  # padding not counted
+    assert nearest.update(ChunkSignals(away)) == pytest.approx(expected) and expected > 0.5
+    assert nearest.update(ChunkSignals(demo[4])) == pytest.approx(expected)  # the episode score keeps its max
+    nearest.reset()
+    assert nearest.index == 0.0
+
+    variance = ActionVarianceDetector()
+    variance.reset()
+    agree = np.repeat(rng.normal(size=(1, 8, 4)), 6, axis=0)
+    assert variance.update(ChunkSignals(demo[0], agree)) == pytest.approx(0.0)
+    spread = rng.normal(scale=2.0, size=(6, 8, 4))
+    assert variance.update(ChunkSignals(demo[0], spread)) == pytest.approx(spread.var(axis=0).mean())
+    with pytest.raises(ValueError, match="sampled action chunks"):
+        variance.update(ChunkSignals(demo[0]))
+
+
+def test_scoring_helpers_against_hand_computed_values():
+    from monitor.detectors import auroc, balanced_accuracy, best_threshold
+
+    failed = np.array([True, True, False, False, False])
+    # 1 of 2 failures caught, 2 of 3 successes left alone: (1/2 + 2/3) / 2.
+    assert balanced_accuracy(np.array([True, False, True, False, False]), failed) == pytest.approx(7 / 12)
+    assert balanced_accuracy(np.ones(5, bool), failed) == 0.5  # always firing scores chance
+    scores = np.array([0.9, 0.4, 0.5, 0.1, 0.2])
+    # failure/success pairs ranked right: 0.9 beats all 3; 0.4 beats 0.1 and 0.2 -> 5 of 6.
+    assert auroc(scores, failed) == pytest.approx(5 / 6)
+    assert auroc(np.array([1.0, 1.0, 1.0, 0.0, 1.0]), failed) == pytest.approx((2 * 1 + 2 * 0.5 * 2) / 6)
+    tau = best_threshold(scores, failed)
+    assert balanced_accuracy(scores > tau, failed) == pytest.approx(max(
+        balanced_accuracy(scores > c, failed) for c in np.linspace(0, 1, 101)))
+    with pytest.raises(ValueError):
+        balanced_accuracy(np.ones(3, bool), np.ones(3, bool))
+
+
+def test_final_index_equals_the_running_index_and_leave_one_out_scores_every_demo():
+    from monitor.calibration import calibration_indices, leave_one_out_indices, threshold
+
+    rng = np.random.default_rng(6)
+    demos = [rng.normal(size=(int(n), 12)) for n in (4, 5, 6)]
+    bank = ReferenceBank.from_sequences(demos, ["a", "a", "b"])
+    rollout = rng.normal(size=(5, 12))
+    detector = FloatDetector(bank.for_task("a"))
+    detector.reset()
+    running = [detector.update(ChunkSignals(f)) for f in rollout]
+    assert detector.final_index(rollout) == pytest.approx(running[-1])
+    assert bank.for_task("b").tasks == ("b",) and bank.for_task("c") is None
+    assert len(leave_one_out_indices(bank.for_task("a"))) == 2
+    calibration = calibration_indices(bank, {"b": [rollout] * 5})
+    assert calibration["a"]["source"].endswith("leave one out") and len(calibration["a"]["indices"]) == 2
+    assert calibration["b"]["source"] == "5 successful rollouts" and len(calibration["b"]["indices"]) == 5
+    assert threshold([], 95.0) == float("inf") and threshold([1.0, 3.0], 50.0) == pytest.approx(2.0)
+    shipped = ReferenceBank.from_arrays(bank.as_arrays())
+    assert shipped.tasks == ("a", "a", "b")
+    with pytest.raises(ValueError, match="malformed FLOAT bank"):
+        ReferenceBank.from_arrays({"sequences": np.zeros((2, 3, 4)), "lengths": np.zeros(3)})
