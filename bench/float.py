@@ -129,6 +129,8 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--max-episodes", type=int, default=600, help="held-out rollouts per task at most")
     parser.add_argument("--batch", type=int, default=40, help="rollouts per task between count checks")
     parser.add_argument("--save", default=None, help="keep the policy and the recorded rollouts in this folder")
+    parser.add_argument("--checkpoint", default=None,
+                        help="use this saved policy (trained by an earlier run with the same --demos and --seed)")
     parser.add_argument("--load", default=None, help="score rollouts saved earlier with --save (no simulation)")
     parser.add_argument("--fleet-minutes", type=float, default=15.0,
                         help="length of each fleet run (fixed rule, then FLOAT); 0 skips the fleet comparison")
@@ -186,16 +188,20 @@ def main(argv: list[str]) -> dict:
     thresholds: dict[str, dict] = {}
     for name in DETECTORS:
         taus = {}
+        pooled = best_threshold(np.array([t.max() for t in calibration_traces[name]]),
+                                np.array([not r["success"] for r in calibration]))
         for task in tasks:
             picked = [i for i, r in enumerate(calibration) if r["task"] == task]
             scores = np.array([calibration_traces[name][i].max() for i in picked])
-            taus[task] = best_threshold(scores, np.array([not calibration[i]["success"] for i in picked]))
+            failed = np.array([not calibration[i]["success"] for i in picked])
+            # A task whose calibration rollouts all failed (or all succeeded) takes the pooled threshold.
+            taus[task] = best_threshold(scores, failed) if 0 < failed.sum() < len(failed) else pooled
         thresholds[name] = taus
         results[name] = _evaluate(test, test_traces[name], taus)
     percentile_taus = {}
     for task in tasks:
         finals = [calibration_traces["float"][i][-1] for i, r in enumerate(calibration) if r["task"] == task and r["success"]]
-        percentile_taus[task] = float(np.percentile(finals, 95))
+        percentile_taus[task] = float(np.percentile(finals, 95)) if finals else float("inf")
     figures["float_percentile95"] = _evaluate(test, test_traces["float"], percentile_taus)
     for key in ("accuracy", "auroc", "precision", "recall", "lead_time_s", "detected_before_failure"):
         figures[key] = {name: results[name][key] for name in DETECTORS}
@@ -278,19 +284,24 @@ def _simulate(args, tasks: list[str], figures: dict):
 
     from learner.trainer import TrainerConfig, fit_offline
     from monitor.features import build_reference_bank
-    from policy import save_checkpoint
+    from policy import load_checkpoint, save_checkpoint
 
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.workers) as pool, tempfile.TemporaryDirectory() as tmp:
         demos = _run_pool(pool, _demonstration, [(t, s) for t in tasks for s in range(args.demos)], "demonstrations")
         demos.sort(key=lambda e: (e.task, int(e.episode_id.rsplit("-", 1)[1])))
-        print(f"training the partly trained policy: {args.updates} updates on {len(demos)} demonstrations", flush=True)
         torch.set_num_threads(args.workers)
-        started = time.time()
-        policy = fit_offline(demos, args.updates, TrainerConfig(data_dir=None, seed=args.seed))
-        figures["train_seconds"] = round(time.time() - started, 1)
+        if args.checkpoint:  # the same demonstrations (same seeds) trained this policy earlier
+            checkpoint = Path(args.checkpoint)
+            policy = load_checkpoint(checkpoint).policy
+        else:
+            print(f"training the partly trained policy: {args.updates} updates on {len(demos)} demonstrations",
+                  flush=True)
+            started = time.time()
+            policy = fit_offline(demos, args.updates, TrainerConfig(data_dir=None, seed=args.seed))
+            figures["train_seconds"] = round(time.time() - started, 1)
+            checkpoint = save_checkpoint(Path(args.save or tmp) / "policy", policy, version=0)
         bank = build_reference_bank(policy, demos)
-        checkpoint = save_checkpoint(Path(args.save or tmp) / "policy", policy, version=0)
         rollouts: list[dict] = []
         done = 0
         while done < args.max_episodes:

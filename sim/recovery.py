@@ -26,9 +26,16 @@ class Snapshot:
     attributes: dict[str, Any]
 
 
+def _copy(env, value):
+    """A deep copy in which the env's model, data and renderer stay the env's own (task helpers
+    such as a button or a free body hold references to them)."""
+    shared = {id(env.model): env.model, id(env.data): env.data, id(env._renderer): env._renderer}
+    return copy.deepcopy(value, memo=shared)
+
+
 def snapshot(env) -> Snapshot:
     env = env.unwrapped
-    attributes = {k: copy.deepcopy(v) for k, v in vars(env).items() if k not in _SHARED}
+    attributes = {k: _copy(env, v) for k, v in vars(env).items() if k not in _SHARED}
     return Snapshot(copy.copy(env.data), attributes)
 
 
@@ -36,7 +43,7 @@ def restore(env, state: Snapshot) -> None:
     env = env.unwrapped
     mujoco.mj_copyData(env.data, env.model, state.data)
     for key, value in state.attributes.items():
-        setattr(env, key, copy.deepcopy(value))
+        setattr(env, key, _copy(env, value))
     mujoco.mj_forward(env.model, env.data)
 
 

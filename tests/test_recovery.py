@@ -39,3 +39,24 @@ def test_failure_step_is_where_the_expert_stops_recovering():
     assert not expert_recovers(env, dict(states)[lost], expert)
     assert expert_recovers(env, dict(states)[lost - 4], expert)
     env.close()
+
+
+def test_restoring_leaves_the_env_usable_for_later_episodes():
+    env = sim.make("press_button")
+    expert = sim.make_expert(env)
+
+    def expert_episode(seed):
+        env.reset(seed=seed)
+        for _ in range(env.max_steps):
+            _, _, terminated, truncated, info = env.step(expert.act(env))
+            if terminated or truncated:
+                return info["is_success"]
+
+    assert expert_episode(0)
+    env.reset(seed=1)
+    state = snapshot(env)
+    env.step(np.zeros(4))
+    restore(env, state)
+    expert_recovers(env, state, expert)
+    assert expert_episode(2)  # the task's helpers still read the env's live physics
+    env.close()
