@@ -20,11 +20,23 @@ Figures (test split)
     lead_time_s              {detector: mean seconds from detection to the failure time, over the
                               detected failures (negative: detected after the episode was lost)}
     detected_before_failure  {detector: share of failures detected at or before the failure time}
+    timely_accuracy          {detector: balanced accuracy when a failure only counts as caught if
+                              the alarm came at or before its failure time (thresholds re-chosen
+                              on the calibration split under that rule)}
     float_percentile95       the same figures for FLOAT with its deployed percentile threshold
     test_successes, test_failures, calibration_successes, calibration_failures
     policy_success           success rate of the partly trained policy over all rollouts
     float_ms_per_chunk       time of one FLOAT update (K = 50 candidates), mean over the test split
-    baseline_over: FLOAT's balanced accuracy minus the best baseline's, in points
+    float_over_best_baseline_points   FLOAT's balanced accuracy minus the best baseline's
+
+Fleet comparison (`--fleet-minutes`, 0 skips it): the same fleet (robots, operators, task, seeds,
+minutes) runs twice through `fleet demo`, help asked by the fixed rule of the fleet loop (FLOAT
+off), then by FLOAT:
+    fleet                    {"fixed_rule": {...}, "float": {...}}: success_rate (final evaluated
+                              version), human_steps (all training episodes), rohe, training
+                              episodes, takeovers per episode, missed_tick_rate, ...
+    human_steps_ratio        fixed rule's human steps / FLOAT's
+    missed_tick_rate         {"float_off", "float_on"}: control ticks that overran their period
 """
 
 from __future__ import annotations
@@ -95,6 +107,36 @@ def _traces(rollouts: list[dict], detectors: dict) -> dict[str, list[np.ndarray]
     return traces
 
 
+def _timely_fired(rollout: dict, trace: np.ndarray, tau: float) -> bool:
+    """Fired in time: on a failure, at a chunk start no later than its failure time; on a success,
+    at any time (a false alarm is a false alarm whenever it comes)."""
+    from monitor.features import CHUNK_STEPS
+
+    above = np.flatnonzero(trace > tau)
+    if not len(above):
+        return False
+    return rollout["success"] or above[0] * CHUNK_STEPS <= rollout["failure_step"]
+
+
+def _timely_thresholds(rollouts: list[dict], traces: list[np.ndarray], tasks: list[str]) -> dict[str, float]:
+    """Per task, the threshold with the best timely balanced accuracy on the calibration split."""
+    from monitor.detectors import balanced_accuracy
+
+    taus = {}
+    for task in tasks:
+        picked = [i for i, r in enumerate(rollouts) if r["task"] == task]
+        failed = np.array([not rollouts[i]["success"] for i in picked])
+        values = np.unique(np.concatenate([traces[i] for i in picked]))
+        candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
+        if not 0 < failed.sum() < len(failed):
+            taus[task] = float(np.median(values))
+            continue
+        scores = [balanced_accuracy(np.array([_timely_fired(rollouts[i], traces[i], c) for i in picked]), failed)
+                  for c in candidates]
+        taus[task] = float(candidates[int(np.argmax(scores))])
+    return taus
+
+
 def _evaluate(rollouts: list[dict], traces: list[np.ndarray], taus: dict[str, float]) -> dict:
     from monitor.detectors import auroc, balanced_accuracy
     from monitor.features import CHUNK_STEPS
@@ -120,8 +162,8 @@ def _evaluate(rollouts: list[dict], traces: list[np.ndarray], taus: dict[str, fl
 
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="fleet bench float")
-    parser.add_argument("--tasks", default="push_cube,pick_place")
-    parser.add_argument("--demos", type=int, default=15, help="scripted demonstrations per task (policy and bank)")
+    parser.add_argument("--tasks", default="reach,press_button,push_cube")
+    parser.add_argument("--demos", type=int, default=20, help="scripted demonstrations per task (policy and bank)")
     parser.add_argument("--updates", type=int, default=1500, help="training updates of the partly trained policy")
     parser.add_argument("--min-per-class", type=int, default=100,
                         help="roll out until the test split (and the calibration split) hold this many "
@@ -132,6 +174,9 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--checkpoint", default=None,
                         help="use this saved policy (trained by an earlier run with the same --demos and --seed)")
     parser.add_argument("--load", default=None, help="score rollouts saved earlier with --save (no simulation)")
+    parser.add_argument("--rate-robots", type=int, default=4, help="real-time robot loops run at once")
+    parser.add_argument("--rate-episodes", type=int, default=10,
+                        help="episodes per robot loop for the missed-tick measurement (0 skips it)")
     parser.add_argument("--fleet-minutes", type=float, default=15.0,
                         help="length of each fleet run (fixed rule, then FLOAT); 0 skips the fleet comparison")
     parser.add_argument("--fleet-robots", type=int, default=4)
@@ -145,7 +190,7 @@ def main(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     import sim
-    from monitor.detectors import ActionVarianceDetector, NearestDemoDetector, best_threshold
+    from monitor.detectors import ActionVarianceDetector, NearestDemoDetector, balanced_accuracy, best_threshold
     from monitor.float_detector import FloatDetector
 
     tasks = sim.parse_tasks(args.tasks)
@@ -205,6 +250,14 @@ def main(argv: list[str]) -> dict:
     figures["float_percentile95"] = _evaluate(test, test_traces["float"], percentile_taus)
     for key in ("accuracy", "auroc", "precision", "recall", "lead_time_s", "detected_before_failure"):
         figures[key] = {name: results[name][key] for name in DETECTORS}
+    # The stricter reading: a failure counts as caught only if the alarm came no later than the
+    # failure time (help asked while the episode could still be saved); thresholds re-chosen on
+    # the calibration split under the same rule.
+    figures["timely_accuracy"] = {}
+    for name in DETECTORS:
+        taus = _timely_thresholds(calibration, calibration_traces[name], tasks)
+        fired = np.array([_timely_fired(r, t, taus[r["task"]]) for r, t in zip(test, test_traces[name])])
+        figures["timely_accuracy"][name] = round(balanced_accuracy(fired, np.array([not r["success"] for r in test])), 3)
     figures["thresholds"] = {name: {t: round(v, 4) for t, v in taus.items()} for name, taus in thresholds.items()}
     best_baseline = max(results[n]["accuracy"] for n in DETECTORS if n != "float")
     figures["float_over_best_baseline_points"] = round(100 * (results["float"]["accuracy"] - best_baseline), 1)
@@ -212,15 +265,72 @@ def main(argv: list[str]) -> dict:
     figures["chunks_scored_test_split"] = chunks
     for name in DETECTORS:
         r = results[name]
-        print(f"{name:16s} balanced accuracy {100 * r['accuracy']:.1f}%  AUROC {r['auroc']:.3f}  precision "
+        print(f"{name:16s} balanced accuracy {100 * r['accuracy']:.1f}% (in time {100 * figures['timely_accuracy'][name]:.1f}%)  AUROC {r['auroc']:.3f}  precision "
               f"{r['precision']:.2f}  recall {r['recall']:.2f}  lead {r['lead_time_s']} s  "
               f"before failure {100 * r['detected_before_failure']:.0f}%")
     print(f"FLOAT over the best baseline: {figures['float_over_best_baseline_points']:+.1f} points "
           f"(acceptance: FLOAT >= 85% and >= +10)")
     _plot(test, test_traces, figures, Path(args.plot))
+    if args.rate_episodes > 0:
+        if not args.checkpoint:
+            raise SystemExit("fleet bench float: the control-loop measurement needs the policy: pass --checkpoint")
+        figures["control_loop"] = _loop_rate(args, Path(args.checkpoint), bank, tasks)
     if args.fleet_minutes > 0:
         figures.update(_fleet_comparison(args))
     return figures
+
+
+def _loop_rate_worker(job) -> dict:
+    """One real-time robot loop (RobotClient, the sim, the policy) running `episodes` training
+    episodes with FLOAT watching (tau infinite, so it scores every chunk but never stops the
+    robot) or not; returns its tick counts. No learner: the chunks just queue up in memory."""
+    import torch
+
+    from policy import load_checkpoint
+    from robot_client.driver import SimDriver
+    from robot_client.loop import RobotClient, RobotConfig
+    from robot_client.teleop import ScriptedOperator
+
+    checkpoint_dir, task, gate, episodes, seed, work_dir = job
+    torch.set_num_threads(1)
+    driver = SimDriver([task])
+    config = RobotConfig(robot_id=f"rate-{seed}", tasks=(task,), learner="127.0.0.1:1", token="-",
+                         work_dir=Path(work_dir), help_gate=gate, seed=seed)
+    client = RobotClient(config, driver, ScriptedOperator(driver))
+    client.checkpoint = load_checkpoint(Path(checkpoint_dir))
+    client.monitor.load(client.checkpoint)
+    client.monitor.indices = {}  # no calibration: tau = inf, FLOAT computes but never asks
+    for i in range(episodes):
+        client.run_episode("training", 10_000 * seed + i, task)
+    client.monitor.close()
+    worker = client.monitor.worker
+    return dict(ticks=client.ticks, missed=client.missed_ticks, scored=worker.processed if worker else 0,
+                dropped=worker.dropped if worker else 0)
+
+
+def _loop_rate(args, policy_dir: Path, bank, tasks: list[str]) -> dict:
+    """Missed control ticks of `--rate-robots` real-time robot loops at once (one process each),
+    FLOAT off then on, same seeds and episodes."""
+    from policy import load_checkpoint, save_checkpoint
+
+    context = multiprocessing.get_context("spawn")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = save_checkpoint(Path(tmp) / "monitored", load_checkpoint(policy_dir).policy, version=0,
+                                     artifacts={"float_bank": bank.as_arrays()})
+        for arm, gate in (("float_off", "off"), ("float_on", "float")):
+            jobs = [(str(checkpoint), tasks[i % len(tasks)], gate, args.rate_episodes, i + 1, f"{tmp}/{arm}-{i}")
+                    for i in range(args.rate_robots)]
+            with context.Pool(args.rate_robots) as pool:
+                results = pool.map(_loop_rate_worker, jobs)
+            ticks, missed = sum(r["ticks"] for r in results), sum(r["missed"] for r in results)
+            out[arm] = {"ticks": ticks, "missed_ticks": missed, "missed_tick_rate": round(missed / ticks, 5),
+                        "float_chunks_scored": sum(r["scored"] for r in results),
+                        "float_chunks_dropped": sum(r["dropped"] for r in results)}
+            print(f"control loop, {args.rate_robots} robots in real time, FLOAT {arm[6:]}: {missed} of {ticks} "
+                  f"ticks missed ({100 * missed / ticks:.2f}%)", flush=True)
+    out["missed_tick_points"] = round(100 * (out["float_on"]["missed_tick_rate"] - out["float_off"]["missed_tick_rate"]), 2)
+    return out
 
 
 def _fleet_totals(summary: dict) -> dict:
@@ -287,7 +397,8 @@ def _simulate(args, tasks: list[str], figures: dict):
     from policy import load_checkpoint, save_checkpoint
 
     context = multiprocessing.get_context("spawn")
-    with context.Pool(args.workers) as pool, tempfile.TemporaryDirectory() as tmp:
+    tmp = args.save or tempfile.mkdtemp(prefix="bench-float-")
+    with context.Pool(args.workers) as pool:
         demos = _run_pool(pool, _demonstration, [(t, s) for t in tasks for s in range(args.demos)], "demonstrations")
         demos.sort(key=lambda e: (e.task, int(e.episode_id.rsplit("-", 1)[1])))
         torch.set_num_threads(args.workers)
@@ -300,7 +411,7 @@ def _simulate(args, tasks: list[str], figures: dict):
             started = time.time()
             policy = fit_offline(demos, args.updates, TrainerConfig(data_dir=None, seed=args.seed))
             figures["train_seconds"] = round(time.time() - started, 1)
-            checkpoint = save_checkpoint(Path(args.save or tmp) / "policy", policy, version=0)
+            checkpoint = save_checkpoint(Path(tmp) / "policy", policy, version=0)
         bank = build_reference_bank(policy, demos)
         rollouts: list[dict] = []
         done = 0
@@ -314,6 +425,7 @@ def _simulate(args, tasks: list[str], figures: dict):
                   f"class: calibration {calibration}, test {test} (want {args.min_per_class})", flush=True)
             if min(calibration, test) >= args.min_per_class:
                 break
+    args.checkpoint = str(checkpoint)  # the loop-rate measurement runs this policy
     return bank, rollouts
 
 

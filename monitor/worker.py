@@ -8,11 +8,13 @@ stays at its last value. `index` and `fired` are read without locking (a float a
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 
 from monitor.detectors import ChunkSignals, Detector
 
 QUEUE_SIZE = 4
+SWITCH_INTERVAL_S = 0.0005
 
 
 class FloatWorker:
@@ -24,6 +26,9 @@ class FloatWorker:
         self.processed = self.dropped = 0
         self.generation = 0  # episodes started; results of an older one are discarded
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        # The control loop must not queue behind this thread for the GIL: a short switch interval
+        # (0.5 ms instead of 5) hands the GIL back to the loop thread quickly while OT runs.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._run, name="float-worker", daemon=True)
         self._thread.start()
 

@@ -28,11 +28,13 @@ def test_sinkhorn_agrees_with_pot_in_batches():
     rng = np.random.default_rng(0)
     cost = cosine_cost(rng.normal(size=(3, 6, 4)), rng.normal(size=(3, 9, 4)))
     a, b = np.full((3, 6), 1 / 6), np.full((3, 9), 1 / 9)
-    plans = sinkhorn(cost, a, b, epsilon=0.1, iterations=500)
+    plans = sinkhorn(cost, a, b, epsilon=0.1, iterations=500, tolerance=0.0)
     for i in range(3):
         reference = ot.sinkhorn(a[i], b[i], cost[i], reg=0.1, method="sinkhorn_log", numItermax=5000, stopThr=1e-12)
         assert plans[i] == pytest.approx(reference, abs=1e-7)
     assert plans.sum(axis=2) == pytest.approx(a) and plans.sum(axis=1) == pytest.approx(b)
+    early = sinkhorn(cost, a, b, epsilon=0.1)  # default: stops once the marginals hold to 1e-6
+    assert early.sum(axis=2) == pytest.approx(a, rel=1e-6) and early == pytest.approx(plans, abs=1e-6)
 
 
 def test_a_prefix_that_follows_a_demo_costs_less_than_one_that_leaves_it():
