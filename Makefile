@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/fleet bench weights --json bench/results/weights.json
 	$(BIN)/fleet bench sim --json bench/results/sim.json
 	$(BIN)/fleet bench ptp --json bench/results/ptp.json
+	$(BIN)/fleet bench float --json bench/results/float.json --plot docs/float.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -352,6 +352,33 @@ def _fleet_totals(summary: dict) -> dict:
             "float_chunks_dropped": summary["robot_loops"].get("float_chunks_dropped")}
 
 
+def _plot_fleet(root: Path, path: Path) -> None:
+    """Evaluation success per version and human time-steps over the run, both arms."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (success, human) = plt.subplots(1, 2, figsize=(10, 4))
+    for arm, colour in (("fixed_rule", "#999"), ("float", "#47a")):
+        rows = json.loads((root / arm / "summary.json").read_text())["versions"]
+        done = [r for r in rows if r["eval_complete"]]
+        success.plot([r["version"] for r in done], [100 * r["success_rate"] for r in done], "o-", color=colour, label=arm)
+        human.plot([r["version"] for r in rows], np.cumsum([r["human_steps"] for r in rows]), "s-", color=colour,
+                   label=arm)
+    success.set(xlabel="policy version", ylabel="evaluation success (%)", title="success on 30 fixed seeds", ylim=(0, 100))
+    human.set(xlabel="policy version", ylabel="human time-steps (cumulative)", title="operator effort")
+    for ax in (success, human):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
 def _fleet_comparison(args) -> dict:
     """The same fleet (robots, operators, task, seeds, minutes) twice: help asked by the fixed
     rule of the fleet loop (FLOAT off), then by FLOAT (the robot holds until an operator answers)."""
@@ -366,6 +393,7 @@ def _fleet_comparison(args) -> dict:
                                       operators=args.fleet_operators, out=root / arm, tasks=(args.fleet_task,),
                                       help_gate=gate))
         fleet[arm] = _fleet_totals(summary)
+    _plot_fleet(root, Path(args.plot).with_name(Path(args.plot).stem + "_fleet.png"))
     rule, flt = fleet["fixed_rule"], fleet["float"]
     out = {"fleet": fleet, "fleet_task": args.fleet_task, "fleet_robots": args.fleet_robots,
            "fleet_operators": args.fleet_operators, "fleet_minutes": args.fleet_minutes}

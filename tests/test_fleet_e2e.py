@@ -178,6 +178,8 @@ def test_learner_killed_mid_episode_loses_nothing_and_stores_nothing_twice(learn
         time.sleep(2.5)  # the robot keeps running and spooling meanwhile
         learner.start()
         wait_for(lambda: len(robot.client.history) >= 3, 60, "more episodes after the restart")
+        # The uplink may still be in its reconnect backoff: let it catch up before stopping the robot.
+        wait_for(lambda: len(robot.client.uplink.spool) <= 2, 60, "the spool to catch up with the restarted learner")
     finally:
         robot.stop()  # drains the spool before returning
     assert len(robot.client.uplink.spool) == 0
