@@ -275,7 +275,7 @@ class RobotClient:
         if ended:
             self._report_takeover_ended(episode_id, ended[0], ended[1], step)
             self.help_rule.after_takeover()
-            self.monitor.restart()
+            self.monitor.restart(step)
 
     def _report_takeover_ended(self, episode_id: str, operator_id: str, human_steps: int, step: int) -> None:
         self.uplink.send(pb.RobotMessage(takeover_ended=pb.TakeoverEnded(
@@ -320,7 +320,7 @@ class RobotClient:
             policy_action = runner.act(obs.images, obs.state, instruction) if runner else None
             if runner is not None:
                 self.monitor.observe(step, runner, obs.images, obs.state)
-            if not self.takeover.under_takeover and self.monitor.alarm():
+            if not self.takeover.under_takeover and self.monitor.alarm(step):
                 self._wait_for_help(episode_id, step, kind, policy_action)
                 next_tick = time.perf_counter()
             if self._answer == "end":
@@ -440,7 +440,7 @@ class RobotClient:
             self.monitor.continued = True
         log.info("%s: help request at step %d answered: %s", cfg.robot_id, step, self._answer)
         if self._answer != "end":
-            self.monitor.restart()
+            self.monitor.restart(step)
             self._status["mode"] = _MODE_TO_PROTO[self.takeover.mode]
         if self._answer != "end":  # only "end" outlives the wait (the episode loop acts on it)
             self._answer = None

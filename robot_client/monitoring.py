@@ -39,6 +39,7 @@ class RobotMonitor:
         self.continued = False
         self.ever_fired = False
         self._dropped_before = 0
+        self.quiet_until = 0
 
     def load(self, checkpoint) -> None:
         """Takes the bank and calibration of a newly swapped-in version (none: FLOAT stays off)."""
@@ -64,6 +65,7 @@ class RobotMonitor:
     def start_episode(self, task: str, watch: bool) -> None:
         """A new episode; `watch` False (demonstrations, evaluations, no bank) keeps FLOAT quiet."""
         self.task, self.fired_at, self.continued, self.ever_fired = task, None, False, False
+        self.quiet_until = 0
         task_bank = self.bank.for_task(task) if self.bank is not None else None
         self.running = watch and task_bank is not None
         if not self.running:
@@ -75,11 +77,14 @@ class RobotMonitor:
         self.worker.start_episode(detector)
         self._dropped_before = self.worker.dropped
 
-    def restart(self) -> None:
-        """After an operator answered (took over, or said continue): a fresh prefix from here."""
+    def restart(self, step: int) -> None:
+        """After an operator answered (took over, or said continue): a fresh prefix from here, and
+        no new alarm for one chunk, so the robot acts on its own for a while between two takeovers
+        (and the learner, which counts takeovers as switches to a human, counts both)."""
         if self.running:
             self.worker.start_episode()
             self.fired_at = None
+            self.quiet_until = step + CHUNK_STEPS
 
     def observe(self, step: int, runner, images: dict, state: np.ndarray) -> None:
         """At every chunk start: hands the policy's observation window to the worker (never waits)."""
@@ -91,9 +96,9 @@ class RobotMonitor:
     def index(self) -> float:
         return self.worker.index if self.running else 0.0
 
-    def alarm(self) -> bool:
+    def alarm(self, step: int) -> bool:
         """True once per crossing: the index is above tau and no alarm is open."""
-        if not self.running or self.fired_at is not None or not self.index > self.tau:
+        if not self.running or self.fired_at is not None or step < self.quiet_until or not self.index > self.tau:
             return False
         self.fired_at = self.index
         self.ever_fired = True

@@ -95,7 +95,7 @@ def test_interventions_arrive_labelled_and_are_exactly_the_hg_dagger_labels(lear
         assert indices == list(range(summary["steps"]))
         assert sources == [codes[s] for s in summary["sources"]], "labels changed between robot and learner"
         assert row["human_steps"] == summary["human_steps"]
-        assert row["takeovers"] == summary["takeovers"]
+        assert row["takeovers"] == summary["takeovers"], (summary["termination"], "".join(s[0] for s in summary["sources"]))
     assert sum(s["human_steps"] for s in history) > 0, "no operator ever took over"
 
     # The HG-DAgger loss trains on exactly the human steps: demos + interventions, nothing autonomous.
