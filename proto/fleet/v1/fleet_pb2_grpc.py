@@ -108,7 +108,8 @@ class FleetLearnerServicer:
 
     def Control(self, request_iterator, context):
         """Per-robot control plane: heartbeats, state and help requests go up; operator commands
-        (take over, hand back, pause, resume, stop, set task) come down.
+        (take over, hand back, pause, resume, stop, set task, the answers to a help request and FLOAT
+        thresholds) come down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
