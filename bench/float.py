@@ -120,16 +120,16 @@ def _timely_fired(rollout: dict, trace: np.ndarray, tau: float) -> bool:
 
 def _timely_thresholds(rollouts: list[dict], traces: list[np.ndarray], tasks: list[str]) -> dict[str, float]:
     """Per task, the threshold with the best timely balanced accuracy on the calibration split."""
-    from monitor.detectors import balanced_accuracy
+    from monitor.detectors import balanced_accuracy, threshold_candidates
 
     taus = {}
     for task in tasks:
         picked = [i for i, r in enumerate(rollouts) if r["task"] == task]
         failed = np.array([not rollouts[i]["success"] for i in picked])
-        values = np.unique(np.concatenate([traces[i] for i in picked]))
-        candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
+        values = np.concatenate([traces[i] for i in picked])
+        candidates = threshold_candidates(values)
         if not 0 < failed.sum() < len(failed):
-            taus[task] = float(np.median(values))
+            taus[task] = float(np.median(np.unique(values)))
             continue
         scores = [balanced_accuracy(np.array([_timely_fired(rollouts[i], traces[i], c) for i in picked]), failed)
                   for c in candidates]

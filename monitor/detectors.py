@@ -108,11 +108,16 @@ def auroc(scores: np.ndarray, failed: np.ndarray) -> float:
     return float(greater + 0.5 * ties)
 
 
+def threshold_candidates(scores: np.ndarray) -> np.ndarray:
+    """Every distinct way to split `scores` with "fire when score > tau": the midpoints between
+    neighbouring values (so no threshold sits on a calibration sample), plus below all and above all."""
+    values = np.unique(np.asarray(scores, np.float64))
+    return np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
+
+
 def best_threshold(scores: np.ndarray, failed: np.ndarray) -> float:
-    """The threshold (fire when score > it) with the best balanced accuracy on a calibration split;
-    the midpoint between neighbouring scores, so it does not sit on a calibration sample."""
+    """The threshold (fire when score > it) with the best balanced accuracy on a calibration split."""
     scores = np.asarray(scores, np.float64)
-    values = np.unique(scores)
-    candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
+    candidates = threshold_candidates(scores)
     accuracy = [balanced_accuracy(scores > c, failed) for c in candidates]
     return float(candidates[int(np.argmax(accuracy))])

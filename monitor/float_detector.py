@@ -167,10 +167,6 @@ class FloatDetector:
         totals, _ = prefix_costs(self.bank.sequences[self._preselect(features[0])], features, self.epsilon)
         return float(totals.min())
 
-    @property
-    def fired(self) -> bool:
-        return self.index > self.tau
-
 
 @dataclass
 class ThresholdCalibrator:
