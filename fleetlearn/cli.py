@@ -45,7 +45,10 @@ def cmd_learner(args) -> None:
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
                         operators=args.operators, operator_priority=args.operator_priority,
                         min_operator_s=args.min_operator_s, train=not args.no_train, trainer=trainer,
-                        port_file=Path(args.port_file) if args.port_file else None))
+                        port_file=Path(args.port_file) if args.port_file else None,
+                        dashboard_port=None if args.dashboard_port < 0 else args.dashboard_port,
+                        dashboard_host=args.dashboard_host,
+                        operator_token_file=Path(args.operator_token_file) if args.operator_token_file else None))
 
 
 def _robot_driver(args):
@@ -179,6 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--publish-every-s", type=float, default=60.0)
     p.add_argument("--publish-until", type=float, help="Unix time after which no version is published")
     p.add_argument("--no-train", action="store_true", help="serve only (no trainer process)")
+    p.add_argument("--dashboard-port", type=int, default=8080,
+                   help="the operator dashboard's HTTP port (0: any free port, -1: no dashboard)")
+    p.add_argument("--dashboard-host", help="the dashboard's address (default: --host)")
+    p.add_argument("--operator-token-file",
+                   help="operator tokens for the dashboard, 'name token' per line (default: one token made once "
+                        "and kept in DATA/operator_token; the printed URL carries it)")
     p.set_defaults(fn=cmd_learner)
 
     from robot_client.driver import DEFAULT_MAX_STEPS

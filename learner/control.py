@@ -17,6 +17,11 @@ Minimum time (`min_assignment_s`, Fleet-DAgger's minimum intervention time)
 Every request ends served (an operator assigned) or cancelled: the robot withdrew it
 (HelpCancelled: it waited too long), its episode ended, or its control stream closed.
 
+People at the dashboard are operators too, outside the pool: `person_take_over` (drive a robot
+from the browser with `jog`; it preempts a simulated operator), `person_hand_back`, `answer`
+(continue / take over / end the episode, which serves the robot's help request) and `broadcast`
+(pause, resume, stop). A person never drives two robots at once, and two people never one robot.
+
 FLOAT's percentile p per task moves with the feedback of finished training episodes
 (monitor.calibration.PercentileBook); every change is sent to every connected robot.
 """
@@ -36,6 +41,11 @@ from monitor.calibration import PercentileBook
 log = logging.getLogger("fleetlearn.control")
 
 PRIORITIES = ("fifo", "float")
+ANSWERS = ("continue", "take_over", "end")
+
+
+class ControlError(ValueError):
+    """A person's command that cannot be carried out (the message says why)."""
 
 
 @dataclass
@@ -114,8 +124,11 @@ class FleetControl:
         elif body == "help_cancelled":
             self._cancel(robot_id, message.help_cancelled.reason or "withdrawn by the robot")
         elif body == "takeover_ended":
-            session.driving = False
-            self._release(robot_id)
+            # Only the takeover of the robot's current operator counts: a simulated operator that a
+            # person preempted reports its end after the person's takeover was sent.
+            if message.takeover_ended.operator_id in ("", session.operator_id):
+                session.driving = False
+                self._release(robot_id, force=session.operator_id not in self.operators)
         self.tick()
 
     def tick(self) -> None:
@@ -171,7 +184,8 @@ class FleetControl:
         operator = session.operator_id
         session.operator_id, session.driving = None, False
         self.assignments.pop(operator, None)
-        self.free_operators.append(operator)
+        if operator in self.operators:  # people are not part of the pool
+            self.free_operators.append(operator)
 
     def _next_ticket(self) -> HelpTicket:
         if self.priority == "float":
@@ -195,6 +209,82 @@ class FleetControl:
         session.operator_id, session.driving = operator, True
         self.assignments[operator] = session.robot_id
         self.served += 1
-        self.send(session.robot_id, take_over=pb.TakeOver(operator_id=operator))
+        self.send(session.robot_id, take_over=pb.TakeOver(operator_id=operator, assess=True))
         log.info("operator %s takes over %s (%s, score %.3g, waited %.1f s)", operator, session.robot_id,
                  request.reason, request.score, queued_s)
+
+    # -- people at the dashboard ---------------------------------------------------------------
+
+    def _session(self, robot_id: str) -> RobotSession:
+        session = self.sessions.get(robot_id)
+        if session is None:
+            raise ControlError(f"robot {robot_id!r} is not connected")
+        return session
+
+    def _serve_request_by(self, robot_id: str, person: str) -> bool:
+        """A person answered the robot's help request: it leaves the queue as served."""
+        kept = [t for t in self.waiting if t.robot_id != robot_id]
+        answered = len(kept) != len(self.waiting)
+        if answered:
+            self.served += 1
+            log.info("%s answers the help request of %s", person, robot_id)
+        self.waiting = kept
+        return answered
+
+    def person_take_over(self, robot_id: str, person: str) -> pb.LearnerCommand:
+        """The person drives `robot_id` from afar (Jog commands). A simulated operator driving it
+        is sent back to the pool; another person driving it, or this person driving another
+        robot, is refused."""
+        session = self._session(robot_id)
+        elsewhere = self.assignments.get(person)
+        if elsewhere is not None and elsewhere != robot_id:
+            raise ControlError(f"{person} is driving {elsewhere}: hand it back first")
+        current = session.operator_id
+        if current == person:
+            raise ControlError(f"{person} is already driving {robot_id}")
+        if current is not None and current not in self.operators:
+            raise ControlError(f"{current} is driving {robot_id}")
+        if current is not None:  # a simulated operator: back to the pool, its takeover ends now
+            self._release(robot_id, force=True)
+            self.send(robot_id, hand_back=pb.HandBack())
+        self._serve_request_by(robot_id, person)
+        session.operator_id, session.driving, session.assigned_at = person, True, self.clock()
+        self.assignments[person] = robot_id
+        command = self.send(robot_id, take_over=pb.TakeOver(operator_id=person, remote=True))
+        self._assign()  # a freed simulated operator may serve the queue
+        return command
+
+    def person_hand_back(self, robot_id: str, person: str) -> pb.LearnerCommand:
+        session = self._session(robot_id)
+        if session.operator_id != person:
+            raise ControlError(f"{person} is not driving {robot_id}")
+        return self.send(robot_id, hand_back=pb.HandBack())
+
+    def jog(self, robot_id: str, person: str, dx: float, dy: float, dz: float, duration_s: float,
+            gripper: float | None = None) -> pb.LearnerCommand:
+        session = self._session(robot_id)
+        if session.operator_id != person or not session.driving:
+            raise ControlError(f"{person} is not driving {robot_id}: take it over first")
+        jog = pb.Jog(operator_id=person, dx=dx, dy=dy, dz=dz, duration_s=duration_s)
+        if gripper is not None:
+            jog.gripper = gripper
+        return self.send(robot_id, jog=jog)
+
+    def answer(self, robot_id: str, person: str, answer: str) -> pb.LearnerCommand:
+        """A person's answer to a robot's help request: "continue" (a false alarm), "take_over"
+        (drive it from the dashboard) or "end" (give the episode up)."""
+        if answer not in ANSWERS:
+            raise ControlError(f"answer must be one of {ANSWERS}, got {answer!r}")
+        if answer == "take_over":
+            return self.person_take_over(robot_id, person)
+        self._session(robot_id)
+        self._serve_request_by(robot_id, person)
+        if answer == "continue":
+            return self.send(robot_id, continue_episode=pb.ContinueEpisode(operator_id=person))
+        return self.send(robot_id, end_episode=pb.EndEpisode(operator_id=person))
+
+    def broadcast(self, robot_ids: list[str], **body) -> list[pb.LearnerCommand]:
+        """The same command (pause, resume, stop) to each robot; unknown ones are refused first."""
+        for robot_id in robot_ids:
+            self._session(robot_id)
+        return [self.send(robot_id, **body) for robot_id in robot_ids]

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from fleetlearn import wire
+from dashboard.board import FleetBoard
 from learner.control import FleetControl
 from learner.publisher import WeightPublisher
 from learner.store import EpisodeStore
@@ -77,10 +78,11 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     def __init__(self, store: EpisodeStore, publisher: WeightPublisher, control: FleetControl,
-                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES):
+                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES, board: FleetBoard | None = None):
         self.store = store
         self.publisher = publisher
         self.control = control
+        self.board = board
         self.max_message_bytes = max_message_bytes
 
     async def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
@@ -211,7 +213,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             log.warning("control stream from unknown robot %r", robot_id)
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown robot {robot_id!r}: call Register first")
         session = self.control.open(robot_id)
-        self.control.on_message(robot_id, first)
+        self._on_message(robot_id, first)
 
         async def forward_commands():
             while True:
@@ -223,12 +225,18 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                 message = await asyncio.wait_for(context.read(), timeout=10 * HEARTBEAT_INTERVAL_S)
                 if message is grpc.aio.EOF:
                     break
-                self.control.on_message(robot_id, message)
+                self._on_message(robot_id, message)
         except asyncio.TimeoutError:
             log.warning("robot %s stopped sending heartbeats; closing its control stream", robot_id)
         finally:
             sender.cancel()
             self.control.close(robot_id, session)
+
+    def _on_message(self, robot_id: str, message: pb.RobotMessage) -> None:
+        if self.board is not None:
+            self.board.on_robot_message(robot_id, message)
+        if message.WhichOneof("body") not in ("preview", "command_applied"):  # those are the dashboard's alone
+            self.control.on_message(robot_id, message)
 
 
 @dataclass
@@ -243,6 +251,9 @@ class LearnerConfig:
     train: bool = True
     trainer: dict = field(default_factory=dict)  # TrainerConfig overrides
     port_file: Path | None = None
+    dashboard_port: int | None = None      # the operator dashboard's port (0: any free one; None: no dashboard)
+    dashboard_host: str | None = None      # default: the gRPC host
+    operator_token_file: Path | None = None  # dashboard tokens ('name token' per line); default: DATA/operator_token
 
 
 class Learner:
@@ -258,6 +269,9 @@ class Learner:
         self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)],
                                     priority=config.operator_priority, min_assignment_s=config.min_operator_s,
                                     percentiles=PercentileBook(Path(config.data_dir) / "float_percentiles.json"))
+        self.board = FleetBoard(self.control, config.data_dir, self.registry, self.publisher)
+        self.dashboard = None
+        self.dashboard_url: str | None = None
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.trainer_process = None
@@ -272,7 +286,7 @@ class Learner:
                      ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                      ("grpc.keepalive_permit_without_calls", 1)])
         pb_grpc.add_FleetLearnerServicer_to_server(
-            FleetLearnerServicer(self.store, self.publisher, self.control), self.server)
+            FleetLearnerServicer(self.store, self.publisher, self.control, board=self.board), self.server)
         self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
         if self.port == 0:
             raise RuntimeError(f"cannot bind {self.config.host}:{self.config.port}; is another learner running?")
@@ -287,10 +301,28 @@ class Learner:
             self.trainer_process = ctx.Process(target=trainer_main, args=(trainer_config, self.trainer_stop),
                                                name="fleet-trainer", daemon=True)
             self.trainer_process.start()
+        if self.config.dashboard_port is not None:
+            await self._start_dashboard()
         if self.config.port_file:
             self.config.port_file.write_text(str(self.port))
         log.info("learner listening on %s:%d (data in %s)", self.config.host, self.port, self.config.data_dir)
         return self.port
+
+    async def _start_dashboard(self) -> None:
+        from dashboard.app import Dashboard, default_operator_token, read_operator_tokens
+
+        c = self.config
+        given = c.operator_token_file is not None
+        tokens = read_operator_tokens(c.operator_token_file) if given else default_operator_token(c.data_dir)
+        self.dashboard = Dashboard(self.board, self.control, self.registry, tokens)
+        host = c.dashboard_host or c.host
+        port = await self.dashboard.start(host, c.dashboard_port)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.dashboard_url = f"http://{shown}:{port}/"
+        if given:
+            log.info("operator dashboard on %s (log in with your operator token)", self.dashboard_url)
+        else:  # like a notebook server: the one local token is in the link
+            log.info("operator dashboard on %s?token=%s", self.dashboard_url, next(iter(tokens)))
 
     async def _tick_control(self) -> None:
         while True:  # frees operators whose minimum time is over even when no robot is talking
@@ -300,6 +332,8 @@ class Learner:
     async def stop(self) -> None:
         if self.trainer_stop is not None:
             self.trainer_stop.set()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         if self.server is not None:
             await self.server.stop(grace=1.0)
         self._publisher_task.cancel()

@@ -334,6 +334,7 @@ class SimDriver(GymDriver):
 
     robot_type = "sim_cartesian_arm"
     GRIPPER_DIM = 3  # sim action: (dx, dy, dz, gripper); the gripper is a position set-point
+    jog_dims = (0, 1, 2)  # end-effector velocity along world x, y, z: a remote operator can jog it
 
     def __init__(self, tasks: list[str] | str, variant: str = "sim", image_size=96, max_steps: int | None = None,
                  shift: float | None = None):

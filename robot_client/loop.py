@@ -36,6 +36,7 @@ from robot_client.driver import Driver, Observation
 from robot_client.help import HelpRule, HelpRuleConfig
 from robot_client.monitoring import RobotMonitor
 from robot_client.takeover import Mode, TakeoverController
+from robot_client.teleop import RemoteJog
 from robot_client.uplink import Uplink, UplinkConfig
 
 log = logging.getLogger("fleetlearn.robot")
@@ -68,6 +69,7 @@ class RobotConfig:
     # the robot keeps going meanwhile), or "off".
     help_gate: str = "float"
     help_wait_s: float = 60.0  # a robot holding for help gives up waiting after this long
+    preview_hz: float = 4.0  # live camera pictures for the dashboard (0: none)
     seed: int = 0
 
     def __post_init__(self):
@@ -109,7 +111,14 @@ class RobotClient:
     def __init__(self, config: RobotConfig, driver: Driver, teleop, expert_action=None):
         self.config = config
         self.driver = driver
-        self.teleop = teleop
+        self.teleop = teleop  # the robot's own teleop device (a leader arm, or the sim's scripted operator)
+        jog_dims = getattr(driver, "jog_dims", None)
+        self.remote = RemoteJog(driver, jog_dims) if jog_dims else None  # a person jogging from the dashboard
+        self.source = teleop  # whoever drives during the current takeover: teleop or remote
+        self._assess_takeover = False  # the operator of this takeover still judges a help request (simulated)
+        self._pending_takeover: pb.LearnerCommand | None = None  # a remote takeover sent between episodes
+        self._preview_every = max(1, round(driver.control_hz / config.preview_hz)) if config.preview_hz > 0 else 0
+        self._preview_camera = "front" if "front" in driver.cameras else next(iter(driver.cameras))
         # Reference action for the simulated help rule (the sim's expert); None on real robots.
         self.expert_action = expert_action
         self.takeover = TakeoverController()
@@ -128,7 +137,7 @@ class RobotClient:
         self.ticks = 0  # real-time control ticks run (holding for help and pauses not counted)
         self.missed_since_heartbeat = 0
         self.stopped = threading.Event()
-        self._status = {"mode": pb.ROBOT_MODE_IDLE, "episode_id": "", "step": 0}
+        self._status = {"mode": pb.ROBOT_MODE_IDLE, "episode_id": "", "step": 0, "kind": ""}
         self._spool_queue: queue.Queue = queue.Queue()
         embodiment = wire.embodiment_to_proto(driver.robot_type, driver.cameras, driver.state_dim,
                                               driver.action_dim, driver.control_hz)
@@ -152,7 +161,9 @@ class RobotClient:
                             episode_id=self._status["episode_id"], step_index=self._status["step"],
                             policy_version=self.version, task=self.task,
                             spooled_chunks=self._spool_queue.qsize() + len(self.uplink.spool), missed_ticks=missed,
-                            float_index=self.monitor.index, float_threshold=self.monitor.tau if self.monitor.running else 0.0)
+                            float_index=self.monitor.index, float_threshold=self.monitor.tau if self.monitor.running else 0.0,
+                            episode_kind=wire.KIND_TO_PROTO.get(self._status["kind"], pb.EPISODE_KIND_UNSPECIFIED),
+                            max_steps=self.driver.max_steps)
 
     def _write_spool(self) -> None:
         while True:
@@ -239,15 +250,18 @@ class RobotClient:
             except queue.Empty:
                 return
             body = command.WhichOneof("body")
+            accepted, detail = True, ""
+            if body == "jog":  # many per second while a key is held: applied, never acknowledged
+                self._jog(command.jog)
+                continue
             if body == "take_over":
-                accepted = in_episode and kind == "training" and self.takeover.take_over(command.take_over.operator_id)
-                if accepted:
-                    self._help_open = False
-                    self.teleop.begin(command.take_over.operator_id)
-                    log.info("%s: %s took over at step %d", self.config.robot_id, command.take_over.operator_id, step)
-                else:  # evaluation episodes stay untouched; give the operator back at once
-                    self._report_takeover_ended(episode_id, command.take_over.operator_id, 0, step)
+                accepted, detail = self._take_over(command, in_episode, kind, episode_id, step)
             elif body == "hand_back":
+                if self._pending_takeover is not None:
+                    self._pending_takeover = None
+                    detail = "the pending takeover was withdrawn"
+                elif not self.takeover.under_takeover:
+                    accepted, detail = False, "nobody was driving"
                 self._end_takeover(episode_id, step)
             elif body == "pause":
                 self.takeover.pause()
@@ -261,14 +275,67 @@ class RobotClient:
                     self._answer = "continue" if body == "continue_episode" else "end"
                     if self.takeover.under_takeover:
                         self._end_takeover(episode_id, step)
+                else:
+                    accepted, detail = False, "no episode is running"
             elif body == "set_float_threshold":
                 self.monitor.set_percentile(command.set_float_threshold.task, command.set_float_threshold.percentile)
             elif body == "set_task":
                 if command.set_task.task in self.driver.tasks:
                     self.config.tasks = (command.set_task.task,)
                 else:
+                    accepted, detail = False, f"this robot runs {sorted(self.driver.tasks)}"
                     log.warning("%s: ignoring set_task %r (this robot runs %s)", self.config.robot_id,
                                 command.set_task.task, sorted(self.driver.tasks))
+            self._acknowledge(command, accepted, detail, episode_id, step)
+
+    def _take_over(self, command: pb.LearnerCommand, in_episode: bool, kind: str, episode_id: str,
+                   step: int) -> tuple[bool, str]:
+        """Hands the arm to an operator, or refuses (the operator is then given back at once).
+
+        A remote takeover (a person at the dashboard) sent between episodes waits for the first
+        step of the next training episode; evaluation episodes are never taken over, so a
+        version's success rate stays the policy's own."""
+        order = command.take_over
+        problem = None
+        if order.remote and self.remote is None:
+            problem = "this robot cannot be driven from afar (its driver declares no jog dimensions)"
+        elif not in_episode and order.remote:
+            self._pending_takeover = command
+            return True, "takes effect at the next training episode"
+        elif not in_episode:
+            problem = "no episode is running"
+        elif kind != "training":
+            problem = f"{kind} episodes are not taken over"
+        elif not self.takeover.take_over(order.operator_id):
+            problem = f"the robot is {self.takeover.mode.value}"
+        if problem:
+            self._report_takeover_ended(episode_id, order.operator_id, 0, step)
+            return False, problem
+        self._help_open = False
+        self.source = self.remote if order.remote else self.teleop
+        self._assess_takeover = order.assess
+        self.source.begin(order.operator_id)
+        log.info("%s: %s took over at step %d%s", self.config.robot_id, order.operator_id, step,
+                 " (remote)" if order.remote else "")
+        return True, ""
+
+    def _jog(self, jog: pb.Jog) -> None:
+        if not (self.takeover.under_takeover and self.source is self.remote and jog.operator_id == self.remote.operator_id):
+            return  # a late jog after a hand-back, or from someone who is not driving
+        try:
+            self.remote.jog(jog.dx, jog.dy, jog.dz, jog.duration_s, jog.gripper if jog.HasField("gripper") else None)
+        except ValueError as exc:
+            log.warning("%s: ignoring jog: %s", self.config.robot_id, exc)
+
+    def _acknowledge(self, command: pb.LearnerCommand, accepted: bool, detail: str, episode_id: str, step: int) -> None:
+        self.uplink.send(pb.RobotMessage(command_applied=pb.CommandApplied(
+            robot_id=self.config.robot_id, command_id=command.command_id, accepted=accepted, detail=detail,
+            episode_id=episode_id, step_index=step, applied_at=time.time())))
+
+    def _send_preview(self, obs: Observation, episode_id: str, step: int) -> None:
+        self.uplink.send(pb.RobotMessage(preview=pb.Preview(
+            robot_id=self.config.robot_id, image=wire.image_to_proto(self._preview_camera, obs.images[self._preview_camera]),
+            mode=self._status["mode"], episode_id=episode_id, step_index=step, sent_at=time.time())), droppable=True)
 
     def _end_takeover(self, episode_id: str, step: int) -> None:
         ended = self.takeover.hand_back()
@@ -299,9 +366,12 @@ class RobotClient:
         self.help_rule.reset()
         self.monitor.start_episode(task, watch=kind == "training" and cfg.help_gate == "float" and runner is not None)
         self._answer = None
-        self._status.update(episode_id=episode_id, step=0,
+        self._status.update(episode_id=episode_id, step=0, kind=kind,
                             mode=pb.ROBOT_MODE_DEMONSTRATING if kind == "demonstration" else pb.ROBOT_MODE_AUTONOMOUS)
         obs = self.driver.reset(task, seed)
+        if self._pending_takeover is not None:  # a person asked for this robot between episodes
+            command, self._pending_takeover = self._pending_takeover, None
+            self._acknowledge(command, *self._take_over(command, True, kind, episode_id, 0), episode_id, 0)
         total_reward, success, termination = 0.0, False, "timeout"
         human_steps = takeovers = 0
         sources: list[str] = []
@@ -321,7 +391,7 @@ class RobotClient:
             if runner is not None:
                 self.monitor.observe(step, runner, obs.images, obs.state)
             if not self.takeover.under_takeover and self.monitor.alarm(step):
-                self._wait_for_help(episode_id, step, kind, policy_action)
+                self._wait_for_help(episode_id, step, kind, policy_action, obs)
                 next_tick = time.perf_counter()
             if self._answer == "end":
                 termination = "ended by operator"
@@ -330,7 +400,7 @@ class RobotClient:
             if kind == "demonstration":
                 source, action = "offline_demo", self.teleop.expert_action()
             elif self.takeover.under_takeover:
-                source, action = "intervention", np.asarray(self.teleop.action(obs), np.float32)
+                source, action = "intervention", np.asarray(self.source.action(obs), np.float32)
                 self.takeover.record_step()
                 human_steps += 1
             else:
@@ -357,8 +427,10 @@ class RobotClient:
             obs = next_obs
             self._status["step"] = step
             self._status["mode"] = _MODE_TO_PROTO[self.takeover.mode] if kind != "demonstration" else pb.ROBOT_MODE_DEMONSTRATING
+            if self._preview_every and step % self._preview_every == 0:
+                self._send_preview(obs, episode_id, step)
 
-            if self.takeover.under_takeover and self.teleop.wants_hand_back():
+            if self.takeover.under_takeover and self.source.wants_hand_back():
                 takeovers += 1
                 self._end_takeover(episode_id, step)
                 if runner:
@@ -381,7 +453,7 @@ class RobotClient:
             takeovers += 1
             self._end_takeover(episode_id, step)
         self._cancel_help(episode_id, "the episode ended")
-        self._status["mode"] = pb.ROBOT_MODE_IDLE
+        self._status.update(mode=pb.ROBOT_MODE_IDLE, kind="")
         if num_steps == 0:  # stopped before its first step: nothing happened, nothing to send
             self.monitor.summary()
             return dict(episode_id=episode_id, kind=kind, task=task, version=self.version, success=False, steps=0,
@@ -413,7 +485,8 @@ class RobotClient:
             self.uplink.send(pb.RobotMessage(help_cancelled=pb.HelpCancelled(
                 robot_id=self.config.robot_id, episode_id=episode_id, reason=reason)))
 
-    def _wait_for_help(self, episode_id: str, step: int, kind: str, policy_action: np.ndarray | None) -> None:
+    def _wait_for_help(self, episode_id: str, step: int, kind: str, policy_action: np.ndarray | None,
+                       obs: Observation) -> None:
         """FLOAT fired: hold still (no step is taken or recorded) until an operator answers, by
         taking over, saying continue or ending the episode; or give up after `help_wait_s`.
         An assigned simulated operator first judges whether the robot is really in trouble
@@ -423,10 +496,15 @@ class RobotClient:
         self._status["mode"] = pb.ROBOT_MODE_WAITING_FOR_HELP
         self._answer = None
         deadline = time.monotonic() + cfg.help_wait_s
+        next_preview = 0.0
         while self._answer is None:
+            if self._preview_every and time.monotonic() >= next_preview:  # the dashboard shows what it holds
+                self._send_preview(obs, episode_id, step)
+                next_preview = time.monotonic() + 1.0
             self._apply_commands(True, episode_id, kind, step)
             if self.takeover.under_takeover and self._answer is None:
-                assess = getattr(self.teleop, "assess", None)
+                # A simulated operator judges the request first; a person has already chosen.
+                assess = getattr(self.source, "assess", None) if self._assess_takeover else None
                 self._answer = assess(policy_action) if assess is not None and policy_action is not None else "take_over"
                 if self._answer != "take_over":
                     self._end_takeover(episode_id, step)

@@ -6,6 +6,7 @@ interface, so the takeover state machine never knows which one it got.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -122,3 +123,62 @@ class NoOperator:
 
     def expert_action(self) -> np.ndarray:
         raise RuntimeError("demonstrations need an expert (--expert MODULE:FACTORY)")
+
+
+class RemoteJog:
+    """A person driving from afar (the dashboard's jog keys and buttons) through Jog commands.
+
+    Each jog sets an end-effector velocity (action units, one per world axis) that holds for the
+    jog's duration and then drops to zero: a dead man's switch, so a lost connection or a closed
+    browser tab cannot leave the arm moving. The page repeats jogs while a key is held. A jog may
+    also set the gripper; otherwise the gripper keeps its last command.
+
+    It needs a driver whose actions start with an end-effector velocity (`jog_dims`, the sim's
+    (dx, dy, dz)); `SimDriver` is one. Jogs are applied by the control loop's thread only.
+    """
+
+    MAX_DURATION_S = 2.0
+
+    def __init__(self, driver, jog_dims: tuple[int, int, int] = (0, 1, 2), clock=time.monotonic):
+        if len(jog_dims) != 3 or any(not 0 <= d < driver.action_dim for d in jog_dims):
+            raise ValueError(f"jog dimensions {jog_dims} must be three action dimensions of {driver.action_dim}")
+        self.driver = driver
+        self.jog_dims = list(jog_dims)
+        self.setpoint_dims = tuple(getattr(driver, "setpoint_action_dims", ()))
+        self.clock = clock
+        self.operator_id: str | None = None
+        self._velocity = np.zeros(3, np.float32)
+        self._until = 0.0
+        self._gripper: float | None = None
+
+    def jog(self, dx: float, dy: float, dz: float, duration_s: float, gripper: float | None = None) -> None:
+        velocity = np.array([dx, dy, dz], np.float64)
+        if not np.all(np.isfinite(velocity)) or not np.isfinite(duration_s) or duration_s < 0:
+            raise ValueError(f"jog needs finite velocities and a duration >= 0, got {velocity.tolist()}, {duration_s}")
+        if gripper is not None:
+            if not self.setpoint_dims:
+                raise ValueError("this robot has no gripper set-point to jog")
+            if not np.isfinite(gripper):
+                raise ValueError(f"gripper set-point must be finite, got {gripper}")
+            self._gripper = float(np.clip(gripper, -1.0, 1.0))
+        self._velocity = np.clip(velocity, -1.0, 1.0).astype(np.float32)
+        self._until = self.clock() + min(float(duration_s), self.MAX_DURATION_S)
+
+    def begin(self, operator_id: str) -> None:
+        self.operator_id = operator_id
+        self._velocity[:] = 0.0
+        self._until = 0.0
+        self._gripper = None
+
+    def action(self, observation: Observation) -> np.ndarray:
+        last = self.driver.last_action
+        action = hold_action(self.driver.action_dim, self.setpoint_dims,
+                             last if last is not None else np.zeros(self.driver.action_dim, np.float32))
+        if self._gripper is not None:
+            action[list(self.setpoint_dims)[0]] = self._gripper
+        if self.clock() < self._until:
+            action[self.jog_dims] = self._velocity
+        return action
+
+    def wants_hand_back(self) -> bool:
+        return False  # the person hands back from the dashboard (a HandBack command)

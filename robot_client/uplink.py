@@ -99,8 +99,12 @@ class Uplink:
         for t in self._threads:
             t.join(timeout=5)
 
-    def send(self, message: pb.RobotMessage) -> None:
-        """Queues a control-plane message; dropped when the learner is unreachable (stale anyway)."""
+    def send(self, message: pb.RobotMessage, droppable: bool = False) -> None:
+        """Queues a control-plane message; dropped when the learner is unreachable (stale anyway).
+        A `droppable` one (a live picture) is also dropped once the queue is half full, so it never
+        crowds out a help request."""
+        if droppable and self.outbox.qsize() >= self.outbox.maxsize // 2:
+            return
         if self.connected.is_set():
             try:
                 self.outbox.put_nowait(message)

@@ -314,7 +314,7 @@ class WeightsChunk(_message.Message):
     def __init__(self, version: _Optional[int] = ..., file_name: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("robot_id", "sent_at", "mode", "episode_id", "step_index", "policy_version", "task", "spooled_chunks", "missed_ticks", "float_index", "float_threshold")
+    __slots__ = ("robot_id", "sent_at", "mode", "episode_id", "step_index", "policy_version", "task", "spooled_chunks", "missed_ticks", "float_index", "float_threshold", "episode_kind", "max_steps")
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +326,8 @@ class Heartbeat(_message.Message):
     MISSED_TICKS_FIELD_NUMBER: _ClassVar[int]
     FLOAT_INDEX_FIELD_NUMBER: _ClassVar[int]
     FLOAT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_KIND_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     robot_id: str
     sent_at: float
     mode: RobotMode
@@ -337,7 +339,9 @@ class Heartbeat(_message.Message):
     missed_ticks: int
     float_index: float
     float_threshold: float
-    def __init__(self, robot_id: _Optional[str] = ..., sent_at: _Optional[float] = ..., mode: _Optional[_Union[RobotMode, str]] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., policy_version: _Optional[int] = ..., task: _Optional[str] = ..., spooled_chunks: _Optional[int] = ..., missed_ticks: _Optional[int] = ..., float_index: _Optional[float] = ..., float_threshold: _Optional[float] = ...) -> None: ...
+    episode_kind: EpisodeKind
+    max_steps: int
+    def __init__(self, robot_id: _Optional[str] = ..., sent_at: _Optional[float] = ..., mode: _Optional[_Union[RobotMode, str]] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., policy_version: _Optional[int] = ..., task: _Optional[str] = ..., spooled_chunks: _Optional[int] = ..., missed_ticks: _Optional[int] = ..., float_index: _Optional[float] = ..., float_threshold: _Optional[float] = ..., episode_kind: _Optional[_Union[EpisodeKind, str]] = ..., max_steps: _Optional[int] = ...) -> None: ...
 
 class HelpRequest(_message.Message):
     __slots__ = ("robot_id", "episode_id", "step_index", "policy_version", "reason", "score", "threshold", "holding")
@@ -383,23 +387,81 @@ class TakeoverEnded(_message.Message):
     human_steps: int
     def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., step_index: _Optional[int] = ..., human_steps: _Optional[int] = ...) -> None: ...
 
+class CommandApplied(_message.Message):
+    __slots__ = ("robot_id", "command_id", "accepted", "detail", "episode_id", "step_index", "applied_at")
+    ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
+    robot_id: str
+    command_id: str
+    accepted: bool
+    detail: str
+    episode_id: str
+    step_index: int
+    applied_at: float
+    def __init__(self, robot_id: _Optional[str] = ..., command_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., detail: _Optional[str] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., applied_at: _Optional[float] = ...) -> None: ...
+
+class Preview(_message.Message):
+    __slots__ = ("robot_id", "image", "mode", "episode_id", "step_index", "sent_at")
+    ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    robot_id: str
+    image: Image
+    mode: RobotMode
+    episode_id: str
+    step_index: int
+    sent_at: float
+    def __init__(self, robot_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., mode: _Optional[_Union[RobotMode, str]] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., sent_at: _Optional[float] = ...) -> None: ...
+
 class RobotMessage(_message.Message):
-    __slots__ = ("heartbeat", "help", "takeover_ended", "help_cancelled")
+    __slots__ = ("heartbeat", "help", "takeover_ended", "help_cancelled", "command_applied", "preview")
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     HELP_FIELD_NUMBER: _ClassVar[int]
     TAKEOVER_ENDED_FIELD_NUMBER: _ClassVar[int]
     HELP_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     heartbeat: Heartbeat
     help: HelpRequest
     takeover_ended: TakeoverEnded
     help_cancelled: HelpCancelled
-    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., help: _Optional[_Union[HelpRequest, _Mapping]] = ..., takeover_ended: _Optional[_Union[TakeoverEnded, _Mapping]] = ..., help_cancelled: _Optional[_Union[HelpCancelled, _Mapping]] = ...) -> None: ...
+    command_applied: CommandApplied
+    preview: Preview
+    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., help: _Optional[_Union[HelpRequest, _Mapping]] = ..., takeover_ended: _Optional[_Union[TakeoverEnded, _Mapping]] = ..., help_cancelled: _Optional[_Union[HelpCancelled, _Mapping]] = ..., command_applied: _Optional[_Union[CommandApplied, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ...) -> None: ...
 
 class TakeOver(_message.Message):
-    __slots__ = ("operator_id",)
+    __slots__ = ("operator_id", "remote", "assess")
     OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_FIELD_NUMBER: _ClassVar[int]
+    ASSESS_FIELD_NUMBER: _ClassVar[int]
     operator_id: str
-    def __init__(self, operator_id: _Optional[str] = ...) -> None: ...
+    remote: bool
+    assess: bool
+    def __init__(self, operator_id: _Optional[str] = ..., remote: _Optional[bool] = ..., assess: _Optional[bool] = ...) -> None: ...
+
+class Jog(_message.Message):
+    __slots__ = ("operator_id", "dx", "dy", "dz", "gripper", "duration_s")
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    DX_FIELD_NUMBER: _ClassVar[int]
+    DY_FIELD_NUMBER: _ClassVar[int]
+    DZ_FIELD_NUMBER: _ClassVar[int]
+    GRIPPER_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    operator_id: str
+    dx: float
+    dy: float
+    dz: float
+    gripper: float
+    duration_s: float
+    def __init__(self, operator_id: _Optional[str] = ..., dx: _Optional[float] = ..., dy: _Optional[float] = ..., dz: _Optional[float] = ..., gripper: _Optional[float] = ..., duration_s: _Optional[float] = ...) -> None: ...
 
 class HandBack(_message.Message):
     __slots__ = ()
@@ -448,7 +510,7 @@ class SetFloatThreshold(_message.Message):
     def __init__(self, task: _Optional[str] = ..., policy_version: _Optional[int] = ..., threshold: _Optional[float] = ..., percentile: _Optional[float] = ...) -> None: ...
 
 class LearnerCommand(_message.Message):
-    __slots__ = ("command_id", "robot_id", "take_over", "hand_back", "pause", "resume", "stop", "set_task", "continue_episode", "end_episode", "set_float_threshold")
+    __slots__ = ("command_id", "robot_id", "take_over", "hand_back", "pause", "resume", "stop", "set_task", "continue_episode", "end_episode", "set_float_threshold", "jog")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     TAKE_OVER_FIELD_NUMBER: _ClassVar[int]
@@ -460,6 +522,7 @@ class LearnerCommand(_message.Message):
     CONTINUE_EPISODE_FIELD_NUMBER: _ClassVar[int]
     END_EPISODE_FIELD_NUMBER: _ClassVar[int]
     SET_FLOAT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    JOG_FIELD_NUMBER: _ClassVar[int]
     command_id: str
     robot_id: str
     take_over: TakeOver
@@ -471,4 +534,5 @@ class LearnerCommand(_message.Message):
     continue_episode: ContinueEpisode
     end_episode: EndEpisode
     set_float_threshold: SetFloatThreshold
-    def __init__(self, command_id: _Optional[str] = ..., robot_id: _Optional[str] = ..., take_over: _Optional[_Union[TakeOver, _Mapping]] = ..., hand_back: _Optional[_Union[HandBack, _Mapping]] = ..., pause: _Optional[_Union[Pause, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., stop: _Optional[_Union[Stop, _Mapping]] = ..., set_task: _Optional[_Union[SetTask, _Mapping]] = ..., continue_episode: _Optional[_Union[ContinueEpisode, _Mapping]] = ..., end_episode: _Optional[_Union[EndEpisode, _Mapping]] = ..., set_float_threshold: _Optional[_Union[SetFloatThreshold, _Mapping]] = ...) -> None: ...
+    jog: Jog
+    def __init__(self, command_id: _Optional[str] = ..., robot_id: _Optional[str] = ..., take_over: _Optional[_Union[TakeOver, _Mapping]] = ..., hand_back: _Optional[_Union[HandBack, _Mapping]] = ..., pause: _Optional[_Union[Pause, _Mapping]] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., stop: _Optional[_Union[Stop, _Mapping]] = ..., set_task: _Optional[_Union[SetTask, _Mapping]] = ..., continue_episode: _Optional[_Union[ContinueEpisode, _Mapping]] = ..., end_episode: _Optional[_Union[EndEpisode, _Mapping]] = ..., set_float_threshold: _Optional[_Union[SetFloatThreshold, _Mapping]] = ..., jog: _Optional[_Union[Jog, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The operator dashboard, served by the learner: FleetBoard (what is shown) and the FastAPI app."""

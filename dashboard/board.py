@@ -1,0 +1,320 @@
+"""FleetBoard: what the operator dashboard shows, and the log of what people told robots to do.
+
+Two kinds of state, kept apart so the dashboard never slows the episode stream:
+
+- live state, in memory, updated by the control stream (heartbeats, live pictures, command
+  acknowledgements) and read from FleetControl (sessions, help queue, operators);
+- history, read from the store's SQLite index in a worker thread at most every couple of
+  seconds (recent episodes per robot, ingest rate, per-version learning figures). The ingest
+  path itself is never touched.
+
+Every command a person issues is written to DATA/operator_commands.jsonl with who issued it, and
+kept in memory with the robot's acknowledgement (accepted or refused, at which step, when).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fleet.v1 import fleet_pb2 as pb
+from fleetlearn import wire
+from learner.control import FleetControl
+from learner.metrics import version_table
+from learner.store import connect
+
+log = logging.getLogger("fleetlearn.dashboard")
+
+MODE_NAMES = {
+    pb.ROBOT_MODE_UNSPECIFIED: "idle", pb.ROBOT_MODE_IDLE: "idle", pb.ROBOT_MODE_AUTONOMOUS: "autonomous",
+    pb.ROBOT_MODE_INTERVENTION: "intervention", pb.ROBOT_MODE_PAUSED: "paused", pb.ROBOT_MODE_STOPPED: "stopped",
+    pb.ROBOT_MODE_DEMONSTRATING: "demonstrating", pb.ROBOT_MODE_WAITING_FOR_HELP: "help requested",
+}
+OFFLINE_AFTER_S = 5.0     # no message from a robot for this long: shown offline
+RECENT_EPISODES = 10      # success and intervention rate over this many of a robot's last episodes
+HISTORY_EVERY_S = 2.0     # the SQLite-backed part of the state is refreshed at most this often
+
+
+@dataclass
+class CommandRecord:
+    command_id: str
+    robot_id: str
+    operator: str
+    action: str
+    issued_at: float
+    detail: str = ""
+    applied_at: float | None = None
+    accepted: bool | None = None
+    result: str = ""
+    step: int | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Preview:
+    seq: int
+    message: pb.Preview
+    png: bytes | None = None
+
+
+@dataclass
+class RobotLive:
+    last_message_at: float = 0.0
+    preview: Preview | None = None
+    version_since: dict[int, float] = field(default_factory=dict)  # version -> first heartbeat running it
+
+
+class FleetBoard:
+    def __init__(self, control: FleetControl, data_dir: Path, registry=None, publisher=None):
+        self.control = control
+        self.data_dir = Path(data_dir)
+        self.registry = registry
+        self.publisher = publisher
+        self.robots: dict[str, RobotLive] = collections.defaultdict(RobotLive)
+        self.commands: collections.deque[CommandRecord] = collections.deque(maxlen=200)
+        self._by_id: dict[str, CommandRecord] = {}
+        self._preview_seq = 0
+        self._audit_path = self.data_dir / "operator_commands.jsonl"
+        self._history: dict = {"robots": {}, "ingest_steps_per_s": 0.0, "at": 0.0}
+        self._history_lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._db_lock = threading.Lock()  # history and learning queries run in worker threads
+
+    # -- live updates (control stream, event loop thread) --------------------------------------
+
+    def on_robot_message(self, robot_id: str, message: pb.RobotMessage) -> None:
+        live = self.robots[robot_id]
+        live.last_message_at = time.time()
+        body = message.WhichOneof("body")
+        if body == "preview":
+            self._preview_seq += 1
+            live.preview = Preview(self._preview_seq, message.preview)
+        elif body == "heartbeat":
+            live.version_since.setdefault(message.heartbeat.policy_version, live.last_message_at)
+        elif body == "command_applied":
+            applied = message.command_applied
+            record = self._by_id.get(applied.command_id)
+            if record is not None:
+                record.applied_at, record.accepted = live.last_message_at, applied.accepted
+                record.result, record.step = applied.detail, applied.step_index
+
+    def record(self, operator: str, action: str, commands: list[pb.LearnerCommand], detail: str = "",
+               visible: bool = True) -> list[dict]:
+        """Logs commands a person issued (the audit file, and the page's list when `visible`)
+        and returns them as shown."""
+        records = [CommandRecord(c.command_id, c.robot_id, operator, action, time.time(), detail) for c in commands]
+        self._audit([dict(record.as_dict(), at=record.issued_at) for record in records])
+        if visible:
+            for record in records:
+                self.commands.append(record)
+                self._by_id[record.command_id] = record
+            while len(self._by_id) > self.commands.maxlen:  # forget what scrolled off the list
+                del self._by_id[next(iter(self._by_id))]
+            log.info("%s: %s %s %s", operator, action, ",".join(c.robot_id for c in commands), detail)
+        return [record.as_dict() for record in records]
+
+    def note(self, operator: str, action: str, detail: str) -> None:
+        """A fleet-wide action that is not a robot command (publishing a version again)."""
+        now = time.time()
+        record = CommandRecord(f"note-{now:.6f}", "fleet", operator, action, now, detail, applied_at=now,
+                               accepted=True)
+        self.commands.append(record)
+        self._audit([dict(record.as_dict(), at=now)])
+
+    def record_refusal(self, operator: str, action: str, robot_id: str, why: str) -> None:
+        self._audit([dict(at=time.time(), operator=operator, robot_id=robot_id, action=action, refused=why)])
+
+    def _audit(self, entries: list[dict]) -> None:
+        with open(self._audit_path, "a") as audit:
+            for entry in entries:
+                audit.write(json.dumps(entry) + "\n")
+
+    def preview_png(self, robot_id: str) -> tuple[int, bytes] | None:
+        live = self.robots.get(robot_id)
+        if live is None or live.preview is None:
+            return None
+        preview = live.preview
+        if preview.png is None:
+            preview.png = encode_png(wire.image_from_proto(preview.message.image))
+        return preview.seq, preview.png
+
+    # -- the state the page renders ------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        now = time.time()
+        control = self.control
+        queue = sorted(control.waiting, key=lambda t: (-t.urgency, t.arrival)) if control.priority == "float" \
+            else sorted(control.waiting, key=lambda t: t.arrival)
+        queued = {t.robot_id: (i + 1, t) for i, t in enumerate(queue)}
+        with self._history_lock:
+            history = self._history
+        robot_ids = sorted(set(history["robots"]) | set(control.sessions) | set(self.robots))
+        robots = []
+        for robot_id in robot_ids:
+            session = control.sessions.get(robot_id)
+            live = self.robots.get(robot_id, RobotLive())
+            heartbeat = session.last_heartbeat if session else None
+            online = session is not None and now - live.last_message_at < OFFLINE_AFTER_S
+            mode = "offline"
+            if online:
+                mode = MODE_NAMES.get(heartbeat.mode if heartbeat else 0, "idle")
+                if live.preview is not None and live.preview.message.sent_at >= (heartbeat.sent_at if heartbeat else 0):
+                    mode = MODE_NAMES.get(live.preview.message.mode, mode)  # pictures are newer than heartbeats
+            info = history["robots"].get(robot_id, {})
+            ticket = queued.get(robot_id)
+            step = heartbeat.step_index if heartbeat else 0
+            if live.preview is not None and heartbeat and live.preview.message.episode_id == heartbeat.episode_id:
+                step = max(step, live.preview.message.step_index)
+            robots.append(dict(
+                id=robot_id, online=online, mode=mode,
+                help=None if ticket is None else dict(
+                    position=ticket[0], reason=ticket[1].request.reason, score=ticket[1].request.score,
+                    threshold=ticket[1].request.threshold, holding=ticket[1].request.holding,
+                    waiting_s=round(control.clock() - ticket[1].received_at, 1)),
+                operator=session.operator_id if session else None,
+                driving=bool(session and session.driving),
+                version=heartbeat.policy_version if heartbeat else None,
+                task=heartbeat.task if heartbeat else info.get("task"),
+                instruction=info.get("instructions", {}).get(heartbeat.task if heartbeat else info.get("task"), ""),
+                kind=wire.PROTO_TO_KIND.get(heartbeat.episode_kind, "") if heartbeat else "",
+                episode_id=heartbeat.episode_id if heartbeat else "",
+                step=step, max_steps=heartbeat.max_steps if heartbeat else 0,
+                float_index=heartbeat.float_index if heartbeat else 0.0,
+                float_threshold=_finite(heartbeat.float_threshold) if heartbeat else None,
+                spooled_chunks=heartbeat.spooled_chunks if heartbeat else 0,
+                preview_seq=live.preview.seq if live.preview else 0,
+                recent=info.get("recent", {}),
+            ))
+        current = self.publisher.current if self.publisher else None
+        return dict(
+            at=now, robots=robots,
+            queue=[dict(robot_id=t.robot_id, reason=t.request.reason, score=t.request.score,
+                        threshold=t.request.threshold, waiting_s=round(control.clock() - t.received_at, 1))
+                   for t in queue],
+            priority=control.priority,
+            operators=[dict(id=op, robot_id=control.assignments.get(op)) for op in control.operators],
+            people=[dict(id=op, robot_id=robot) for op, robot in control.assignments.items() if op not in control.operators],
+            help_requests=control.help_requests, served=control.served, cancelled=control.cancelled,
+            published_version=current.version if current else None,
+            ingest_steps_per_s=history["ingest_steps_per_s"],
+            commands=[c.as_dict() for c in list(self.commands)[-25:]][::-1],
+        )
+
+    # -- history from the store (worker thread) ------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._db is None:
+            path = self.data_dir / "index.sqlite"
+            if not path.exists():
+                return None
+            self._db = connect(path, readonly=True)
+        return self._db
+
+    def refresh_history(self) -> None:
+        """Recent episodes per robot and the ingest rate (call from a worker thread)."""
+        with self._db_lock:
+            self._refresh_history()
+
+    def _refresh_history(self) -> None:
+        db = self._connection()
+        if db is None:
+            return
+        now = time.time()
+        robots = {}
+        for row in db.execute("SELECT robot_id, tasks FROM robots"):
+            tasks = json.loads(row["tasks"])
+            robots[row["robot_id"]] = dict(instructions={t["name"]: t["instruction"] for t in tasks},
+                                           task=tasks[0]["name"] if tasks else "", recent={})
+        for robot_id, info in robots.items():
+            rows = db.execute(
+                "SELECT success, takeovers, human_steps FROM episodes WHERE robot_id=? AND complete=1 "
+                "AND kind IN ('training', 'evaluation') ORDER BY completed_at DESC LIMIT ?",
+                (robot_id, RECENT_EPISODES)).fetchall()
+            if rows:
+                info["recent"] = dict(episodes=len(rows), success_rate=sum(r["success"] for r in rows) / len(rows),
+                                      intervention_rate=sum(r["takeovers"] > 0 for r in rows) / len(rows))
+        window = 10.0
+        steps = db.execute("SELECT COALESCE(SUM(num_steps), 0) FROM chunks WHERE stored_at > ?",
+                           (now - window,)).fetchone()[0]
+        with self._history_lock:
+            self._history = dict(robots=robots, ingest_steps_per_s=steps / window, at=now)
+
+    def learning(self, robots: int, operators: int) -> dict:
+        """Per-version and per-task learning figures, publications, propagation and ingest over
+        time (call from a worker thread)."""
+        with self._db_lock:
+            return self._learning(robots, operators)
+
+    def _learning(self, robots: int, operators: int) -> dict:
+        db = self._connection()
+        if db is None:
+            return dict(versions=[], publications=[], ingest=[], robots_by_version={})
+        table = version_table(db, robots=max(robots, 1), operators=operators)
+        control_hz = 10.0
+        row = db.execute("SELECT embodiment FROM robots LIMIT 1").fetchone()
+        if row is not None:
+            embodiment = pb.Embodiment.FromString(row["embodiment"])
+            control_hz = embodiment.control_hz or control_hz
+        losses, created = {}, {}
+        for r in db.execute("SELECT version, created_at, info FROM policy_versions"):
+            info = json.loads(r["info"])
+            created[r["version"]] = r["created_at"]
+            loss = info.get("denoise_loss", info.get("loss"))
+            if loss is not None:
+                losses[r["version"]] = float(loss)
+        publications = [dict(version=r["version"], published_at=r["published_at"], rollback=bool(r["rollback"]),
+                             note=r["note"])
+                        for r in db.execute("SELECT version, published_at, rollback, note FROM publications "
+                                            "ORDER BY id")]
+        first_published = {}
+        for p in publications:
+            first_published.setdefault(p["version"], p["published_at"])
+        for entry in table:
+            v = entry["version"]
+            entry["loss"] = losses.get(v)
+            entry["human_time_s"] = entry["human_steps"] / control_hz
+            seen = [live.version_since[v] for live in self.robots.values() if v in live.version_since]
+            published = first_published.get(v)
+            entry["propagation_s"] = (max(seen) - published) if seen and published else None
+            entry["robots_reached"] = len(seen)
+        now = time.time()
+        bins = db.execute(
+            "SELECT CAST((stored_at - ?) / 10 AS INTEGER) AS bin, SUM(num_steps) AS steps FROM chunks "
+            "WHERE stored_at > ? GROUP BY bin ORDER BY bin", (now - 600, now - 600)).fetchall()
+        ingest = [dict(t=-600 + 10 * r["bin"], steps_per_s=r["steps"] / 10.0) for r in bins]
+        robots_by_version: dict[int, list[str]] = collections.defaultdict(list)
+        for robot_id, session in self.control.sessions.items():
+            if session.last_heartbeat is not None:
+                robots_by_version[session.last_heartbeat.policy_version].append(robot_id)
+        return dict(versions=table, publications=publications, ingest=ingest,
+                    robots_by_version={str(k): sorted(v) for k, v in robots_by_version.items()},
+                    available=sorted(created))
+
+    def close(self) -> None:
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
