@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import tempfile
 import threading
@@ -25,6 +26,7 @@ from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from fleetlearn import wire
 
 TOKEN = "bench-token"
+OPERATOR_TOKEN = "bench-operator-token-0123456789"
 CAMERAS = {"front": (96, 96, 3), "wrist": (96, 96, 3)}
 
 
@@ -37,12 +39,44 @@ def _chunk_template(robot_id: str, steps: int) -> pb.EpisodeChunk:
                                   np.zeros(4, np.float32), "autonomous", 0.0, False) for i in range(steps)])
 
 
-def _client(address: str, robot_id: str, seconds: float, inflight: int, steps: int, start_at: float, results):
+def _control_stream(stub, metadata, robot_id: str, stop_at: float, preview_hz: float) -> None:
+    """What a real robot sends besides its episodes: a heartbeat a second and live pictures."""
+    frame = np.random.default_rng(1).integers(0, 255, CAMERAS["front"], dtype=np.uint8)
+    picture = wire.png_image_to_proto("front", frame)  # robots send their live pictures PNG-encoded
+
+    def messages():
+        step, next_heartbeat = 0, 0.0
+        while time.time() < stop_at:
+            now = time.time()
+            if now >= next_heartbeat:
+                next_heartbeat = now + 1.0
+                yield pb.RobotMessage(heartbeat=pb.Heartbeat(
+                    robot_id=robot_id, sent_at=now, mode=pb.ROBOT_MODE_AUTONOMOUS, episode_id=f"{robot_id}-bench",
+                    step_index=step, policy_version=0, task="push_cube", episode_kind=pb.EPISODE_KIND_TRAINING,
+                    max_steps=100))
+            yield pb.RobotMessage(preview=pb.Preview(
+                robot_id=robot_id, image=picture, mode=pb.ROBOT_MODE_AUTONOMOUS,
+                episode_id=f"{robot_id}-bench", step_index=step, sent_at=now))
+            step += 1
+            time.sleep(1.0 / preview_hz)
+
+    try:
+        for _ in stub.Control(messages(), metadata=metadata):
+            pass
+    except grpc.RpcError:
+        pass  # the server went away at the end of the run
+
+
+def _client(address: str, robot_id: str, seconds: float, inflight: int, steps: int, start_at: float, results,
+            preview_hz: float = 0.0):
     channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES)])
     stub = pb_grpc.FleetLearnerStub(channel)
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     embodiment = wire.embodiment_to_proto("bench", CAMERAS, 7, 4, 10)
     stub.Register(pb.RegisterRequest(robot_id=robot_id, embodiment=embodiment), metadata=metadata, timeout=10)
+    if preview_hz > 0:
+        threading.Thread(target=_control_stream, args=(stub, metadata, robot_id, start_at + seconds, preview_hz),
+                         daemon=True).start()
     template = _chunk_template(robot_id, steps)
     chunk_bytes = template.ByteSize()
     sent_at: dict[int, float] = {}
@@ -82,14 +116,19 @@ class _BareServicer(pb_grpc.FleetLearnerServicer):
                               status=pb.ACK_STATUS_STORED)
 
 
-def _serve(kind: str, data_dir: str, token_file: str, port_queue, stop_event) -> None:
+def _serve(kind: str, data_dir: str, token_file: str, port_queue, stop_event, operator_token_file: str | None = None
+           ) -> None:
     async def main():
         if kind == "learner":
             from learner.server import Learner, LearnerConfig
 
-            learner = Learner(LearnerConfig(data_dir=Path(data_dir), host="127.0.0.1", port=0,
-                                            token_file=Path(token_file), train=False))
+            learner = Learner(LearnerConfig(
+                data_dir=Path(data_dir), host="127.0.0.1", port=0, token_file=Path(token_file), train=False,
+                dashboard_port=0 if operator_token_file else None,
+                operator_token_file=Path(operator_token_file) if operator_token_file else None))
             port = await learner.start()
+            if operator_token_file:
+                port = (port, learner.dashboard.port)
         else:
             server = grpc.aio.server(options=[("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES)])
             pb_grpc.add_FleetLearnerServicer_to_server(_BareServicer(), server)
@@ -106,20 +145,33 @@ def _serve(kind: str, data_dir: str, token_file: str, port_queue, stop_event) ->
     asyncio.run(main())
 
 
-def run_arm(kind: str, robots: int, seconds: float, inflight: int, steps: int) -> dict:
+def run_arm(kind: str, robots: int, seconds: float, inflight: int, steps: int, preview_hz: float = 0.0,
+            watch=None) -> dict:
+    """One measurement. `watch(dashboard_url)`, when given, runs a learner with its dashboard and
+    must return a context manager that keeps the page open while the clients stream."""
     ctx = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as page:
         token_file = Path(tmp) / "tokens"
         token_file.write_text(TOKEN + "\n")
+        operator_file = None
+        if watch is not None:
+            operator_file = Path(tmp) / "operators"
+            operator_file.write_text(f"bench {OPERATOR_TOKEN}\n")
         port_queue, stop_event, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-        server = ctx.Process(target=_serve, args=(kind, str(Path(tmp) / "store"), str(token_file), port_queue, stop_event))
+        server = ctx.Process(target=_serve, args=(kind, str(Path(tmp) / "store"), str(token_file), port_queue,
+                                                  stop_event, str(operator_file) if operator_file else None))
         server.start()
         port = port_queue.get(timeout=60)
         start_at = time.time() + 3.0  # every client connected and registered before the clock starts
+        if watch is not None:
+            port, dashboard_port = port
+            start_at += 5.0  # and the page loaded
         clients = [ctx.Process(target=_client, args=(f"127.0.0.1:{port}", f"bench-{i}", seconds, inflight, steps,
-                                                     start_at, results)) for i in range(robots)]
+                                                     start_at, results, preview_hz)) for i in range(robots)]
         for c in clients:
             c.start()
+        if watch is not None:
+            page.enter_context(watch(f"http://127.0.0.1:{dashboard_port}/?token={OPERATOR_TOKEN}", robots))
         outcomes = [results.get(timeout=seconds + 120) for _ in clients]
         elapsed = time.time() - start_at
         for c in clients:

@@ -90,6 +90,7 @@ class Dashboard:
         self.registry = registry
         self.tokens = tokens
         self.clients = 0
+        self.closing = False  # set at shutdown: open event streams end
         self.app = self._build()
         self.server: uvicorn.Server | None = None
         self._serving: asyncio.Task | None = None
@@ -168,8 +169,11 @@ class Dashboard:
                 self.clients += 1
                 try:
                     yield f"event: hello\ndata: {json.dumps({'operator': operator})}\n\n"
-                    while not await request.is_disconnected():
-                        yield f"data: {json.dumps(board.snapshot())}\n\n"
+                    sent: dict[str, int] = {}  # the pictures this page has
+                    while not self.closing and not await request.is_disconnected():
+                        snapshot = board.snapshot()
+                        snapshot["pictures"] = board.pictures_since(sent)
+                        yield f"data: {json.dumps(snapshot)}\n\n"
                         await asyncio.sleep(EVENTS_EVERY_S)
                 finally:
                     self.clients -= 1
@@ -280,6 +284,8 @@ class Dashboard:
             await asyncio.sleep(HISTORY_EVERY_S)
 
     async def stop(self) -> None:
+        self.closing = True
+        await asyncio.sleep(EVENTS_EVERY_S + 0.1)  # open event streams notice and end
         if self._refresher is not None:
             self._refresher.cancel()
         if self.server is not None:

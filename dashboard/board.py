@@ -14,6 +14,7 @@ kept in memory with the robot's acknowledgement (accepted or refused, at which s
 
 from __future__ import annotations
 
+import base64
 import collections
 import io
 import json
@@ -42,6 +43,7 @@ MODE_NAMES = {
 OFFLINE_AFTER_S = 5.0     # no message from a robot for this long: shown offline
 RECENT_EPISODES = 10      # success and intervention rate over this many of a robot's last episodes
 HISTORY_EVERY_S = 2.0     # the SQLite-backed part of the state is refreshed at most this often
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -65,7 +67,25 @@ class CommandRecord:
 class Preview:
     seq: int
     message: pb.Preview
-    png: bytes | None = None
+    _png: bytes | None = None
+    _base64: str | None = None
+
+    @property
+    def png(self) -> bytes:
+        """The picture as PNG: as the robot sent it, or encoded here (once) from raw pixels."""
+        if self._png is None:
+            image = self.message.image
+            if image.encoding == pb.IMAGE_ENCODING_PNG and image.data.startswith(PNG_MAGIC):
+                self._png = image.data
+            else:
+                self._png = encode_png(wire.image_from_proto(image))
+        return self._png
+
+    @property
+    def base64(self) -> str:
+        if self._base64 is None:
+            self._base64 = base64.b64encode(self.png).decode("ascii")
+        return self._base64
 
 
 @dataclass
@@ -144,10 +164,21 @@ class FleetBoard:
         live = self.robots.get(robot_id)
         if live is None or live.preview is None:
             return None
-        preview = live.preview
-        if preview.png is None:
-            preview.png = encode_png(wire.image_from_proto(preview.message.image))
-        return preview.seq, preview.png
+        return live.preview.seq, live.preview.png
+
+    def pictures_since(self, sent: dict[str, int]) -> dict[str, dict]:
+        """The pictures that changed since those in `sent` (robot -> seq, updated), as base64 PNG:
+        they travel inside the event stream, one connection for the whole fleet."""
+        changed = {}
+        for robot_id, live in self.robots.items():
+            preview = live.preview
+            if preview is not None and sent.get(robot_id) != preview.seq:
+                try:
+                    changed[robot_id] = {"seq": preview.seq, "png": preview.base64}
+                except wire.WireError as exc:  # a malformed picture: shown as missing, said once
+                    log.warning("preview from %s unusable: %s", robot_id, exc)
+                sent[robot_id] = preview.seq
+        return changed
 
     # -- the state the page renders ------------------------------------------------------------
 

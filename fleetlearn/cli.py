@@ -132,7 +132,9 @@ def cmd_demo(args) -> None:
         sys.exit(f"fleet demo: {error}")
     run_demo(DemoConfig(minutes=args.minutes, robots=args.robots, operators=args.operators, out=Path(args.out),
                         tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds, policy=args.policy,
-                        help_gate=args.help_gate))
+                        help_gate=args.help_gate, dashboard_port=args.dashboard_port,
+                        screenshot=Path(args.screenshot) if args.screenshot else None,
+                        screenshot_at_min=args.screenshot_at_min))
 
 
 def cmd_rollback(args) -> None:
@@ -248,6 +250,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="ptp: the long-context policy with past-token prediction and self-verification")
     p.add_argument("--help-gate", choices=["float", "rule", "off"], default="float",
                    help="when robots ask for help: FLOAT failure detection, the sim's fixed rule, or never")
+    p.add_argument("--dashboard-port", type=int, default=8080,
+                   help="the operator dashboard's port (a free one if taken; -1: no dashboard)")
+    p.add_argument("--screenshot", help="save a PNG of the dashboard's fleet view (needs chromium and playwright)")
+    p.add_argument("--screenshot-at-min", type=float, default=4.0, help="when to take it, minutes into the run")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("rollback", help="publish an earlier policy version again")

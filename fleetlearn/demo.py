@@ -14,7 +14,9 @@ process, talk gRPC over loopback exactly as they would across machines. Timeline
   4. publishing stops early enough that the final version finishes its evaluation share.
 
 Progress is a live table per policy version; at the end DIR/summary.json and
-DIR/learning_curve.png are written.
+DIR/learning_curve.png are written. The operator dashboard runs all along (its URL, with the
+demo's operator token, is printed first): watch the robots, answer help requests before the
+simulated operators do, take a robot over and drive it from the browser.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class DemoConfig:
     eval_seeds: int | None = None  # per task; default 30 for one task, 20 each for several
     policy: str = "default"  # or "ptp": long context, trained in stages (learner/trainer.py)
     help_gate: str = "float"  # when robots ask for help: "float", "rule" (the sim's fixed rule) or "off"
+    dashboard_port: int = 8080  # the operator dashboard (a free port when this one is taken; -1: none)
+    screenshot: Path | None = None  # save a picture of the dashboard's fleet view here, `screenshot_at_min` in
+    screenshot_at_min: float = 4.0
 
     @property
     def seeds_per_task(self) -> int:
@@ -81,9 +86,12 @@ class DemoConfig:
         return 1500 if len(self.tasks) == 1 else 3000
 
 
-def _free_port() -> int:
+def _free_port(preferred: int = 0) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
@@ -95,7 +103,10 @@ def run_demo(config: DemoConfig) -> dict:
     (out / "logs").mkdir(exist_ok=True)
     token_file = out / "tokens.txt"
     token_file.write_text(secrets.token_hex(16) + "\n")
+    operator_token = secrets.token_urlsafe(24)
+    (out / "operators.txt").write_text(f"operator {operator_token}\n")
     port = _free_port()
+    dashboard_port = _free_port(config.dashboard_port) if config.dashboard_port >= 0 else -1
     started = time.time()
     deadline = started + config.minutes * 60
     publish_until = deadline - config.final_eval_s
@@ -118,8 +129,12 @@ def run_demo(config: DemoConfig) -> dict:
            "--min-demos", str(per_robot_demos * config.robots), "--publish-until", str(publish_until),
            "--bootstrap-updates", str(config.bootstrap_updates), "--policy", config.policy,
            "--head-updates", str(config.head_updates),
-           "--publish-every-s", str(config.publish_every_s), "--publish-every-updates", "100000"],
+           "--publish-every-s", str(config.publish_every_s), "--publish-every-updates", "100000",
+           "--dashboard-port", str(dashboard_port), "--operator-token-file", str(out / "operators.txt")],
           "learner.log")
+    dashboard_url = f"http://127.0.0.1:{dashboard_port}/?token={operator_token}" if dashboard_port >= 0 else None
+    if dashboard_url:
+        print(f"operator dashboard: {dashboard_url}", flush=True)
     for i in range(config.robots):
         spawn(["robot", "--sim", tasks, "--learner", f"127.0.0.1:{port}", "--robot-id", f"robot-{i + 1}",
                "--token-file", str(token_file), "--work-dir", str(out / "robots" / f"robot-{i + 1}"),
@@ -129,9 +144,14 @@ def run_demo(config: DemoConfig) -> dict:
 
     db_path = out / "learner" / "index.sqlite"
     table: list[dict] = []
+    screenshot_at = started + config.screenshot_at_min * 60 if config.screenshot and dashboard_url else None
     try:
         while time.time() < deadline:
-            time.sleep(min(15.0, max(0.0, deadline - time.time())))
+            time.sleep(min(15.0, max(0.0, deadline - time.time()),
+                           max(0.0, screenshot_at - time.time()) if screenshot_at else 15.0))
+            if screenshot_at and time.time() >= screenshot_at:
+                screenshot_at = None
+                save_screenshot(dashboard_url, Path(config.screenshot))
             for proc in processes:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a fleet process exited early (code {proc.returncode}); see {out / 'logs'}")
@@ -173,6 +193,33 @@ def run_demo(config: DemoConfig) -> dict:
     print("\nfinal:\n" + format_table(table))
     print(f"wrote {out / 'summary.json'} and {out / 'learning_curve.png'}")
     return summary
+
+
+def save_screenshot(url: str, path: Path) -> None:
+    """A picture of the dashboard's fleet view, taken in headless Chromium (if it is installed)."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("no screenshot: playwright is not installed", flush=True)
+        return
+    if chromium is None:
+        print("no screenshot: chromium is not installed", flush=True)
+        return
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector(".tile img[src]", timeout=30_000)
+        time.sleep(3)  # a few live updates
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path))
+        browser.close()
+    print(f"saved a screenshot of the dashboard to {path}", flush=True)
 
 
 def _robot_stats(robots_dir: Path) -> dict:

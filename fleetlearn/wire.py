@@ -67,6 +67,20 @@ def image_to_proto(camera: str, pixels: np.ndarray) -> pb.Image:
                     data=np.ascontiguousarray(pixels).tobytes())
 
 
+def png_image_to_proto(camera: str, pixels: np.ndarray) -> pb.Image:
+    """A PNG-encoded picture (live previews: small on the wire, shown by a browser as they are)."""
+    import io
+
+    from PIL import Image
+
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4):
+        raise WireError(f"camera {camera}: expected HxWx(1|3|4) uint8, got {pixels.dtype} {pixels.shape}")
+    h, w, c = pixels.shape
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels if c != 1 else pixels[..., 0])).save(buffer, format="PNG", compress_level=1)
+    return pb.Image(camera=camera, encoding=pb.IMAGE_ENCODING_PNG, height=h, width=w, channels=c, data=buffer.getvalue())
+
+
 def image_from_proto(image: pb.Image) -> np.ndarray:
     if image.encoding != pb.IMAGE_ENCODING_RAW:
         # PNG/JPEG are part of the contract; the embedded learner accepts raw frames only so far.

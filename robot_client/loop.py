@@ -334,7 +334,7 @@ class RobotClient:
 
     def _send_preview(self, obs: Observation, episode_id: str, step: int) -> None:
         self.uplink.send(pb.RobotMessage(preview=pb.Preview(
-            robot_id=self.config.robot_id, image=wire.image_to_proto(self._preview_camera, obs.images[self._preview_camera]),
+            robot_id=self.config.robot_id, image=wire.png_image_to_proto(self._preview_camera, obs.images[self._preview_camera]),
             mode=self._status["mode"], episode_id=episode_id, step_index=step, sent_at=time.time())), droppable=True)
 
     def _end_takeover(self, episode_id: str, step: int) -> None:

@@ -4,12 +4,16 @@
 
 const ui = {
   snapshot: null, me: null, selected: null, tiles: new Map(), held: new Set(), jogTimer: null,
-  view: "fleet", learningTimer: null,
+  view: "fleet", learningTimer: null, renders: 0, pictures: 0,
 };
+window.fleetDashboard = ui;  // for tests and benchmarks: counts of live updates received
 const JOG_KEYS = {w: [1, 0, 0], s: [-1, 0, 0], a: [0, 1, 0], d: [0, -1, 0], r: [0, 0, 1], f: [0, 0, -1]};
 const JOG_BUTTONS = [["x+", "w", "+x"], ["x-", "s", "−x"], ["y+", "a", "+y"], ["y-", "d", "−y"],
                      ["z+", "r", "up"], ["z-", "f", "down"]];
 const JOG_REPEAT_MS = 150, JOG_HOLD_S = 0.3;
+// Pictures: thumbnails arrive inside the event stream (twice a second, only those that changed);
+// the robot you drive or have selected is refetched more often, for driving.
+const PICTURE_FOCUS_EVERY_MS = 150;
 const COLORS = ["#3fb27f", "#3d7eff", "#ff9f1a", "#e05d9a", "#a07cff", "#35c2d6", "#c9d36a"];
 
 // ---------------------------------------------------------------------------------------------
@@ -57,11 +61,12 @@ function connect() {
 
 function render(snapshot) {
   ui.snapshot = snapshot;
-  document.getElementById("fact-version").textContent =
-    snapshot.published_version === null ? "no policy yet" : `v${snapshot.published_version} published`;
-  document.getElementById("fact-ingest").textContent = `${snapshot.ingest_steps_per_s.toFixed(0)} steps/s`;
-  document.getElementById("fact-help").textContent =
-    `help ${snapshot.served} served · ${snapshot.cancelled} cancelled · ${snapshot.help_requests} asked`;
+  ui.renders += 1;
+  setText(document.getElementById("fact-version"),
+    snapshot.published_version === null ? "no policy yet" : `v${snapshot.published_version} published`);
+  setText(document.getElementById("fact-ingest"), `${snapshot.ingest_steps_per_s.toFixed(0)} steps/s`);
+  setText(document.getElementById("fact-help"),
+    `help ${snapshot.served} served · ${snapshot.cancelled} cancelled · ${snapshot.help_requests} asked`);
   renderQueue(snapshot);
   const seen = new Set();
   for (const robot of snapshot.robots) {
@@ -76,6 +81,9 @@ function render(snapshot) {
 
 function renderQueue(snapshot) {
   const queue = document.getElementById("queue");
+  const key = JSON.stringify(snapshot.queue.map((r) => [r.robot_id, r.reason, Math.round(r.waiting_s)]));
+  if (queue.dataset.key === key) return;
+  queue.dataset.key = key;
   queue.replaceChildren();
   if (!snapshot.queue.length) {
     queue.innerHTML = '<span class="muted">No help requests.</span>';
@@ -91,6 +99,10 @@ function renderQueue(snapshot) {
     queue.append(chip);
   });
 }
+
+function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
+function setHTML(node, html) { if (node.dataset.html !== html) { node.innerHTML = html; node.dataset.html = html; } }
+function setStyle(node, key, value) { if (node.style[key] !== value) node.style[key] = value; }
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -136,46 +148,45 @@ function drivingRobot() {
 
 function updateTile(tile, robot, snapshot) {
   const root = tile.root;
-  root.dataset.mode = robot.mode;
-  root.dataset.operator = robot.operator || "";
-  root.dataset.version = robot.version ?? "";
+  if (root.dataset.mode !== robot.mode) root.dataset.mode = robot.mode;
+  if (root.dataset.operator !== (robot.operator || "")) root.dataset.operator = robot.operator || "";
   const badge = root.querySelector(".badge");
-  badge.textContent = robot.mode + (robot.operator && robot.driving ? ` · ${robot.operator}` : "");
-  badge.className = "badge " + ({"help requested": "help"}[robot.mode] || robot.mode);
-  if (robot.preview_seq && robot.preview_seq !== tile.seq && !tile.loading) {
-    // Load the new picture off-screen, then swap, so the tile never flashes empty.
-    tile.loading = true;
-    const next = new Image();
-    const seq = robot.preview_seq;
-    next.onload = () => { tile.img.src = next.src; tile.seq = seq; tile.loading = false; root.dataset.previewSeq = seq; };
-    next.onerror = () => { tile.loading = false; };
-    next.src = `/api/robots/${encodeURIComponent(robot.id)}/preview.png?seq=${seq}`;
+  setText(badge, robot.mode + (robot.operator && robot.driving ? ` · ${robot.operator}` : ""));
+  const badgeClass = "badge " + ({"help requested": "help"}[robot.mode] || robot.mode);
+  if (badge.className !== badgeClass) badge.className = badgeClass;
+  const picture = snapshot.pictures && snapshot.pictures[robot.id];
+  if (picture && picture.seq > tile.seq && !tile.loading) {
+    tile.img.src = `data:image/png;base64,${picture.png}`;
+    tile.seq = picture.seq;
+    root.dataset.previewSeq = picture.seq;
+    ui.pictures += 1;
   }
-  root.querySelector(".overlay").textContent =
-    `${robot.version === null || robot.version < 0 ? "no policy" : "v" + robot.version}${robot.kind ? " · " + robot.kind : ""}`;
-  root.querySelector(".task-name").textContent = robot.task || "–";
-  root.querySelector(".instruction").textContent = robot.instruction ? `“${robot.instruction}”` : "";
+  setText(root.querySelector(".overlay"),
+    `${robot.version === null || robot.version < 0 ? "no policy" : "v" + robot.version}${robot.kind ? " · " + robot.kind : ""}`);
+  setText(root.querySelector(".task-name"), robot.task || "–");
+  setText(root.querySelector(".instruction"), robot.instruction ? `“${robot.instruction}”` : "");
   const progress = robot.max_steps ? Math.min(1, (robot.step + 1) / robot.max_steps) : 0;
-  root.querySelector(".progress > i").style.width = `${(100 * progress).toFixed(1)}%`;
-  root.querySelector(".progress-text").textContent = robot.max_steps ? `${robot.step + 1}/${robot.max_steps}` : "–";
+  setStyle(root.querySelector(".progress > i"), "width", `${(100 * progress).toFixed(1)}%`);
+  setText(root.querySelector(".progress-text"), robot.max_steps ? `${robot.step + 1}/${robot.max_steps}` : "–");
   const floatBar = root.querySelector(".bar.float");
   const tau = robot.float_threshold;
   if (tau !== null && tau > 0) {
     const scale = Math.max(tau * 1.5, robot.float_index);
-    floatBar.querySelector("i").style.width = `${(100 * robot.float_index / scale).toFixed(1)}%`;
-    floatBar.querySelector(".tau").style.left = `${(100 * tau / scale).toFixed(1)}%`;
+    setStyle(floatBar.querySelector("i"), "width", `${(100 * robot.float_index / scale).toFixed(1)}%`);
+    setStyle(floatBar.querySelector(".tau"), "left", `${(100 * tau / scale).toFixed(1)}%`);
     floatBar.classList.toggle("over", robot.float_index > tau);
-    root.querySelector(".float-text").textContent = `${robot.float_index.toFixed(3)} / ${tau.toFixed(3)}`;
+    setText(root.querySelector(".float-text"), `${robot.float_index.toFixed(3)} / ${tau.toFixed(3)}`);
   } else {
-    floatBar.querySelector("i").style.width = "0";
-    floatBar.querySelector(".tau").style.left = "100%";
-    root.querySelector(".float-text").textContent = tau === null ? "uncalibrated" : "off";
+    setStyle(floatBar.querySelector("i"), "width", "0px");
+    setStyle(floatBar.querySelector(".tau"), "left", "100%");
+    setText(root.querySelector(".float-text"), tau === null ? "uncalibrated" : "off");
   }
   const recent = robot.recent || {};
-  root.querySelector(".stats").innerHTML = recent.episodes
+  let stats = recent.episodes
     ? `last ${recent.episodes} episodes: success <b>${pct(recent.success_rate)}</b> · with intervention <b>${pct(recent.intervention_rate)}</b>`
     : "no finished episodes yet";
-  if (robot.spooled_chunks > 5) root.querySelector(".stats").innerHTML += ` · <b>${robot.spooled_chunks}</b> chunks spooled`;
+  if (robot.spooled_chunks > 5) stats += ` · <b>${robot.spooled_chunks}</b> chunks spooled`;
+  setHTML(root.querySelector(".stats"), stats);
 
   const mine = robot.operator === ui.me && robot.driving;
   const key = [robot.mode, robot.online, !!robot.help, mine, robot.operator].join("|");
@@ -185,6 +196,28 @@ function updateTile(tile, robot, snapshot) {
   }
   renderStatus(tile, robot, snapshot);
 }
+
+function loadPicture(tile, id, seq, everyMs, latest) {
+  // Load the new picture off-screen, then swap, so the tile never flashes empty.
+  if (tile.loading || performance.now() - (tile.fetchedAt || 0) < everyMs) return;
+  tile.loading = true;
+  tile.fetchedAt = performance.now();
+  const next = new Image();
+  next.onload = () => {
+    tile.img.src = next.src; tile.seq = Math.max(tile.seq, seq); tile.loading = false;
+    tile.root.dataset.previewSeq = tile.seq; ui.pictures += 1;
+  };
+  next.onerror = () => { tile.loading = false; };
+  next.src = `/api/robots/${encodeURIComponent(id)}/preview.png?seq=${seq}${latest ? "&at=" + Date.now() : ""}`;
+}
+
+// The robot you drive, or have selected, between snapshots: its latest picture, whatever its number.
+setInterval(() => {
+  const id = drivingRobot() || ui.selected;
+  const tile = id && ui.tiles.get(id);
+  const robot = tile && ui.snapshot?.robots.find((r) => r.id === id);
+  if (robot && robot.online && robot.preview_seq) loadPicture(tile, id, robot.preview_seq, PICTURE_FOCUS_EVERY_MS, true);
+}, PICTURE_FOCUS_EVERY_MS);
 
 function pct(x) { return x === null || x === undefined ? "–" : `${Math.round(100 * x)}%`; }
 
@@ -244,7 +277,7 @@ function jogPad() {
 function renderStatus(tile, robot, snapshot) {
   const status = tile.root.querySelector(".status");
   const last = snapshot.commands.find((c) => c.robot_id === robot.id);
-  if (!last) { status.textContent = ""; status.className = "status"; return; }
+  if (!last) { setText(status, ""); status.className = "status"; return; }
   let text = `${last.operator}: ${last.action} — `, cls = "status";
   if (last.accepted === null) text += `sent ${ago(last.issued_at, snapshot.at)}, not yet applied`;
   else if (last.accepted) {
@@ -252,15 +285,17 @@ function renderStatus(tile, robot, snapshot) {
     if (last.result) text += ` (${last.result})`;
     cls += " applied";
   } else { text += `refused: ${last.result}`; cls += " refused"; }
-  status.textContent = text;
-  status.className = cls;
-  tile.root.dataset.lastCommand = `${last.action}|${last.accepted}`;
+  setText(status, text);
+  if (status.className !== cls) status.className = cls;
 }
 
 function ago(t, now) { return `${Math.max(0, now - t).toFixed(1)} s ago`; }
 
 function renderCommands(commands) {
   const body = document.querySelector("#commands tbody");
+  const key = JSON.stringify(commands.map((c) => [c.command_id, c.accepted]));
+  if (body.dataset.key === key) return;
+  body.dataset.key = key;
   body.replaceChildren();
   for (const c of commands) {
     const row = el("tr");
