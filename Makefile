@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export MUJOCO_GL ?= egl
 
-.PHONY: setup demo test test-mujoco-3.3 proto bench clean
+.PHONY: setup demo test test-mujoco-3.3 proto bench browser clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ test-mujoco-3.3:
 	PYTHONPATH=. $(MJ33)/bin/python -m pytest -q -p no:cacheprovider --noconftest \
 		tests/test_sim.py tests/test_sim_tasks.py tests/test_sim_variants.py
 
+# Headless Chromium for the dashboard's browser tests (Debian's package; Playwright drives it with
+# executable_path, so no browser is downloaded). Without it those tests are skipped, with the reason.
+browser:
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+
 # Regenerates the committed gRPC stubs from proto/fleet/v1/fleet.proto.
 proto: setup
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto \
@@ -47,6 +52,7 @@ bench: setup
 	$(BIN)/fleet bench sim --json bench/results/sim.json
 	$(BIN)/fleet bench ptp --json bench/results/ptp.json
 	$(BIN)/fleet bench float --json bench/results/float.json --plot docs/float.png
+	$(BIN)/fleet bench dashboard --json bench/results/dashboard.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

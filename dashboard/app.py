@@ -190,8 +190,10 @@ class Dashboard:
             return Response(png, media_type="image/png", headers={"Cache-Control": "no-store", "X-Preview-Seq": str(seq)})
 
         @app.post("/api/robots/{robot_id}/take_over")
-        async def take_over(robot_id: str, operator: str = auth):
-            return self._command(operator, "take over", robot_id, lambda: [control.person_take_over(robot_id, operator)])
+        async def take_over(robot_id: str, operator: str = auth, local: bool = False):
+            """`local`: the robot's own teleop device drives (someone at the robot), not the page's jogs."""
+            return self._command(operator, "take over at the robot" if local else "take over", robot_id,
+                                 lambda: [control.person_take_over(robot_id, operator, remote=not local)])
 
         @app.post("/api/robots/{robot_id}/hand_back")
         async def hand_back(robot_id: str, operator: str = auth):

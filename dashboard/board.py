@@ -215,6 +215,7 @@ class FleetBoard:
                     waiting_s=round(control.clock() - ticket[1].received_at, 1)),
                 operator=session.operator_id if session else None,
                 driving=bool(session and session.driving),
+                remote=bool(session and session.remote),
                 version=heartbeat.policy_version if heartbeat else None,
                 task=heartbeat.task if heartbeat else info.get("task"),
                 instruction=info.get("instructions", {}).get(heartbeat.task if heartbeat else info.get("task"), ""),
@@ -311,8 +312,15 @@ class FleetBoard:
         first_published = {}
         for p in publications:
             first_published.setdefault(p["version"], p["published_at"])
+        interventions = collections.defaultdict(dict)
+        for r in db.execute(
+                """SELECT policy_version AS version, task, COUNT(*) AS episodes, SUM(takeovers) AS takeovers
+                   FROM episodes WHERE complete=1 AND policy_version >= 0 AND kind='training'
+                   GROUP BY policy_version, task"""):
+            interventions[r["version"]][r["task"]] = r["takeovers"] / r["episodes"]
         for entry in table:
             v = entry["version"]
+            entry["task_interventions_per_episode"] = interventions.get(v, {})
             entry["loss"] = losses.get(v)
             entry["human_time_s"] = entry["human_steps"] / control_hz
             seen = [live.version_since[v] for live in self.robots.values() if v in live.version_since]

@@ -57,6 +57,7 @@ class RobotSession:
     operator_id: str | None = None
     assigned_at: float = 0.0
     driving: bool = False  # the operator is in control now (not just watching out the minimum time)
+    remote: bool = False   # the driving person jogs it from the dashboard (not its own teleop device)
 
 
 @dataclass
@@ -231,9 +232,10 @@ class FleetControl:
         self.waiting = kept
         return answered
 
-    def person_take_over(self, robot_id: str, person: str) -> pb.LearnerCommand:
-        """The person drives `robot_id` from afar (Jog commands). A simulated operator driving it
-        is sent back to the pool; another person driving it, or this person driving another
+    def person_take_over(self, robot_id: str, person: str, remote: bool = True) -> pb.LearnerCommand:
+        """The person drives `robot_id`: from afar with Jog commands (`remote`), or with the
+        robot's own teleop device (a person standing at the robot). A simulated operator driving
+        it is sent back to the pool; another person driving it, or this person driving another
         robot, is refused."""
         session = self._session(robot_id)
         elsewhere = self.assignments.get(person)
@@ -249,8 +251,9 @@ class FleetControl:
             self.send(robot_id, hand_back=pb.HandBack())
         self._serve_request_by(robot_id, person)
         session.operator_id, session.driving, session.assigned_at = person, True, self.clock()
+        session.remote = remote
         self.assignments[person] = robot_id
-        command = self.send(robot_id, take_over=pb.TakeOver(operator_id=person, remote=True))
+        command = self.send(robot_id, take_over=pb.TakeOver(operator_id=person, remote=remote))
         self._assign()  # a freed simulated operator may serve the queue
         return command
 
@@ -265,6 +268,8 @@ class FleetControl:
         session = self._session(robot_id)
         if session.operator_id != person or not session.driving:
             raise ControlError(f"{person} is not driving {robot_id}: take it over first")
+        if not session.remote:
+            raise ControlError(f"{robot_id} is driven by its own teleop device, not from the dashboard")
         jog = pb.Jog(operator_id=person, dx=dx, dy=dy, dz=dz, duration_s=duration_s)
         if gripper is not None:
             jog.gripper = gripper

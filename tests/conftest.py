@@ -104,7 +104,7 @@ class LearnerProcess:
 
     def __init__(self, data_dir: Path, token_file: Path, port: int, log_path: Path, extra: list[str]):
         self.args = [sys.executable, "-m", "fleetlearn.cli", "learner", "--data", str(data_dir), "--host", "127.0.0.1",
-                     "--port", str(port), "--token-file", str(token_file), *extra]
+                     "--port", str(port), "--token-file", str(token_file), "--dashboard-port", "0", *extra]
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None

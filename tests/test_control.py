@@ -7,7 +7,7 @@ import random
 import pytest
 
 from fleet.v1 import fleet_pb2 as pb
-from learner.control import FleetControl
+from learner.control import ControlError, FleetControl
 from monitor.calibration import PercentileBook
 
 
@@ -51,7 +51,8 @@ def check_invariants(control: FleetControl) -> None:
     for operator, robot_id in control.assignments.items():
         assert control.sessions[robot_id].operator_id == operator
     assert not set(control.free_operators) & set(control.assignments), "an operator both free and assigned"
-    assert sorted(control.free_operators + list(control.assignments)) == sorted(control.operators)
+    pool_busy = [op for op in control.assignments if op in control.operators]
+    assert sorted(control.free_operators + pool_busy) == sorted(control.operators)
     waiting = [t.robot_id for t in control.waiting]
     assert len(waiting) == len(set(waiting)), "a robot queued twice"
     assert not set(waiting) & set(control.assignments.values()), "a robot both queued and served"
@@ -188,3 +189,109 @@ def test_percentile_feedback_moves_by_five_persists_and_reaches_every_robot(tmp_
     reopened.open("c")  # a robot that connects later learns the fleet's percentiles at once
     assert {(c.set_float_threshold.task, c.set_float_threshold.percentile) for c in drain(reopened, "c")} == {
         ("push_cube", 95.0), ("reach", 90.0)}
+
+
+def ended_by(robot_id: str, operator: str) -> pb.RobotMessage:
+    return pb.RobotMessage(takeover_ended=pb.TakeoverEnded(robot_id=robot_id, operator_id=operator, human_steps=3))
+
+
+def test_a_person_preempts_a_simulated_operator_and_serves_the_request():
+    control = FleetControl(["op"])
+    for robot_id in ("a", "b"):
+        control.open(robot_id)
+    control.on_message("a", help_message("a"))
+    assert take_overs(drain(control, "a")) == ["op"]
+    control.on_message("b", help_message("b"))  # waits: the only simulated operator is on a
+    served = control.served
+    command = control.person_take_over("a", "alice")  # alice drives a from the dashboard
+    assert command.take_over.remote and not command.take_over.assess
+    sent = [c.WhichOneof("body") for c in drain(control, "a")]
+    assert sent == ["hand_back", "take_over"]  # op's takeover ends first
+    assert control.assignments == {"alice": "a", "op": "b"}  # op went back to the pool and took b at once
+    assert take_overs(drain(control, "b")) == ["op"] and control.served == served + 1
+    control.on_message("a", ended_by("a", "op"))  # op's takeover of a ends late: alice keeps a
+    assert control.assignments["alice"] == "a"
+    check_invariants(control)
+    with pytest.raises(ControlError, match="alice is driving a"):
+        control.person_take_over("b", "alice")  # one robot at a time
+    with pytest.raises(ControlError, match="alice is driving a"):
+        control.person_take_over("a", "bob")  # one person per robot
+    with pytest.raises(ControlError, match="bob is not driving"):
+        control.jog("a", "bob", 1.0, 0.0, 0.0, 0.3)
+    jog = control.jog("a", "alice", 1.0, 0.0, -0.5, 0.3, gripper=-1.0)
+    assert (jog.jog.dx, jog.jog.dz, jog.jog.gripper) == (1.0, -0.5, -1.0)
+    control.person_hand_back("a", "alice")
+    assert [c.WhichOneof("body") for c in drain(control, "a")] == ["jog", "hand_back"]
+    control.on_message("a", ended_by("a", "alice"))
+    assert "alice" not in control.assignments and control.free_operators == []  # people never join the pool
+    check_invariants(control)
+
+
+def test_a_person_answers_help_requests_and_every_one_is_served_or_cancelled():
+    control = FleetControl([])  # no simulated operators: only people answer
+    for robot_id in ("a", "b", "c"):
+        control.open(robot_id)
+        control.on_message(robot_id, help_message(robot_id))
+    assert len(control.waiting) == 3
+    assert control.answer("a", "alice", "continue").WhichOneof("body") == "continue_episode"
+    assert control.answer("b", "alice", "end").WhichOneof("body") == "end_episode"
+    assert control.answer("c", "alice", "take_over").take_over.operator_id == "alice"
+    assert not control.waiting and control.served == 3
+    with pytest.raises(ControlError, match="answer must be one of"):
+        control.answer("a", "alice", "ignore")
+    with pytest.raises(ControlError, match="not connected"):
+        control.answer("zz", "alice", "continue")
+    control.close("c", control.sessions["c"])  # the robot alice drives goes away: alice is free again
+    assert "alice" not in control.assignments
+    check_invariants(control)
+
+
+def test_random_traffic_with_people_never_double_assigns_anyone():
+    rng = random.Random(7)
+    clock = Clock()
+    control = FleetControl(["op-a", "op-b"], min_assignment_s=2.0, clock=clock)
+    robots = [f"arm-{i}" for i in range(5)]
+    people = ["alice", "bob"]
+    for robot_id in robots:
+        control.open(robot_id)
+    for _ in range(3000):
+        clock.now += rng.uniform(0.0, 0.5)
+        robot_id, person = rng.choice(robots), rng.choice(people)
+        event = rng.random()
+        try:
+            if event < 0.35:
+                control.on_message(robot_id, help_message(robot_id, score=rng.uniform(0, 3), threshold=1.0))
+            elif event < 0.55:
+                driver = control.sessions[robot_id].operator_id
+                control.on_message(robot_id, ended_by(robot_id, driver or ""))
+            elif event < 0.65:
+                control.person_take_over(robot_id, person)
+            elif event < 0.75:
+                control.person_hand_back(robot_id, person)
+                control.on_message(robot_id, ended_by(robot_id, person))
+            elif event < 0.85:
+                control.answer(robot_id, person, rng.choice(["continue", "end", "take_over"]))
+            elif event < 0.88:
+                control.close(robot_id, control.sessions[robot_id])
+                control.open(robot_id)
+            else:
+                control.tick()
+        except ControlError:
+            pass  # refused, as it should be when someone else drives
+        for r in robots:
+            drain(control, r)
+        check_invariants(control)
+        people_driving = [p for p in people if p in control.assignments]
+        assert len({control.assignments[p] for p in people_driving}) == len(people_driving)
+    for robot_id in robots:  # traffic stops: everyone hands back
+        driver = control.sessions[robot_id].operator_id
+        if driver:
+            control.on_message(robot_id, ended_by(robot_id, driver))
+    for _ in range(10):
+        clock.now += 5.0
+        control.tick()
+        for robot_id in robots:
+            for command in drain(control, robot_id):
+                if command.WhichOneof("body") == "take_over":
+                    control.on_message(robot_id, ended_by(robot_id, command.take_over.operator_id))
+    assert not control.waiting and not control.assignments

@@ -169,3 +169,27 @@ def test_take_over_jog_hand_back_and_answer_a_float_help_request_from_the_page(f
     assert {("alice", "take over"), ("alice", "hand back"), ("alice", "answer help: continue")} <= \
         {(entry["operator"], entry["action"]) for entry in audit}
     page.screenshot(path=str(data_dir.parent / "dashboard.png"))
+
+
+def test_learning_view_shows_versions_and_publishes_an_earlier_one_again(fleet, browser):
+    learner, url, data_dir = fleet
+    publish_with_float(data_dir, 1, indices=[0.0])  # a newer version goes out
+    publisher = learner.learner.publisher
+    wait_for(lambda: publisher.current and publisher.current.version == 1, 20, "version 1 published")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(url + "?token=" + OPERATOR_TOKEN)
+    page.locator("#tile-arm-a").wait_for(timeout=60_000)
+    wait_for(lambda: page.locator("#tile-arm-a").get_attribute("data-mode") in ("autonomous", "help requested"), 60,
+             "arm-a running a policy")
+    # Some finished episodes give the learning view figures to show.
+    status, _ = http(url + "api/robots/arm-a/answer", token=OPERATOR_TOKEN, method="POST", body={"answer": "end"})
+    assert status == 200
+    page.click(".tab[data-view=learning]")
+    row = page.locator("#versions tr[data-version='0']")
+    row.wait_for(timeout=30_000)
+    assert page.locator("#chart-ingest path").count() >= 1  # the ingest curve is drawn
+    row.locator("[data-action=publish]").click()
+    wait_for(lambda: publisher.current.version == 0 and publisher.current.rollback, 20, "version 0 published again")
+    audit = (data_dir / "operator_commands.jsonl").read_text()
+    assert "publish version 0 again" in audit and '"alice"' in audit

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robot_client.operators import OperatorModel
-from robot_client.teleop import ScriptedOperator
+from robot_client.teleop import RemoteJog, ScriptedOperator
 
 
 class CountingExpert:
@@ -161,3 +161,30 @@ def test_default_operator_still_completes_push_cube():
     finally:
         driver.close()
     assert successes >= 18
+
+
+class _JogDriver:
+    action_dim = 4
+    setpoint_action_dims = (3,)
+    last_action = np.array([0.3, 0.0, 0.0, 0.7], np.float32)
+
+
+def test_remote_jog_moves_for_the_jog_duration_then_stops_and_holds_the_gripper():
+    now = [100.0]
+    jog = RemoteJog(_JogDriver(), clock=lambda: now[0])
+    jog.begin("alice")
+    np.testing.assert_allclose(jog.action(None), [0, 0, 0, 0.7])  # nothing pressed: still, gripper as it was
+    jog.jog(0.5, -2.0, 0.0, duration_s=0.3)
+    np.testing.assert_allclose(jog.action(None), [0.5, -1.0, 0.0, 0.7])  # clipped to the action range
+    now[0] += 0.31
+    np.testing.assert_allclose(jog.action(None), [0, 0, 0, 0.7])  # dead man's switch: the jog ran out
+    jog.jog(0.0, 0.0, 0.0, duration_s=0.05, gripper=-1.0)
+    np.testing.assert_allclose(jog.action(None), [0, 0, 0, -1.0])
+    jog.jog(0.0, 0.0, 1.0, duration_s=60.0)
+    now[0] += RemoteJog.MAX_DURATION_S + 0.01
+    np.testing.assert_allclose(jog.action(None), [0, 0, 0, -1.0])  # no jog lasts longer than 2 s
+    with pytest.raises(ValueError):
+        jog.jog(float("nan"), 0.0, 0.0, 0.3)
+    with pytest.raises(ValueError):
+        jog.jog(0.0, 0.0, 0.0, -1.0)
+    assert not jog.wants_hand_back()  # the person hands back from the dashboard

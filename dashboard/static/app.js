@@ -142,7 +142,7 @@ function select(id, scroll) {
 function drivingRobot() {
   const s = ui.snapshot;
   if (!s || !ui.me) return null;
-  const robot = s.robots.find((r) => r.operator === ui.me && r.driving);
+  const robot = s.robots.find((r) => r.operator === ui.me && r.driving && r.remote);
   return robot ? robot.id : null;
 }
 
@@ -188,11 +188,12 @@ function updateTile(tile, robot, snapshot) {
   if (robot.spooled_chunks > 5) stats += ` · <b>${robot.spooled_chunks}</b> chunks spooled`;
   setHTML(root.querySelector(".stats"), stats);
 
-  const mine = robot.operator === ui.me && robot.driving;
-  const key = [robot.mode, robot.online, !!robot.help, mine, robot.operator].join("|");
+  const mine = robot.operator === ui.me && robot.driving && robot.remote;
+  const atRobot = robot.operator === ui.me && robot.driving && !robot.remote;
+  const key = [robot.mode, robot.online, !!robot.help, mine, atRobot, robot.operator].join("|");
   if (key !== tile.actionsKey) {
     tile.actionsKey = key;
-    renderActions(tile, robot, mine);
+    renderActions(tile, robot, mine, atRobot);
   }
   renderStatus(tile, robot, snapshot);
 }
@@ -228,7 +229,7 @@ function button(label, action, className, onClick) {
   return b;
 }
 
-function renderActions(tile, robot, mine) {
+function renderActions(tile, robot, mine, atRobot) {
   const box = tile.root.querySelector(".actions");
   box.replaceChildren();
   const id = robot.id;
@@ -242,12 +243,16 @@ function renderActions(tile, robot, mine) {
                button("End episode", "end", "danger", () => answer(id, "end")));
     help.append(row);
     box.append(help);
-  } else if (mine) {
+  } else if (mine || atRobot) {
     box.append(button("Hand back", "hand-back", "primary", () => api(`/api/robots/${id}/hand_back`)));
+    if (atRobot) box.append(el("span", "muted", "its own teleop device drives"));
   } else if (robot.operator && robot.driving) {
     box.append(el("span", "muted", `${robot.operator} is driving`));
   } else {
     box.append(button("Take over", "take-over", "primary", () => api(`/api/robots/${id}/take_over`)));
+    const local = button("At the robot", "take-over-local", "", () => api(`/api/robots/${id}/take_over?local=true`));
+    local.title = "someone at the robot drives it with its own teleop device (a leader arm; in the sim, the scripted operator)";
+    box.append(local);
   }
   if (robot.mode === "paused") box.append(button("Resume", "resume", "", () => api(`/api/robots/${id}/resume`)));
   else if (robot.mode !== "stopped") box.append(button("Pause", "pause", "", () => api(`/api/robots/${id}/pause`)));
@@ -417,7 +422,9 @@ function renderLearning(data) {
   for (const v of [...versions].reverse()) {
     const row = el("tr");
     row.dataset.version = v.version;
-    const perTask = Object.entries(v.task_success).map(([t, s]) => `${t} ${pct(s)}`).join(", ");
+    const tasksSeen = [...new Set([...Object.keys(v.task_success), ...Object.keys(v.task_interventions_per_episode)])].sort();
+    const perTask = tasksSeen.length > 1 ? tasksSeen.map((t) =>
+      `${t}: ${pct(v.task_success[t])}, ${fmt(v.task_interventions_per_episode[t], 2)}/ep`).join("; ") : "";
     const cells = [`v${v.version}${v.version === published ? " (published)" : ""}`, v.episodes, v.eval_episodes,
       pct(v.success_rate), perTask || "–", fmt(v.interventions_per_episode, 2), `${v.human_time_s.toFixed(0)} s`,
       fmt(v.rohe, 3), fmt(v.loss, 4), v.propagation_s === null ? "–" : `${v.propagation_s.toFixed(1)} s (${v.robots_reached})`,
