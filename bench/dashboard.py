@@ -58,7 +58,7 @@ def open_page(url: str, robots: int, counts: list):
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="fleet bench dashboard")
     parser.add_argument("--robots", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--inflight", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--preview-hz", type=float, default=5.0)

@@ -39,10 +39,22 @@ def _chunk_template(robot_id: str, steps: int) -> pb.EpisodeChunk:
                                   np.zeros(4, np.float32), "autonomous", 0.0, False) for i in range(steps)])
 
 
-def _control_stream(stub, metadata, robot_id: str, stop_at: float, preview_hz: float) -> None:
+def scene_picture() -> bytes:
+    """A real camera frame (push_cube's front camera, PNG): live pictures are as large as a real
+    robot's, not random noise that no PNG can compress."""
+    import sim
+
+    env = sim.make("push_cube")
+    try:
+        observation, _ = env.reset(seed=0)
+        return wire.png_image_to_proto("front", observation["images"]["front"]).SerializeToString()
+    finally:
+        env.close()
+
+
+def _control_stream(stub, metadata, robot_id: str, stop_at: float, preview_hz: float, picture: bytes) -> None:
     """What a real robot sends besides its episodes: a heartbeat a second and live pictures."""
-    frame = np.random.default_rng(1).integers(0, 255, CAMERAS["front"], dtype=np.uint8)
-    picture = wire.png_image_to_proto("front", frame)  # robots send their live pictures PNG-encoded
+    picture = pb.Image.FromString(picture)
 
     def messages():
         step, next_heartbeat = 0, 0.0
@@ -68,15 +80,15 @@ def _control_stream(stub, metadata, robot_id: str, stop_at: float, preview_hz: f
 
 
 def _client(address: str, robot_id: str, seconds: float, inflight: int, steps: int, start_at: float, results,
-            preview_hz: float = 0.0):
+            preview_hz: float = 0.0, picture: bytes = b""):
     channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES)])
     stub = pb_grpc.FleetLearnerStub(channel)
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     embodiment = wire.embodiment_to_proto("bench", CAMERAS, 7, 4, 10)
     stub.Register(pb.RegisterRequest(robot_id=robot_id, embodiment=embodiment), metadata=metadata, timeout=10)
     if preview_hz > 0:
-        threading.Thread(target=_control_stream, args=(stub, metadata, robot_id, start_at + seconds, preview_hz),
-                         daemon=True).start()
+        threading.Thread(target=_control_stream, args=(stub, metadata, robot_id, start_at + seconds, preview_hz,
+                                                       picture), daemon=True).start()
     template = _chunk_template(robot_id, steps)
     chunk_bytes = template.ByteSize()
     sent_at: dict[int, float] = {}
@@ -166,8 +178,9 @@ def run_arm(kind: str, robots: int, seconds: float, inflight: int, steps: int, p
         if watch is not None:
             port, dashboard_port = port
             start_at += 5.0  # and the page loaded
+        picture = scene_picture() if preview_hz > 0 else b""
         clients = [ctx.Process(target=_client, args=(f"127.0.0.1:{port}", f"bench-{i}", seconds, inflight, steps,
-                                                     start_at, results, preview_hz)) for i in range(robots)]
+                                                     start_at, results, preview_hz, picture)) for i in range(robots)]
         for c in clients:
             c.start()
         if watch is not None:

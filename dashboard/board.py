@@ -44,6 +44,7 @@ OFFLINE_AFTER_S = 5.0     # no message from a robot for this long: shown offline
 RECENT_EPISODES = 10      # success and intervention rate over this many of a robot's last episodes
 HISTORY_EVERY_S = 2.0     # the SQLite-backed part of the state is refreshed at most this often
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+INGEST_BIN_S, INGEST_BINS = 10.0, 60
 
 
 @dataclass
@@ -106,12 +107,28 @@ class FleetBoard:
         self._by_id: dict[str, CommandRecord] = {}
         self._preview_seq = 0
         self._audit_path = self.data_dir / "operator_commands.jsonl"
-        self._history: dict = {"robots": {}, "ingest_steps_per_s": 0.0, "at": 0.0}
+        self._history: dict = {"robots": {}, "at": 0.0}
+        # Steps stored, in 10 s bins (the last ten minutes), counted as chunks are acknowledged.
+        self._ingest_bins: collections.deque[list] = collections.deque(maxlen=INGEST_BINS)
         self._history_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._db_lock = threading.Lock()  # history and learning queries run in worker threads
 
     # -- live updates (control stream, event loop thread) --------------------------------------
+
+    def ingested(self, steps: int) -> None:
+        """A chunk of `steps` steps was stored (called by the episode stream: an addition, no more)."""
+        start = time.time() // INGEST_BIN_S * INGEST_BIN_S
+        if not self._ingest_bins or self._ingest_bins[-1][0] != start:
+            self._ingest_bins.append([start, 0])
+        self._ingest_bins[-1][1] += steps
+
+    def ingest_rate(self, now: float | None = None) -> float:
+        """Steps stored per second over the last full 10 s bin and the running one."""
+        now = now or time.time()
+        since = now // INGEST_BIN_S * INGEST_BIN_S - INGEST_BIN_S
+        steps = sum(count for start, count in self._ingest_bins if start >= since)
+        return steps / max(now - since, 1e-9)
 
     def on_robot_message(self, robot_id: str, message: pb.RobotMessage) -> None:
         live = self.robots[robot_id]
@@ -239,7 +256,7 @@ class FleetBoard:
             people=[dict(id=op, robot_id=robot) for op, robot in control.assignments.items() if op not in control.operators],
             help_requests=control.help_requests, served=control.served, cancelled=control.cancelled,
             published_version=current.version if current else None,
-            ingest_steps_per_s=history["ingest_steps_per_s"],
+            ingest_steps_per_s=round(self.ingest_rate(now), 1),
             commands=[c.as_dict() for c in list(self.commands)[-25:]][::-1],
         )
 
@@ -276,11 +293,8 @@ class FleetBoard:
             if rows:
                 info["recent"] = dict(episodes=len(rows), success_rate=sum(r["success"] for r in rows) / len(rows),
                                       intervention_rate=sum(r["takeovers"] > 0 for r in rows) / len(rows))
-        window = 10.0
-        steps = db.execute("SELECT COALESCE(SUM(num_steps), 0) FROM chunks WHERE stored_at > ?",
-                           (now - window,)).fetchone()[0]
         with self._history_lock:
-            self._history = dict(robots=robots, ingest_steps_per_s=steps / window, at=now)
+            self._history = dict(robots=robots, at=now)
 
     def learning(self, robots: int, operators: int) -> dict:
         """Per-version and per-task learning figures, publications, propagation and ingest over
@@ -328,10 +342,7 @@ class FleetBoard:
             entry["propagation_s"] = (max(seen) - published) if seen and published else None
             entry["robots_reached"] = len(seen)
         now = time.time()
-        bins = db.execute(
-            "SELECT CAST((stored_at - ?) / 10 AS INTEGER) AS bin, SUM(num_steps) AS steps FROM chunks "
-            "WHERE stored_at > ? GROUP BY bin ORDER BY bin", (now - 600, now - 600)).fetchall()
-        ingest = [dict(t=-600 + 10 * r["bin"], steps_per_s=r["steps"] / 10.0) for r in bins]
+        ingest = [dict(t=round(start - now), steps_per_s=count / INGEST_BIN_S) for start, count in list(self._ingest_bins)]
         robots_by_version: dict[int, list[str]] = collections.defaultdict(list)
         for robot_id, session in self.control.sessions.items():
             if session.last_heartbeat is not None:

@@ -113,7 +113,7 @@ def cmd_robot(args) -> None:
                          work_dir=Path(args.work_dir or f"runs/robots/{args.robot_id}"), demos=args.demos,
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
                          operator_segment_steps=args.operator_steps, help_gate=args.help_gate,
-                         help_wait_s=args.help_wait_s, seed=args.seed)
+                         help_wait_s=args.help_wait_s, preview_hz=args.preview_hz, seed=args.seed)
     client = RobotClient(config, driver, teleop, expert_action=help_reference)
     # SIGTERM (the demo, a process manager) stops the robot cleanly: the running episode ends as
     # "stopped", the spool drains for a moment and the loop's figures are written.
@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="when to ask for a human: FLOAT above its threshold (hold still until answered), the "
                         "sim's fixed expert-disagreement rule, or never")
     p.add_argument("--help-wait-s", type=float, default=60.0, help="with --help-gate float: give up waiting after this")
+    p.add_argument("--preview-hz", type=float, default=4.0,
+                   help="live camera pictures sent to the dashboard per second (0: none)")
     p.add_argument("--max-episodes", type=int)
     p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
     p.add_argument("--seed", type=int, default=0)

@@ -119,6 +119,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     return
                 chunk, stored = item
                 status = await stored
+                if status == "stored" and self.board is not None:
+                    self.board.ingested(len(chunk.steps))
                 if status == "stored" and chunk.episode_end and chunk.kind == pb.EPISODE_KIND_TRAINING:
                     self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
                 await context.write(pb.ChunkAck(

@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (robot_id, episode_id, sequence)
 );
 CREATE INDEX IF NOT EXISTS episodes_by_version ON episodes(policy_version, kind);
+CREATE INDEX IF NOT EXISTS episodes_by_robot ON episodes(robot_id, completed_at);
 """
 
 
