@@ -1,0 +1,125 @@
+"""RL-Co's loss (learner/algorithms/rl_co.py): the denoising chain as a Gaussian MDP, PPO with a
+value head, and the real-data anchor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from learner.algorithms.rl_co import GaussianChain, RLCoConfig, ValueHead, gae, rl_co_loss
+from policy import PolicyConfig, VLAPolicy
+
+SMALL = dict(d_model=32, n_heads=2, n_layers=1, keypoints=8, encoder_image_size=32)
+
+
+def make_policy(seed: int = 0) -> VLAPolicy:
+    torch.manual_seed(seed)
+    return VLAPolicy(PolicyConfig(vocab=("push", "cube"), **SMALL)).eval()
+
+
+def observations(policy: VLAPolicy, n: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    batch = {f"image/{cam}": torch.randint(0, 255, (n, 96, 96, 3), dtype=torch.uint8, generator=g)
+             for cam in policy.config.cameras}
+    batch["state"] = torch.randn(n, policy.config.state_dim, generator=g)
+    batch["tokens"] = policy.tokenize(["push cube"] * n)
+    return batch
+
+
+def rollout_batch(policy: VLAPolicy, chain: GaussianChain, n: int = 6) -> dict[str, torch.Tensor]:
+    batch = observations(policy, n, seed=1)
+    with torch.no_grad():
+        frames, text = policy._observation(batch, augment=False)
+        _, steps, logp = chain.sample(frames, text, torch.Generator().manual_seed(2))
+    batch.update(chain=steps, old_logp=logp, advantage=torch.linspace(-1, 1, n), **{"return": torch.rand(n)})
+    return batch
+
+
+def real_batch(policy: VLAPolicy, n: int = 4) -> dict[str, torch.Tensor]:
+    batch = observations(policy, n, seed=3)
+    batch["action"] = torch.rand(n, policy.config.horizon, policy.config.action_dim) * 2 - 1
+    batch["label_mask"] = torch.ones(n, policy.config.horizon, dtype=torch.bool)
+    return batch
+
+
+def head_grad(policy: VLAPolicy, loss: torch.Tensor) -> torch.Tensor:
+    policy.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in policy.head.parameters() if p.grad is not None])
+
+
+def test_ratio_is_one_on_the_first_minibatch_of_a_fresh_rollout():
+    policy = make_policy()
+    chain = GaussianChain(policy, steps=4, sigma=0.1)
+    rollout = rollout_batch(policy, chain)
+    loss, figures = rl_co_loss(policy, ValueHead(32), chain, rollout, real_batch(policy), RLCoConfig())
+    assert figures["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert figures["clip_fraction"] == 0.0 and abs(figures["approx_kl"]) < 1e-6
+    # After one optimiser step on the same rollout the ratio moves: the log-likelihood is the policy's.
+    optimiser = torch.optim.SGD(policy.parameters(), lr=0.05)
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    _, after = rl_co_loss(policy, ValueHead(32), chain, rollout, None, RLCoConfig())
+    assert abs(after["ratio_mean"] - 1.0) > 1e-4
+
+
+def test_both_the_ppo_term_and_the_real_data_anchor_carry_gradient_into_the_policy():
+    policy = make_policy()
+    chain = GaussianChain(policy, steps=4, sigma=0.1)
+    rollout, real = rollout_batch(policy, chain), real_batch(policy)
+    value_head = ValueHead(32)
+    torch.manual_seed(5)
+    ppo_only, _ = rl_co_loss(policy, value_head, chain, rollout, None, RLCoConfig())
+    g_ppo = head_grad(policy, ppo_only)
+    torch.manual_seed(5)
+    anchor_only = policy.compute_loss(real)
+    g_anchor = head_grad(policy, anchor_only)
+    torch.manual_seed(6)
+    both, figures = rl_co_loss(policy, value_head, chain, rollout, real, RLCoConfig(beta=0.1))
+    g_both = head_grad(policy, both)
+    assert g_ppo.norm() > 0 and g_anchor.norm() > 0
+    assert "anchor_loss" in figures
+    # The anchor's gradient is really in the total (RLinf#1368 logged it without back-propagating).
+    assert (g_both - g_ppo).norm() > 1e-3 * g_anchor.norm()
+    # The encoder learns from both terms too (it is not frozen here).
+    policy.zero_grad()
+    both2, _ = rl_co_loss(policy, value_head, chain, rollout, real, RLCoConfig())
+    both2.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.encoder_parameters())
+
+
+def test_the_chain_log_likelihood_matches_the_sampler_and_a_gaussian_by_hand():
+    policy = make_policy()
+    chain = GaussianChain(policy, steps=3, sigma=0.2)
+    batch = observations(policy, 2, seed=4)
+    with torch.no_grad():
+        frames, text = policy._observation(batch, augment=False)
+        chunk, steps, logp = chain.sample(frames, text, torch.Generator().manual_seed(0))
+        again = chain.log_prob(frames, text, steps)
+    assert steps.shape == (2, 4, policy.config.horizon, policy.config.action_dim)
+    assert torch.equal(chunk, steps[:, -1])
+    torch.testing.assert_close(again, logp)
+    # One step by hand: log N(x; mu, s^2) summed over dimensions.
+    with torch.no_grad():
+        mean = chain._mean(steps[:, 0], 0, frames, text)
+    d = mean[0].numel()
+    by_hand = (-((steps[0, 1] - mean[0]) ** 2).sum() / (2 * 0.04) - d / 2 * np.log(2 * np.pi * 0.04)).item()
+    assert chain._gaussian_log_prob(steps[:1, 1], mean[:1]).item() == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_gae_on_a_small_case():
+    rewards = np.array([0.0, 0.0, 1.0])
+    values = np.array([0.5, 0.6, 0.7])
+    adv, ret = gae(rewards, values, last_value=0.0, done=True, gamma=0.9, lam=0.8)
+    d2 = 1.0 - 0.7
+    d1 = 0.0 + 0.9 * 0.7 - 0.6
+    d0 = 0.0 + 0.9 * 0.6 - 0.5
+    a2 = d2
+    a1 = d1 + 0.9 * 0.8 * a2
+    a0 = d0 + 0.9 * 0.8 * a1
+    np.testing.assert_allclose(adv, [a0, a1, a2], rtol=1e-6)
+    np.testing.assert_allclose(ret, adv + values, rtol=1e-6)
+    cut, _ = gae(rewards, values, last_value=2.0, done=False, gamma=0.9, lam=0.8)
+    assert cut[-1] == pytest.approx(1.0 + 0.9 * 2.0 - 0.7)  # a cut-off episode bootstraps
