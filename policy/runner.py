@@ -11,6 +11,11 @@ in one batched pass and the one whose predicted past tokens lie closest to the a
 executed is kept. It starts once an action has been executed and compares up to the past tokens
 the policy was trained to predict.
 
+RL rollouts (`rl` = (denoise_steps, sigma), from an RL version's checkpoint): chunks are sampled
+as a chain of Gaussian denoising steps (learner/algorithms/rl_co.py) and the runner keeps, for the
+step that planned the chunk, the chain and its log-likelihood (`rl_extras`), which the robot
+streams with the step so that the learner's PPO can score the chunk under newer weights.
+
 The robot loop, benchmarks and evaluation scripts all run a policy through this one class, so
 they behave the same.
 """
@@ -26,9 +31,17 @@ from policy.vla import VLAPolicy
 
 
 class PolicyRunner:
-    def __init__(self, policy: VLAPolicy, seed: int = 0):
+    def __init__(self, policy: VLAPolicy, seed: int = 0, rl: tuple[int, float] | None = None):
         self.policy = policy
         config = policy.config
+        self.chain = None
+        if rl is not None:
+            from learner.algorithms.rl_co import GaussianChain  # noqa: PLC0415 (RL versions only)
+
+            if config.verify_candidates > 1:
+                raise ValueError("RL sampling and self-verification do not combine")
+            self.chain = GaussianChain(policy, steps=int(rl[0]), sigma=float(rl[1]))
+        self.planned: dict[str, np.ndarray] | None = None  # the chain of the chunk planned this step
         self.frames: deque[torch.Tensor] = deque(maxlen=config.obs_steps)
         self.executed: deque[np.ndarray] = deque(maxlen=config.past_tokens)
         self.plan: list[np.ndarray] = []
@@ -70,10 +83,24 @@ class PolicyRunner:
         if self.executed:
             self.executed[-1] = np.asarray(action, np.float32)
 
+    def rl_extras(self) -> dict[str, np.ndarray] | None:
+        """For RL rollouts, the step extras of the step `act` just ran: whether it planned a new
+        chunk, and then that chunk's denoising chain and log-likelihood (zeros otherwise, so every
+        step carries the same extras)."""
+        if self.chain is None:
+            return None
+        c = self.policy.config
+        planned = self.planned
+        return {"rl/planned": np.array(planned is not None),
+                "rl/chain": planned["chain"] if planned else np.zeros((len(self.chain.timesteps) + 1, c.horizon,
+                                                                          c.action_dim), np.float32),
+                "rl/logp": planned["logp"] if planned else np.zeros(1, np.float32)}
+
     @torch.no_grad()
     def act(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
         policy, config = self.policy, self.policy.config
         self._embedded = False
+        self.planned = None
         if not self.plan or config.obs_steps > 1:  # one frame of context is only needed to plan
             self._embed(images, state)
         if not self.plan:
@@ -82,7 +109,11 @@ class PolicyRunner:
             if text is None:
                 text = self._text[instruction] = policy.embed_text(policy.tokenize([instruction]))
             compared = min(len(self.executed), config.verified_past_tokens())
-            if config.verify_candidates > 1 and compared > 0:
+            if self.chain is not None:
+                normalized, steps, logp = self.chain.sample(window, text, self.generator)
+                chunk = policy.action_norm.unnormalize(normalized)[0].numpy()
+                self.planned = {"chain": steps[0].numpy(), "logp": logp.numpy()}
+            elif config.verify_candidates > 1 and compared > 0:
                 executed = np.stack(list(self.executed)[-compared:])
                 chunk, self.last_distances = policy.verified_chunk(window, text, executed, config.verify_candidates,
                                                                    self.generator)

@@ -155,6 +155,9 @@ class GymDriver:
     """
 
     robot_type = "gym_env"
+    # Whether this driver may serve RL rollouts (exploration by a policy in training). A
+    # bring-your-own env is not assumed to be a simulator; physical arms never are.
+    serves_rl = False
 
     def __init__(self, env_factories: Mapping[str, Callable[[], Any]], instructions: Mapping[str, str] | None = None,
                  *, control_hz: float | None = None, max_steps: int | None = None,
@@ -341,6 +344,11 @@ class SimDriver(GymDriver):
         import sim  # imported here so a physical robot never needs MuJoCo
 
         self._sim = sim
+        self.variant = variant
+        # The real-proxy variant stands in for a physical robot: demonstrations and evaluation
+        # only, never RL (it registers as a different robot type so the learner can tell).
+        self.serves_rl = variant == "sim"
+        self.robot_type = "sim_cartesian_arm" if variant == "sim" else "real_proxy_cartesian_arm"
         self._experts: dict = {}  # task -> its scripted expert, built once
         names = sim.check_tasks([tasks] if isinstance(tasks, str) else list(tasks))
         options = dict(image_size=image_size, max_steps=max_steps, variant=variant)

@@ -50,6 +50,10 @@ _MODE_TO_PROTO = {
 HELP_GATES = ("float", "rule", "off")
 
 
+class RLRefused(RuntimeError):
+    """A robot that stands in for a real one was asked to serve an RL rollout."""
+
+
 @dataclass
 class RobotConfig:
     robot_id: str
@@ -153,6 +157,13 @@ class RobotClient:
     def version(self) -> int:
         return self.checkpoint.version if self.checkpoint else -1
 
+    @property
+    def rl_sampling(self) -> tuple[int, float] | None:
+        """(denoising steps, sigma) when the running version is trained by RL (its checkpoint says
+        so): chunks are then sampled as a Gaussian chain and streamed with it."""
+        rl = self.checkpoint.meta.get("info", {}).get("rl") if self.checkpoint else None
+        return (int(rl["denoise_steps"]), float(rl["sigma"])) if rl else None
+
     # -- background helpers --------------------------------------------------------------------
 
     def _heartbeat(self) -> pb.Heartbeat:
@@ -198,6 +209,14 @@ class RobotClient:
                 if self.eval_pending and self.episodes_run % self.config.eval_every == 0:
                     task, index = self.eval_pending.pop(0)
                     self.run_episode("evaluation", EVAL_SEED_BASE + index, task)
+                elif self.rl_sampling and not getattr(self.driver, "serves_rl", False):
+                    # An RL version on a robot that stands in for a real one: evaluation only.
+                    if self.eval_pending:
+                        task, index = self.eval_pending.pop(0)
+                        self.run_episode("evaluation", EVAL_SEED_BASE + index, task)
+                    else:
+                        self._status["mode"] = pb.ROBOT_MODE_IDLE
+                        time.sleep(0.5)  # until a version it may run arrives
                 else:
                     self.run_episode("training", int(self.rng.integers(2**31)), self._next_task("training"))
         finally:
@@ -356,7 +375,11 @@ class RobotClient:
         task = task or cfg.tasks[0]
         self.task = task
         episode_id = f"{cfg.robot_id}-{uuid.uuid4().hex[:12]}"
-        runner = PolicyRunner(self.checkpoint.policy, seed) if self.checkpoint else None
+        rl = self.rl_sampling
+        if rl and kind == "training" and not getattr(self.driver, "serves_rl", False):
+            raise RLRefused(f"{cfg.robot_id} ({self.driver.robot_type}) does not serve RL rollouts: policy version "
+                            f"{self.version} is trained by RL in simulation, and this robot stands in for a real one")
+        runner = PolicyRunner(self.checkpoint.policy, seed, rl=rl) if self.checkpoint else None
         instruction = self.driver.tasks.get(task, task)
         builder = ChunkBuilder(
             dict(robot_id=cfg.robot_id, episode_id=episode_id, policy_version=self.version, task=task,
@@ -417,7 +440,9 @@ class RobotClient:
             total_reward += reward
             sources.append(source)
             done = terminated or truncated or step == self.driver.max_steps - 1
-            extras = {"float_index": np.float32(self.monitor.index)} if self.monitor.running else None
+            extras = {"float_index": np.float32(self.monitor.index)} if self.monitor.running else {}
+            if runner is not None and kind == "training":
+                extras.update(runner.rl_extras() or {})
             record = wire.step_to_proto(step, time.time(), obs.images, obs.state, action, policy_action, source,
                                         reward, done, extras)
             sealed = builder.add(record)

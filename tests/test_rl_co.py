@@ -3,10 +3,15 @@ value head, and the real-data anchor."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
+from conftest import wait_for
+from fleet.v1 import fleet_pb2 as pb
 from learner.algorithms.rl_co import GaussianChain, RLCoConfig, ValueHead, gae, rl_co_loss
 from policy import PolicyConfig, VLAPolicy
 
@@ -123,3 +128,82 @@ def test_gae_on_a_small_case():
     np.testing.assert_allclose(ret, adv + values, rtol=1e-6)
     cut, _ = gae(rewards, values, last_value=2.0, done=False, gamma=0.9, lam=0.8)
     assert cut[-1] == pytest.approx(1.0 + 0.9 * 2.0 - 0.7)  # a cut-off episode bootstraps
+
+
+def publish_rl_version(data_dir, version: int = 0, seed: int = 0) -> VLAPolicy:
+    from learner.versions import VersionRegistry
+    from policy import save_checkpoint
+    from test_float_fleet import VOCAB
+
+    torch.manual_seed(seed)
+    policy = VLAPolicy(PolicyConfig(vocab=VOCAB, **SMALL)).eval()
+    registry = VersionRegistry(data_dir)
+    save_checkpoint(registry.checkpoint_dir(version), policy, version, info={"rl": {"denoise_steps": 4, "sigma": 0.1}})
+    registry.add(version, {"test": True})
+    registry.publish(version, note="rl test")
+    registry.close()
+    return policy
+
+
+def test_sim_robots_stream_the_chain_and_the_learner_scores_it_identically(learner_thread, tmp_path):
+    from learner.store import StoreReader
+    from test_fleet_e2e import RobotThread
+
+    learner = learner_thread(train=False)
+    data_dir = tmp_path / "learner"
+    publish_rl_version(data_dir)
+    robot = RobotThread(tmp_path, learner.address, "sim-1", max_episodes=1, help_gate="off").start()
+    robot.thread.join(timeout=120)
+    assert robot.client.history and robot.client.history[0]["kind"] == "training"
+    reader = StoreReader(data_dir)
+    wait_for(lambda: reader.complete_episodes(), 60, "the episode stored")
+    episode = reader.load_episode(reader.complete_episodes()[0])
+    reader.close()
+    a = episode.arrays
+    planned = np.flatnonzero(a["extra/rl/planned"])
+    policy = robot.client.checkpoint.policy  # the weights the robot ran, as the learner loads them
+    assert planned.tolist() == list(range(0, episode.num_steps, policy.config.n_action_steps))
+    chain = GaussianChain(policy, steps=4, sigma=0.1)
+    batch = {f"image/{cam}": torch.from_numpy(a[f"image/{cam}"][planned]) for cam in policy.config.cameras}
+    batch["state"] = torch.from_numpy(a["state"][planned])
+    batch["tokens"] = policy.tokenize([robot.client.driver.tasks["push_cube"]] * len(planned))
+    with torch.no_grad():
+        frames, text = policy._observation(batch, augment=False)
+        rescored = chain.log_prob(frames, text, torch.from_numpy(a["extra/rl/chain"][planned]))
+    np.testing.assert_allclose(rescored.numpy(), a["extra/rl/logp"][planned, 0], rtol=1e-4, atol=1e-2)
+    # The executed actions are the chains' last states, unnormalised and clipped.
+    first = policy.action_norm.unnormalize(torch.from_numpy(a["extra/rl/chain"][planned[0], -1]))[0].numpy()
+    np.testing.assert_allclose(a["action"][0], np.clip(first, -1, 1), atol=1e-5)
+
+
+def test_a_real_proxy_robot_refuses_to_serve_rl_rollouts(learner_thread, tmp_path):
+    from learner.versions import VersionRegistry
+    from policy import load_checkpoint
+    from robot_client.driver import SimDriver
+    from robot_client.loop import RLRefused, RobotClient, RobotConfig
+    from robot_client.teleop import ScriptedOperator
+
+    learner = learner_thread(train=False)
+    publish_rl_version(tmp_path / "learner")
+    driver = SimDriver(["push_cube"], variant="real-proxy")
+    assert driver.robot_type == "real_proxy_cartesian_arm" and not driver.serves_rl
+    assert SimDriver(["push_cube"]).serves_rl
+    client = RobotClient(RobotConfig(robot_id="real-1", tasks=("push_cube",), learner=learner.address,
+                                     token="test-token-0123456789", work_dir=tmp_path / "real-1", realtime=False,
+                                     eval_seeds=(0,), help_gate="off", max_episodes=1),
+                         driver, ScriptedOperator(driver))
+    client.checkpoint = load_checkpoint(VersionRegistry(tmp_path / "learner").checkpoint_dir(0))
+    assert client.rl_sampling == (4, 0.1)
+    with pytest.raises(RLRefused, match="does not serve RL rollouts"):
+        client.run_episode("training", seed=1, task="push_cube")
+    client.checkpoint = None
+    client.config.max_episodes = None
+    runner = threading.Thread(target=client.run, daemon=True)  # the fleet loop, RL version arriving
+    runner.start()
+    wait_for(lambda: client.history, 60, "the evaluation episode")
+    time.sleep(3.0)  # time enough for training episodes, were any allowed
+    assert runner.is_alive(), "the robot loop died"  # it waits, idle, for a version it may run
+    assert client._status["mode"] == pb.ROBOT_MODE_IDLE
+    client.stopped.set()
+    runner.join(30)
+    assert [h["kind"] for h in client.history] == ["evaluation"]  # it evaluated the version, nothing more
