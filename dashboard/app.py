@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from dashboard.board import HISTORY_EVERY_S, FleetBoard
 from fleet.v1 import fleet_pb2 as pb
-from learner.control import ANSWERS, ControlError, FleetControl
+from learner.control import ControlError, FleetControl
 
 log = logging.getLogger("fleetlearn.dashboard")
 
@@ -201,8 +201,6 @@ class Dashboard:
 
         @app.post("/api/robots/{robot_id}/answer")
         async def answer(robot_id: str, body: Answer, operator: str = auth):
-            if body.answer not in ANSWERS:
-                raise HTTPException(422, f"answer must be one of {list(ANSWERS)}")
             return self._command(operator, f"answer help: {body.answer.replace('_', ' ')}", robot_id,
                                  lambda: [control.answer(robot_id, operator, body.answer)])
 
@@ -223,7 +221,8 @@ class Dashboard:
 
         @app.get("/api/learning")
         async def learning(operator: str = auth):
-            return await asyncio.to_thread(board.learning, len(control.sessions), len(control.operators))
+            return await asyncio.to_thread(board.learning, len(control.sessions), len(control.operators),
+                                           *board.fleet_versions())
 
         @app.post("/api/versions/{version}/publish")
         async def publish(version: int, operator: str = auth):

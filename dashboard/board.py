@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import io
 import json
 import logging
 import sqlite3
@@ -79,7 +78,7 @@ class Preview:
             if image.encoding == pb.IMAGE_ENCODING_PNG and image.data.startswith(PNG_MAGIC):
                 self._png = image.data
             else:
-                self._png = encode_png(wire.image_from_proto(image))
+                self._png = wire.png_image_to_proto(image.camera, wire.image_from_proto(image)).data
         return self._png
 
     @property
@@ -97,10 +96,9 @@ class RobotLive:
 
 
 class FleetBoard:
-    def __init__(self, control: FleetControl, data_dir: Path, registry=None, publisher=None):
+    def __init__(self, control: FleetControl, data_dir: Path, publisher=None):
         self.control = control
         self.data_dir = Path(data_dir)
-        self.registry = registry
         self.publisher = publisher
         self.robots: dict[str, RobotLive] = collections.defaultdict(RobotLive)
         self.commands: collections.deque[CommandRecord] = collections.deque(maxlen=200)
@@ -181,7 +179,11 @@ class FleetBoard:
         live = self.robots.get(robot_id)
         if live is None or live.preview is None:
             return None
-        return live.preview.seq, live.preview.png
+        try:
+            return live.preview.seq, live.preview.png
+        except Exception as exc:
+            log.warning("preview from %s unusable: %s", robot_id, exc)
+            return None
 
     def pictures_since(self, sent: dict[str, int]) -> dict[str, dict]:
         """The pictures that changed since those in `sent` (robot -> seq, updated), as base64 PNG:
@@ -192,7 +194,7 @@ class FleetBoard:
             if preview is not None and sent.get(robot_id) != preview.seq:
                 try:
                     changed[robot_id] = {"seq": preview.seq, "png": preview.base64}
-                except wire.WireError as exc:  # a malformed picture: shown as missing, said once
+                except Exception as exc:  # a malformed picture: shown as missing, said once, the stream goes on
                     log.warning("preview from %s unusable: %s", robot_id, exc)
                 sent[robot_id] = preview.seq
         return changed
@@ -227,8 +229,8 @@ class FleetBoard:
             robots.append(dict(
                 id=robot_id, online=online, mode=mode,
                 help=None if ticket is None else dict(
-                    position=ticket[0], reason=ticket[1].request.reason, score=ticket[1].request.score,
-                    threshold=ticket[1].request.threshold, holding=ticket[1].request.holding,
+                    position=ticket[0], reason=ticket[1].request.reason, score=_finite(ticket[1].request.score),
+                    threshold=_finite(ticket[1].request.threshold), holding=ticket[1].request.holding,
                     waiting_s=round(control.clock() - ticket[1].received_at, 1)),
                 operator=session.operator_id if session else None,
                 driving=bool(session and session.driving),
@@ -239,7 +241,7 @@ class FleetBoard:
                 kind=wire.PROTO_TO_KIND.get(heartbeat.episode_kind, "") if heartbeat else "",
                 episode_id=heartbeat.episode_id if heartbeat else "",
                 step=step, max_steps=heartbeat.max_steps if heartbeat else 0,
-                float_index=heartbeat.float_index if heartbeat else 0.0,
+                float_index=(_finite(heartbeat.float_index) or 0.0) if heartbeat else 0.0,
                 float_threshold=_finite(heartbeat.float_threshold) if heartbeat else None,
                 spooled_chunks=heartbeat.spooled_chunks if heartbeat else 0,
                 preview_seq=live.preview.seq if live.preview else 0,
@@ -248,8 +250,8 @@ class FleetBoard:
         current = self.publisher.current if self.publisher else None
         return dict(
             at=now, robots=robots,
-            queue=[dict(robot_id=t.robot_id, reason=t.request.reason, score=t.request.score,
-                        threshold=t.request.threshold, waiting_s=round(control.clock() - t.received_at, 1))
+            queue=[dict(robot_id=t.robot_id, reason=t.request.reason, score=_finite(t.request.score),
+                        threshold=_finite(t.request.threshold), waiting_s=round(control.clock() - t.received_at, 1))
                    for t in queue],
             priority=control.priority,
             operators=[dict(id=op, robot_id=control.assignments.get(op)) for op in control.operators],
@@ -296,13 +298,22 @@ class FleetBoard:
         with self._history_lock:
             self._history = dict(robots=robots, at=now)
 
-    def learning(self, robots: int, operators: int) -> dict:
-        """Per-version and per-task learning figures, publications, propagation and ingest over
-        time (call from a worker thread)."""
-        with self._db_lock:
-            return self._learning(robots, operators)
+    def fleet_versions(self) -> tuple[dict[str, dict[int, float]], dict[str, int]]:
+        """Copies, made on the event loop, of when each robot first ran each version and what each
+        connected robot runs now (for `learning`, which runs in a worker thread)."""
+        seen = {robot_id: dict(live.version_since) for robot_id, live in self.robots.items()}
+        running = {robot_id: s.last_heartbeat.policy_version for robot_id, s in self.control.sessions.items()
+                   if s.last_heartbeat is not None}
+        return seen, running
 
-    def _learning(self, robots: int, operators: int) -> dict:
+    def learning(self, robots: int, operators: int, seen: dict[str, dict[int, float]], running: dict[str, int]) -> dict:
+        """Per-version and per-task learning figures, publications, propagation and ingest over
+        time (call from a worker thread, with `fleet_versions()` taken on the event loop)."""
+        with self._db_lock:
+            return self._learning(robots, operators, seen, running)
+
+    def _learning(self, robots: int, operators: int, seen_at: dict[str, dict[int, float]], running: dict[str, int]
+                  ) -> dict:
         db = self._connection()
         if db is None:
             return dict(versions=[], publications=[], ingest=[], robots_by_version={})
@@ -337,16 +348,15 @@ class FleetBoard:
             entry["task_interventions_per_episode"] = interventions.get(v, {})
             entry["loss"] = losses.get(v)
             entry["human_time_s"] = entry["human_steps"] / control_hz
-            seen = [live.version_since[v] for live in self.robots.values() if v in live.version_since]
+            seen = [versions[v] for versions in seen_at.values() if v in versions]
             published = first_published.get(v)
             entry["propagation_s"] = (max(seen) - published) if seen and published else None
             entry["robots_reached"] = len(seen)
         now = time.time()
         ingest = [dict(t=round(start - now), steps_per_s=count / INGEST_BIN_S) for start, count in list(self._ingest_bins)]
         robots_by_version: dict[int, list[str]] = collections.defaultdict(list)
-        for robot_id, session in self.control.sessions.items():
-            if session.last_heartbeat is not None:
-                robots_by_version[session.last_heartbeat.policy_version].append(robot_id)
+        for robot_id, version in running.items():
+            robots_by_version[version].append(robot_id)
         return dict(versions=table, publications=publications, ingest=ingest,
                     robots_by_version={str(k): sorted(v) for k, v in robots_by_version.items()},
                     available=sorted(created))
@@ -362,9 +372,3 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()

@@ -15,7 +15,9 @@ Minimum time (`min_assignment_s`, Fleet-DAgger's minimum intervention time)
     and the operator returns to the pool once the window is over.
 
 Every request ends served (an operator assigned) or cancelled: the robot withdrew it
-(HelpCancelled: it waited too long), its episode ended, or its control stream closed.
+(HelpCancelled: it waited too long), its episode ended, or its control stream closed. Always
+help_requests == served + cancelled + len(waiting); a repeat request from a robot already queued
+is the same request.
 
 People at the dashboard are operators too, outside the pool: `person_take_over` (drive a robot
 from the browser with `jog`; it preempts a simulated operator), `person_hand_back`, `answer`
@@ -58,6 +60,10 @@ class RobotSession:
     assigned_at: float = 0.0
     driving: bool = False  # the operator is in control now (not just watching out the minimum time)
     remote: bool = False   # the driving person jogs it from the dashboard (not its own teleop device)
+    # A person's takeover not yet accepted by the robot, and the help request it answered: if the
+    # robot refuses (CommandApplied, accepted false), the request goes back in the queue.
+    takeover_command: str | None = None
+    answered: "HelpTicket | None" = None
 
 
 @dataclass
@@ -120,7 +126,6 @@ class FleetControl:
         if body == "heartbeat":
             session.last_heartbeat = message.heartbeat
         elif body == "help":
-            self.help_requests += 1
             self._on_help(session, message.help)
         elif body == "help_cancelled":
             self._cancel(robot_id, message.help_cancelled.reason or "withdrawn by the robot")
@@ -130,6 +135,14 @@ class FleetControl:
             if message.takeover_ended.operator_id in ("", session.operator_id):
                 session.driving = False
                 self._release(robot_id, force=session.operator_id not in self.operators)
+        elif body == "command_applied":
+            applied = message.command_applied
+            if applied.command_id == session.takeover_command:
+                session.takeover_command = None
+                if not applied.accepted and session.answered is not None:  # refused: the request stands
+                    self.served -= 1
+                    self.waiting.append(session.answered)
+                session.answered = None
         self.tick()
 
     def tick(self) -> None:
@@ -140,11 +153,14 @@ class FleetControl:
         self._assign()
 
     def _on_help(self, session: RobotSession, request: pb.HelpRequest) -> None:
+        if any(t.robot_id == session.robot_id for t in self.waiting):
+            return  # the robot repeated the request it has queued
+        self.help_requests += 1
         if session.operator_id is not None:
             if not session.driving:  # its operator is still watching (minimum time): straight back
                 self._hand_to(session, session.operator_id, request, queued_s=0.0)
-            return
-        if any(t.robot_id == session.robot_id for t in self.waiting):
+            else:  # asked just before its operator's takeover reached it: that takeover serves it
+                self.served += 1
             return
         self.waiting.append(HelpTicket(session.robot_id, request, next(self._arrivals), self.clock()))
 
@@ -222,15 +238,14 @@ class FleetControl:
             raise ControlError(f"robot {robot_id!r} is not connected")
         return session
 
-    def _serve_request_by(self, robot_id: str, person: str) -> bool:
+    def _serve_request_by(self, robot_id: str, person: str) -> HelpTicket | None:
         """A person answered the robot's help request: it leaves the queue as served."""
-        kept = [t for t in self.waiting if t.robot_id != robot_id]
-        answered = len(kept) != len(self.waiting)
-        if answered:
+        ticket = next((t for t in self.waiting if t.robot_id == robot_id), None)
+        if ticket is not None:
+            self.waiting.remove(ticket)
             self.served += 1
             log.info("%s answers the help request of %s", person, robot_id)
-        self.waiting = kept
-        return answered
+        return ticket
 
     def person_take_over(self, robot_id: str, person: str, remote: bool = True) -> pb.LearnerCommand:
         """The person drives `robot_id`: from afar with Jog commands (`remote`), or with the
@@ -249,11 +264,12 @@ class FleetControl:
         if current is not None:  # a simulated operator: back to the pool, its takeover ends now
             self._release(robot_id, force=True)
             self.send(robot_id, hand_back=pb.HandBack())
-        self._serve_request_by(robot_id, person)
+        session.answered = self._serve_request_by(robot_id, person)
         session.operator_id, session.driving, session.assigned_at = person, True, self.clock()
         session.remote = remote
         self.assignments[person] = robot_id
         command = self.send(robot_id, take_over=pb.TakeOver(operator_id=person, remote=remote))
+        session.takeover_command = command.command_id
         self._assign()  # a freed simulated operator may serve the queue
         return command
 
@@ -282,7 +298,9 @@ class FleetControl:
             raise ControlError(f"answer must be one of {ANSWERS}, got {answer!r}")
         if answer == "take_over":
             return self.person_take_over(robot_id, person)
-        self._session(robot_id)
+        current = self._session(robot_id).operator_id
+        if current is not None and current != person and current not in self.operators:
+            raise ControlError(f"{current} is driving {robot_id}")
         self._serve_request_by(robot_id, person)
         if answer == "continue":
             return self.send(robot_id, continue_episode=pb.ContinueEpisode(operator_id=person))

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import logging
 import multiprocessing
+import re
 import signal
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ from monitor.calibration import PercentileBook
 log = logging.getLogger("fleetlearn.learner")
 
 WEIGHTS_CHUNK_BYTES = 1 << 20
+# Robot ids appear in paths, file names and the dashboard's URLs: a safe alphabet, and not a word
+# the dashboard uses for the whole fleet.
+ROBOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED_ROBOT_IDS = frozenset({"all", "fleet"})
 HEARTBEAT_INTERVAL_S = 1.0
 # The transport accepts messages up to twice the announced limit so that the servicer, not the
 # transport, refuses most oversized chunks: with RESOURCE_EXHAUSTED, the chunk named, and a log line.
@@ -88,8 +93,9 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     async def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
         e = request.embodiment
         problem = None
-        if not request.robot_id:
-            problem = "robot_id is empty"
+        if not ROBOT_ID.fullmatch(request.robot_id) or request.robot_id in RESERVED_ROBOT_IDS:
+            problem = (f"robot_id {request.robot_id!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                       f"and not one of {sorted(RESERVED_ROBOT_IDS)}")
         elif e.state_dim <= 0 or e.action_dim <= 0:
             problem = f"state_dim and action_dim must be positive (got {e.state_dim}, {e.action_dim})"
         elif any(c.height <= 0 or c.width <= 0 or c.channels <= 0 for c in e.cameras):
@@ -237,7 +243,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     def _on_message(self, robot_id: str, message: pb.RobotMessage) -> None:
         if self.board is not None:
             self.board.on_robot_message(robot_id, message)
-        if message.WhichOneof("body") not in ("preview", "command_applied"):  # those are the dashboard's alone
+        if message.WhichOneof("body") != "preview":  # pictures are the dashboard's alone
             self.control.on_message(robot_id, message)
 
 
@@ -271,7 +277,7 @@ class Learner:
         self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)],
                                     priority=config.operator_priority, min_assignment_s=config.min_operator_s,
                                     percentiles=PercentileBook(Path(config.data_dir) / "float_percentiles.json"))
-        self.board = FleetBoard(self.control, config.data_dir, self.registry, self.publisher)
+        self.board = FleetBoard(self.control, config.data_dir, self.publisher)
         self.dashboard = None
         self.dashboard_url: str | None = None
         self.server: grpc.aio.Server | None = None

@@ -277,9 +277,10 @@ class RobotClient:
                 accepted, detail = self._take_over(command, in_episode, kind, episode_id, step)
             elif body == "hand_back":
                 if self._pending_takeover is not None:
-                    self._pending_takeover = None
+                    pending, self._pending_takeover = self._pending_takeover.take_over, None
+                    self._report_takeover_ended(episode_id, pending.operator_id, 0, step)
                     detail = "the pending takeover was withdrawn"
-                elif not self.takeover.under_takeover:
+                elif not self.takeover.holds_takeover:
                     accepted, detail = False, "nobody was driving"
                 self._end_takeover(episode_id, step)
             elif body == "pause":
@@ -318,7 +319,9 @@ class RobotClient:
         problem = None
         if order.remote and self.remote is None:
             problem = "this robot cannot be driven from afar (its driver declares no jog dimensions)"
-        elif not in_episode and order.remote:
+        elif not order.remote and not getattr(self.teleop, "can_drive", True):
+            problem = "this robot has no teleop device of its own"
+        elif order.remote and (not in_episode or kind != "training"):
             self._pending_takeover = command
             return True, "takes effect at the next training episode"
         elif not in_episode:
@@ -392,7 +395,7 @@ class RobotClient:
         self._status.update(episode_id=episode_id, step=0, kind=kind,
                             mode=pb.ROBOT_MODE_DEMONSTRATING if kind == "demonstration" else pb.ROBOT_MODE_AUTONOMOUS)
         obs = self.driver.reset(task, seed)
-        if self._pending_takeover is not None:  # a person asked for this robot between episodes
+        if self._pending_takeover is not None and kind == "training":  # a person asked for it meanwhile
             command, self._pending_takeover = self._pending_takeover, None
             self._acknowledge(command, *self._take_over(command, True, kind, episode_id, 0), episode_id, 0)
         total_reward, success, termination = 0.0, False, "timeout"
@@ -542,8 +545,7 @@ class RobotClient:
         if self._answer == "continue":
             self.monitor.continued = True
         log.info("%s: help request at step %d answered: %s", cfg.robot_id, step, self._answer)
-        if self._answer != "end":
+        if self._answer != "end":  # only "end" outlives the wait (the episode loop acts on it)
             self.monitor.restart(step)
             self._status["mode"] = _MODE_TO_PROTO[self.takeover.mode]
-        if self._answer != "end":  # only "end" outlives the wait (the episode loop acts on it)
             self._answer = None

@@ -30,6 +30,11 @@ class TakeoverController:
     def under_takeover(self) -> bool:
         return self.mode is Mode.INTERVENTION
 
+    @property
+    def holds_takeover(self) -> bool:
+        """A takeover is active, or paused and resumes when the robot does."""
+        return self.under_takeover or (self.mode is Mode.PAUSED and self._before_pause is Mode.INTERVENTION)
+
     def take_over(self, operator_id: str) -> bool:
         if self.mode is not Mode.AUTONOMOUS:
             return False
@@ -39,11 +44,15 @@ class TakeoverController:
         return True
 
     def hand_back(self) -> tuple[str, int] | None:
-        """Ends a takeover; returns (operator, human steps) or None when none was active."""
-        if self.mode is not Mode.INTERVENTION:
+        """Ends a takeover (a paused one too: the robot resumes autonomous); returns (operator,
+        human steps) or None when none was active."""
+        if not self.holds_takeover:
             return None
         ended = (self.operator_id, self.human_steps)
-        self.mode = Mode.AUTONOMOUS
+        if self.mode is Mode.PAUSED:
+            self._before_pause = Mode.AUTONOMOUS
+        else:
+            self.mode = Mode.AUTONOMOUS
         self.operator_id = None
         self.human_steps = 0
         return ended

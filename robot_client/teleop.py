@@ -111,6 +111,8 @@ class NoOperator:
     recording made-up "human" steps.
     """
 
+    can_drive = False  # the robot refuses takeovers by its own teleop device
+
     def begin(self, operator_id: str) -> None:
         raise RuntimeError(f"operator {operator_id!r} took over, but this robot has no operator to drive it "
                            "(run it with --expert to simulate one)")
@@ -138,6 +140,8 @@ class RemoteJog:
     """
 
     MAX_DURATION_S = 2.0
+    # No jog for this long: the person is gone (page closed, learner restarted): hand back.
+    IDLE_HAND_BACK_S = 30.0
 
     def __init__(self, driver, jog_dims: tuple[int, int, int] = (0, 1, 2), clock=time.monotonic):
         if len(jog_dims) != 3 or any(not 0 <= d < driver.action_dim for d in jog_dims):
@@ -150,6 +154,7 @@ class RemoteJog:
         self._velocity = np.zeros(3, np.float32)
         self._until = 0.0
         self._gripper: float | None = None
+        self._last_jog = 0.0
 
     def jog(self, dx: float, dy: float, dz: float, duration_s: float, gripper: float | None = None) -> None:
         velocity = np.array([dx, dy, dz], np.float64)
@@ -163,12 +168,14 @@ class RemoteJog:
             self._gripper = float(np.clip(gripper, -1.0, 1.0))
         self._velocity = np.clip(velocity, -1.0, 1.0).astype(np.float32)
         self._until = self.clock() + min(float(duration_s), self.MAX_DURATION_S)
+        self._last_jog = self.clock()
 
     def begin(self, operator_id: str) -> None:
         self.operator_id = operator_id
         self._velocity[:] = 0.0
         self._until = 0.0
         self._gripper = None
+        self._last_jog = self.clock()
 
     def action(self, observation: Observation) -> np.ndarray:
         last = self.driver.last_action
@@ -181,4 +188,6 @@ class RemoteJog:
         return action
 
     def wants_hand_back(self) -> bool:
-        return False  # the person hands back from the dashboard (a HandBack command)
+        """The person hands back from the dashboard (a HandBack command); a takeover whose person
+        stopped jogging long ago (a closed page, a lost connection) ends by itself."""
+        return self.clock() - self._last_jog > self.IDLE_HAND_BACK_S

@@ -93,3 +93,15 @@ def test_malformed_protobuf_bytes_are_refused(learner_thread, caplog):
                           metadata=AUTH, timeout=10)
     assert reply.max_message_bytes == wire.MAX_MESSAGE_BYTES
     channel.close()
+
+
+@pytest.mark.parametrize("robot_id", ["", "all", "fleet", "x/../all", "arm 1", "a" * 65, "-lead"])
+def test_robot_ids_outside_the_safe_alphabet_or_reserved_are_refused(learner_thread, robot_id):
+    learner = learner_thread(train=False)
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Register(pb.RegisterRequest(robot_id=robot_id, embodiment=wire.embodiment_to_proto("arm", CAMERAS, 7, 4, 10)),
+                      metadata=AUTH, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "robot_id" in info.value.details()
+    channel.close()

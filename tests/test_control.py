@@ -53,6 +53,7 @@ def check_invariants(control: FleetControl) -> None:
     assert not set(control.free_operators) & set(control.assignments), "an operator both free and assigned"
     pool_busy = [op for op in control.assignments if op in control.operators]
     assert sorted(control.free_operators + pool_busy) == sorted(control.operators)
+    assert control.help_requests == control.served + control.cancelled + len(control.waiting)
     waiting = [t.robot_id for t in control.waiting]
     assert len(waiting) == len(set(waiting)), "a robot queued twice"
     assert not set(waiting) & set(control.assignments.values()), "a robot both queued and served"
@@ -295,3 +296,26 @@ def test_random_traffic_with_people_never_double_assigns_anyone():
                 if command.WhichOneof("body") == "take_over":
                     control.on_message(robot_id, ended_by(robot_id, command.take_over.operator_id))
     assert not control.waiting and not control.assignments
+
+
+def test_a_takeover_the_robot_refuses_puts_the_answered_request_back_in_the_queue():
+    control = FleetControl([])
+    control.open("a")
+    control.on_message("a", help_message("a"))
+    command = control.person_take_over("a", "alice")
+    assert not control.waiting and control.served == 1
+    # The robot cannot be jogged (or is paused...): it refuses and gives the operator back.
+    control.on_message("a", ended_by("a", "alice"))
+    control.on_message("a", pb.RobotMessage(command_applied=pb.CommandApplied(
+        robot_id="a", command_id=command.command_id, accepted=False, detail="cannot be driven from afar")))
+    assert [t.robot_id for t in control.waiting] == ["a"] and control.served == 0
+    assert "alice" not in control.assignments
+    check_invariants(control)
+    # An accepted takeover keeps it served.
+    command = control.answer("a", "alice", "take_over")
+    control.on_message("a", pb.RobotMessage(command_applied=pb.CommandApplied(
+        robot_id="a", command_id=command.command_id, accepted=True)))
+    assert not control.waiting and control.served == 1
+    with pytest.raises(ControlError, match="alice is driving a"):
+        control.answer("a", "bob", "end")  # bob cannot end alice's takeover
+    check_invariants(control)

@@ -48,7 +48,7 @@ def fleet(learner_thread, tmp_path):
     learner = learner_thread(train=False, operators=0, dashboard_port=0, operator_token_file=tokens)
     publish_with_float(tmp_path / "learner", 0, indices=[0.0])  # tau = 0: FLOAT asks for help at once
     # arm-a never asks for help (it is the one we drive); arm-b asks at its first scored chunk.
-    robots = [RobotThread(tmp_path, learner.address, "arm-a", realtime=True, help_gate="off", max_steps=600,
+    robots = [RobotThread(tmp_path, learner.address, "arm-a", realtime=True, help_gate="off", max_steps=3000,
                           max_episodes=10**6).start(),
               RobotThread(tmp_path, learner.address, "arm-b", realtime=True, help_gate="float", help_wait_s=300,
                           max_episodes=10**6).start()]

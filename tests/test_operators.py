@@ -187,4 +187,6 @@ def test_remote_jog_moves_for_the_jog_duration_then_stops_and_holds_the_gripper(
         jog.jog(float("nan"), 0.0, 0.0, 0.3)
     with pytest.raises(ValueError):
         jog.jog(0.0, 0.0, 0.0, -1.0)
-    assert not jog.wants_hand_back()  # the person hands back from the dashboard
+    assert not jog.wants_hand_back()  # the person hands back from the dashboard...
+    now[0] += RemoteJog.IDLE_HAND_BACK_S + 1
+    assert jog.wants_hand_back()  # ...unless they stopped jogging long ago (page closed, connection lost)

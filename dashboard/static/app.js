@@ -244,25 +244,25 @@ function renderActions(tile, robot, mine, atRobot) {
     help.append(row);
     box.append(help);
   } else if (mine || atRobot) {
-    box.append(button("Hand back", "hand-back", "primary", () => api(`/api/robots/${id}/hand_back`)));
+    box.append(button("Hand back", "hand-back", "primary", () => api(`/api/robots/${encodeURIComponent(id)}/hand_back`)));
     if (atRobot) box.append(el("span", "muted", "its own teleop device drives"));
   } else if (robot.operator && robot.driving) {
     box.append(el("span", "muted", `${robot.operator} is driving`));
   } else {
-    box.append(button("Take over", "take-over", "primary", () => api(`/api/robots/${id}/take_over`)));
-    const local = button("At the robot", "take-over-local", "", () => api(`/api/robots/${id}/take_over?local=true`));
+    box.append(button("Take over", "take-over", "primary", () => api(`/api/robots/${encodeURIComponent(id)}/take_over`)));
+    const local = button("At the robot", "take-over-local", "", () => api(`/api/robots/${encodeURIComponent(id)}/take_over?local=true`));
     local.title = "someone at the robot drives it with its own teleop device (a leader arm; in the sim, the scripted operator)";
     box.append(local);
   }
-  if (robot.mode === "paused") box.append(button("Resume", "resume", "", () => api(`/api/robots/${id}/resume`)));
-  else if (robot.mode !== "stopped") box.append(button("Pause", "pause", "", () => api(`/api/robots/${id}/pause`)));
+  if (robot.mode === "paused") box.append(button("Resume", "resume", "", () => api(`/api/robots/${encodeURIComponent(id)}/resume`)));
+  else if (robot.mode !== "stopped") box.append(button("Pause", "pause", "", () => api(`/api/robots/${encodeURIComponent(id)}/pause`)));
   box.append(button("Stop", "stop", "danger", () => {
-    if (confirm(`Stop ${id}? Its robot process ends.`)) api(`/api/robots/${id}/stop`);
+    if (confirm(`Stop ${id}? Its robot process ends.`)) api(`/api/robots/${encodeURIComponent(id)}/stop`);
   }));
   if (mine) box.append(jogPad());
 }
 
-function answer(id, what) { api(`/api/robots/${id}/answer`, {answer: what}); }
+function answer(id, what) { api(`/api/robots/${encodeURIComponent(id)}/answer`, {answer: what}); }
 
 function jogPad() {
   const pad = el("div", "jogpad");
@@ -335,7 +335,7 @@ function releaseJog() {
   clearInterval(ui.jogTimer);
   ui.jogTimer = null;
   const robot = drivingRobot();
-  if (robot) api(`/api/robots/${robot}/jog`, {dx: 0, dy: 0, dz: 0, duration_s: 0.05});
+  if (robot) api(`/api/robots/${encodeURIComponent(robot)}/jog`, {dx: 0, dy: 0, dz: 0, duration_s: 0.05});
 }
 
 function sendJog() {
@@ -345,12 +345,12 @@ function sendJog() {
   const v = [0, 0, 0];
   for (const key of ui.held) JOG_KEYS[key].forEach((x, i) => { v[i] += x; });
   const clip = (x) => Math.max(-1, Math.min(1, x * speed));
-  api(`/api/robots/${robot}/jog`, {dx: clip(v[0]), dy: clip(v[1]), dz: clip(v[2]), duration_s: JOG_HOLD_S});
+  api(`/api/robots/${encodeURIComponent(robot)}/jog`, {dx: clip(v[0]), dy: clip(v[1]), dz: clip(v[2]), duration_s: JOG_HOLD_S});
 }
 
 function gripper(value) {
   const robot = drivingRobot();
-  if (robot) api(`/api/robots/${robot}/jog`, {dx: 0, dy: 0, dz: 0, gripper: value, duration_s: 0.05});
+  if (robot) api(`/api/robots/${encodeURIComponent(robot)}/jog`, {dx: 0, dy: 0, dz: 0, gripper: value, duration_s: 0.05});
 }
 
 document.addEventListener("keydown", (e) => {
@@ -363,12 +363,12 @@ document.addEventListener("keydown", (e) => {
   const robot = ui.snapshot?.robots.find((r) => r.id === ui.selected);
   if (!robot) return;
   if (key === "t") {
-    if (robot.operator === ui.me && robot.driving) api(`/api/robots/${robot.id}/hand_back`);
+    if (robot.operator === ui.me && robot.driving) api(`/api/robots/${encodeURIComponent(robot.id)}/hand_back`);
     else if (robot.help) answer(robot.id, "take_over");
-    else api(`/api/robots/${robot.id}/take_over`);
+    else api(`/api/robots/${encodeURIComponent(robot.id)}/take_over`);
   } else if (key === "c" && robot.help) answer(robot.id, "continue");
   else if (key === "e" && robot.help) answer(robot.id, "end");
-  else if (key === "p") api(`/api/robots/${robot.id}/${robot.mode === "paused" ? "resume" : "pause"}`);
+  else if (key === "p") api(`/api/robots/${encodeURIComponent(robot.id)}/${robot.mode === "paused" ? "resume" : "pause"}`);
 });
 document.addEventListener("keyup", (e) => letGoJog(e.key.toLowerCase()));
 window.addEventListener("blur", () => { if (ui.held.size) releaseJog(); });
