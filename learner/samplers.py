@@ -30,6 +30,13 @@ class LabelledEpisode:
     episode: EpisodeArrays
     labels: np.ndarray  # bool per step
     online: bool        # collected by the fleet (not an offline demonstration)
+    # Which pool its windows join for group samplers: "online" / "offline" by default; RL-Co
+    # splits demonstrations into "real" (real-proxy robots) and "sim".
+    group: str | None = None
+
+    @property
+    def pool(self) -> str:
+        return self.group or ("online" if self.online else "offline")
 
 
 @dataclass
@@ -40,9 +47,17 @@ class WindowIndex:
     past: int = 0  # action tokens before the current step (obs_steps - 1)
     episodes: list[LabelledEpisode] = field(default_factory=list)
     windows: list[tuple[int, int]] = field(default_factory=list)  # (episode position, t)
-    # The same windows split by origin, kept as they are added so samplers never rescan.
-    offline_windows: list[tuple[int, int]] = field(default_factory=list)
-    online_windows: list[tuple[int, int]] = field(default_factory=list)
+    # The same windows split by pool (LabelledEpisode.pool), kept as they are added so samplers
+    # never rescan.
+    groups: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    @property
+    def offline_windows(self) -> list[tuple[int, int]]:
+        return self.groups.get("offline", [])
+
+    @property
+    def online_windows(self) -> list[tuple[int, int]]:
+        return self.groups.get("online", [])
 
     def add(self, item: LabelledEpisode) -> int:
         position = len(self.episodes)
@@ -54,7 +69,7 @@ class WindowIndex:
         any_label = np.array([padded[t:t + self.horizon].any() for t in range(n)])
         new = [(position, int(t)) for t in np.flatnonzero(any_label)]
         self.windows.extend(new)
-        (self.online_windows if item.online else self.offline_windows).extend(new)
+        self.groups.setdefault(item.pool, []).extend(new)
         return len(new)
 
     def batch(self, picks: list[tuple[int, int]], cameras: tuple[str, ...], tokenize,
@@ -140,6 +155,29 @@ class OfflineOnlineMixSampler:
         n_offline = int(round(self.offline_fraction * batch_size))
         picks = [offline[i] for i in rng.integers(0, len(offline), n_offline)]
         picks += [online[i] for i in rng.integers(0, len(online), batch_size - n_offline)]
+        return picks
+
+
+class GroupMixSampler:
+    """Fixed fractions of each batch from named pools (e.g. RL-Co's real and sim demonstrations);
+    a pool with no windows yet gives its share to the others in proportion."""
+
+    def __init__(self, fractions: dict[str, float]):
+        if any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
+            raise ValueError(f"group fractions must be >= 0 with a positive sum, got {fractions}")
+        self.fractions = fractions
+
+    def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        present = {g: f for g, f in self.fractions.items() if f > 0 and index.groups.get(g)}
+        if not present:
+            raise ValueError(f"no windows in any of the groups {sorted(self.fractions)}")
+        total = sum(present.values())
+        counts = {g: int(round(batch_size * f / total)) for g, f in present.items()}
+        counts[next(iter(counts))] += batch_size - sum(counts.values())
+        picks = []
+        for group, n in counts.items():
+            pool = index.groups[group]
+            picks += [pool[i] for i in rng.integers(0, len(pool), n)]
         return picks
 
 

@@ -79,6 +79,8 @@ class TrainerConfig:
     # Stage 3's head starts from stage 1's trained head (weights of matching shape, token
     # positions aligned at the current step) rather than from scratch.
     warm_start_head: bool = True
+    # --algorithm rl_co: learner/rl_trainer.py's RLCoSettings (stage I mix, PPO, the anchor beta).
+    rl_co: dict = field(default_factory=dict)
 
 
 class Trainer:
@@ -346,7 +348,12 @@ def trainer_main(config: TrainerConfig, stop_event) -> None:
     """Entry point of the spawned trainer process."""
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    Trainer(config).run(should_stop=stop_event.is_set)
+    if config.algorithm == "rl_co":
+        from learner.rl_trainer import RLCoTrainer
+
+        RLCoTrainer(config).run(should_stop=stop_event.is_set)
+    else:
+        Trainer(config).run(should_stop=stop_event.is_set)
 
 
 def fit_offline(episodes: list[EpisodeArrays], updates: int, config: TrainerConfig | None = None) -> VLAPolicy:

@@ -30,13 +30,14 @@ class RobotThread:
         operator_steps = config.pop("operator_steps", 8)
         tasks = tuple(config.pop("tasks", ("push_cube",)))
         max_steps = config.pop("max_steps", None)
+        variant = config.pop("variant", "sim")
         self.config = RobotConfig(robot_id=robot_id, tasks=tasks, learner=address, token=TOKEN,
                                   work_dir=work_dir / robot_id, **{"realtime": False, **config})
         self.client: RobotClient | None = None
         self._built = threading.Event()
 
         def run():
-            driver = SimDriver(list(tasks), max_steps=max_steps)
+            driver = SimDriver(list(tasks), max_steps=max_steps, variant=variant)
             operator = ScriptedOperator(driver, segment_steps=operator_steps)
             self.client = RobotClient(self.config, driver, operator, expert_action=operator.reference_action)
             self._built.set()

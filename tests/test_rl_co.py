@@ -207,3 +207,35 @@ def test_a_real_proxy_robot_refuses_to_serve_rl_rollouts(learner_thread, tmp_pat
     client.stopped.set()
     runner.join(30)
     assert [h["kind"] for h in client.history] == ["evaluation"]  # it evaluated the version, nothing more
+
+
+def test_rl_co_runs_in_the_fleet_loop_stage_one_then_ppo_with_the_anchor(learner_thread, tmp_path):
+    """Real-proxy robots give demonstrations and evaluate; sim robots give demonstrations and
+    RL rollouts; the trainer co-trains version 0, then publishes PPO versions."""
+    from learner.versions import VersionRegistry
+    from policy import load_checkpoint
+    from test_fleet_e2e import SMALL_POLICY, RobotThread
+
+    learner = learner_thread(trainer=dict(
+        algorithm="rl_co", min_demos=4, bootstrap_updates=30, batch_size=8, policy_overrides=SMALL_POLICY,
+        rl_co=dict(episodes_per_iteration=2, minibatch=32, real_batch=8)))
+    real = RobotThread(tmp_path, learner.address, "real-1", variant="real-proxy", demos=2, eval_seeds=(0, 1),
+                       help_gate="off", max_episodes=10**6, max_steps=40).start()
+    sim = RobotThread(tmp_path, learner.address, "sim-1", demos=2, help_gate="off", max_episodes=10**6,
+                      max_steps=40).start()
+    registry = VersionRegistry(tmp_path / "learner")
+    try:
+        wait_for(lambda: (registry.latest() or 0) >= 2, 300, "two PPO versions after version 0")
+    finally:
+        real.stop()
+        sim.stop()
+    v0 = load_checkpoint(registry.checkpoint_dir(0)).meta["info"]
+    v1 = load_checkpoint(registry.checkpoint_dir(1)).meta["info"]
+    registry.close()
+    assert v0["algorithm"] == "rl_co" and v0["rl"] == {"denoise_steps": 4, "sigma": 0.1}
+    assert v1["rl_iteration"] == 1 and v1["rollout_episodes"] == 2
+    assert v1["first_ratio"] == pytest.approx(1.0, abs=1e-3)  # the robot's log-likelihoods, rescored
+    assert v1["anchor_loss"] > 0  # the real-data anchor took part
+    kinds = {h["kind"] for h in real.client.history}
+    assert kinds <= {"demonstration", "evaluation"} and "evaluation" in kinds  # never an RL rollout
+    assert any(h["kind"] == "training" for h in sim.client.history)

@@ -1,0 +1,261 @@
+"""RL-Co in the fleet: the trainer for `--algorithm rl_co` (learner/algorithms/rl_co.py has the loss).
+
+Stage I, version 0: supervised co-training on demonstrations, a fixed fraction `real_fraction` of
+every batch from real-proxy robots' demonstrations, the rest from sim robots' (`real_only`: the
+real ones alone, the baseline without simulation).
+
+Stage II, versions 1, 2, ...: PPO. Version 0 and every later version are published as RL versions
+(checkpoint info "rl"), so sim robots sample their chunks as a Gaussian chain and stream the chain
+with its log-likelihood (policy/runner.py), while real-proxy robots refuse RL rollouts and only
+run their evaluation seeds. Once `episodes_per_iteration` training episodes of the running version
+have arrived from sim robots, the trainer scores their chunks (chunk reward = the task reward of
+the steps the chunk drove; GAE over each episode's chunks; a value head on the policy's
+observation embedding), runs `epochs` passes of PPO minibatches, each with one batch of real-proxy
+demonstrations under the anchor `beta` (0: RL without the real anchor), and publishes the result.
+The RL loop is therefore the fleet loop: rollouts and weights travel as they do for HG-DAgger.
+
+The policy stays in eval mode during stage II (no augmentation), so the log-likelihood the
+trainer computes for a fresh rollout equals the one the robot recorded: PPO's ratio starts at 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from learner.algorithms.rl_co import GaussianChain, RLCoConfig, ValueHead, gae, rl_co_loss
+from learner.samplers import GroupMixSampler, LabelledEpisode
+from learner.store import EpisodeArrays
+from learner.trainer import Trainer, TrainerConfig
+from policy.vla import downsample_images
+
+log = logging.getLogger("fleetlearn.rl_co")
+
+REAL_ROBOT_TYPES = ("real_proxy_cartesian_arm",)  # robots that stand in for physical ones
+
+
+@dataclass
+class RLCoSettings:
+    real_fraction: float = 0.5        # stage I: share of each batch from real-proxy demonstrations
+    real_only: bool = False           # stage I on real-proxy demonstrations alone (baseline a)
+    rl: bool = True                   # False: stop after stage I (baseline b, SFT co-training)
+    episodes_per_iteration: int = 16  # sim rollouts of the running version per PPO iteration
+    minibatch: int = 64               # chunks per PPO minibatch
+    real_batch: int = 32              # real-proxy windows per anchor batch
+    lr: float = 3e-4
+    loss: RLCoConfig = dataclasses.field(default_factory=RLCoConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RLCoSettings":
+        values = dict(values)
+        loss = RLCoConfig(**values.pop("loss", {}))
+        return cls(loss=loss, **values)
+
+
+class RLCoTrainer(Trainer):
+    def __init__(self, config: TrainerConfig):
+        super().__init__(dataclasses.replace(config, algorithm="hg_dagger"))  # demonstrations label every step
+        self.settings = RLCoSettings.from_dict(config.rl_co)
+        s = self.settings
+        self.sampler = GroupMixSampler({"real": 1.0} if s.real_only else {"real": s.real_fraction,
+                                                                          "sim": 1.0 - s.real_fraction})
+        self.anchor_sampler = GroupMixSampler({"real": 1.0})
+        self.robot_types: dict[str, str] = {}
+        self.rollouts: list[tuple[EpisodeArrays, str]] = []  # (episode, termination) of the running version
+        self.value_head: ValueHead | None = None
+        self.rl_optimizer: torch.optim.Optimizer | None = None
+        self.iterations = 0
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def _robot_type(self, robot_id: str) -> str:
+        if robot_id not in self.robot_types:
+            row = self.reader.db.execute("SELECT embodiment FROM robots WHERE robot_id=?", (robot_id,)).fetchone()
+            from fleet.v1 import fleet_pb2 as pb
+
+            self.robot_types[robot_id] = pb.Embodiment.FromString(row["embodiment"]).robot_type if row else ""
+        return self.robot_types[robot_id]
+
+    def refresh(self) -> int:
+        """Demonstrations join the supervised index (group "real" or "sim"); untouched training
+        episodes of the running version from sim robots become rollouts."""
+        added = 0
+        for row in self.reader.complete_episodes(self.last_completed_at):
+            self.last_completed_at = max(self.last_completed_at, row["completed_at"])
+            key = (row["robot_id"], row["episode_id"])
+            if key in self.seen or (self.config.tasks is not None and row["task"] not in self.config.tasks):
+                continue
+            self.seen.add(key)
+            real = self._robot_type(row["robot_id"]) in REAL_ROBOT_TYPES
+            if row["kind"] == "demonstration":
+                if self.settings.real_only and not real:
+                    continue
+                added += self.add_demonstration(self.reader.load_episode(row), "real" if real else "sim")
+            elif (row["kind"] == "training" and not real and not row["human_steps"]
+                  and row["policy_version"] == self.version and self.version >= 0):
+                episode = self.reader.load_episode(row)
+                if "extra/rl/planned" in episode.arrays:
+                    self.rollouts.append((episode, row["termination"]))
+        return added
+
+    def add_demonstration(self, episode: EpisodeArrays, group: str) -> int:
+        episode = dataclasses.replace(episode, arrays=dict(episode.arrays))
+        for key in [k for k in episode.arrays if k.startswith("image/")]:
+            self.camera_image_size = episode.arrays[key].shape[1]
+            episode.arrays[key] = downsample_images(torch.from_numpy(episode.arrays[key]), self.image_size).numpy()
+        labels = self.algorithm.step_labels(episode)
+        return self.index.add(LabelledEpisode(episode, labels, online=False, group=group))
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def publish(self, note: str, figures: dict[str, float]) -> int:
+        """Every RL-Co version is an RL version when stage II runs: robots sample it as a chain."""
+        figures = {**figures, "algorithm": "rl_co"}
+        if self.settings.rl:
+            figures = {**figures, "rl": {"denoise_steps": self.settings.loss.denoise_steps,
+                                         "sigma": self.settings.loss.sigma}}
+        if self.value_head is not None:  # stage II publishes the weights PPO trained, not an average
+            self.ema.load_state_dict(self.policy.state_dict())
+        version = super().publish(note, figures)
+        self.rollouts = []  # the next iteration learns from the new version's rollouts only
+        return version
+
+    # -- stage II ------------------------------------------------------------------------------
+
+    def start_rl(self) -> None:
+        self.policy.load_state_dict(self.ema.state_dict())  # the weights robots run (version 0)
+        self.policy.eval()
+        self.chain = GaussianChain(self.policy, self.settings.loss.denoise_steps, self.settings.loss.sigma)
+        self.value_head = ValueHead(self.policy.config.d_model)
+        params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.rl_optimizer = torch.optim.AdamW(params, lr=self.settings.lr, betas=(0.9, 0.999), weight_decay=0.0)
+
+    def rollout_chunks(self, episodes: list[tuple[EpisodeArrays, str]]) -> dict[str, torch.Tensor]:
+        """Every planned chunk of the rollouts as one batch, with chunk rewards, GAE advantages
+        (normalised) and returns."""
+        cameras = self.policy.config.cameras
+        images = {cam: [] for cam in cameras}
+        states, chains, logps, instructions, spans = [], [], [], [], []
+        rewards, terminal = [], []
+        for episode, termination in episodes:
+            a = episode.arrays
+            planned = np.flatnonzero(a["extra/rl/planned"])
+            if len(planned) == 0:
+                continue
+            ends = np.append(planned[1:], len(a["reward"]))
+            rewards.append(np.array([a["reward"][s:e].sum() for s, e in zip(planned, ends)], np.float32))
+            terminal.append(termination in ("success", "failure"))
+            for cam in cameras:
+                images[cam].append(downsample_images(torch.from_numpy(a[f"image/{cam}"][planned]),
+                                                     self.policy.config.encoder_image_size))
+            states.append(a["state"][planned])
+            chains.append(a["extra/rl/chain"][planned])
+            logps.append(a["extra/rl/logp"][planned, 0])
+            instructions += [episode.instruction] * len(planned)
+            spans.append(len(planned))
+        batch = {f"image/{cam}": torch.cat(images[cam]) for cam in cameras}
+        batch["state"] = torch.from_numpy(np.concatenate(states))
+        batch["tokens"] = self.policy.tokenize(instructions)
+        batch["chain"] = torch.from_numpy(np.concatenate(chains))
+        batch["old_logp"] = torch.from_numpy(np.concatenate(logps))
+        with torch.no_grad():
+            values = torch.cat([self.value_head(*self.policy._observation(_rows(batch, i, i + 256), augment=False))
+                                for i in range(0, len(batch["state"]), 256)]).numpy()
+        advantages, returns, start = [], [], 0
+        cfg = self.settings.loss
+        for episode_rewards, span, done in zip(rewards, spans, terminal):
+            v = values[start:start + span]
+            adv, ret = gae(episode_rewards, v, last_value=float(v[-1]), done=done, gamma=cfg.gamma, lam=cfg.gae_lambda)
+            advantages.append(adv)
+            returns.append(ret)
+            start += span
+        advantage = np.concatenate(advantages)
+        batch["advantage"] = torch.from_numpy((advantage - advantage.mean()) / (advantage.std() + 1e-8))
+        batch["return"] = torch.from_numpy(np.concatenate(returns))
+        batch["reward"] = torch.from_numpy(np.concatenate(rewards))
+        return batch
+
+    def ppo_iteration(self, episodes: list[tuple[EpisodeArrays, str]]) -> dict[str, float]:
+        s = self.settings
+        batch = self.rollout_chunks(episodes)
+        n = len(batch["state"])
+        figures: dict[str, list[float]] = {}
+        anchor = s.loss.beta > 0 and self.index.groups.get("real")
+        for epoch in range(s.loss.epochs):
+            order = torch.from_numpy(self.rng.permutation(n))
+            for i in range(0, n, s.minibatch):
+                rollout = _rows(batch, order[i:i + s.minibatch])
+                real = None
+                if anchor:
+                    picks = self.anchor_sampler.sample(self.index, s.real_batch, self.rng)
+                    real = self.index.batch(picks, self.policy.config.cameras, self.policy.tokenize)
+                loss, step = rl_co_loss(self.policy, self.value_head, self.chain, rollout, real, s.loss)
+                self.rl_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in self.rl_optimizer.param_groups for p in g["params"]], 1.0)
+                self.rl_optimizer.step()
+                self.updates += 1
+                if epoch == 0 and i == 0:
+                    step["first_ratio"] = step["ratio_mean"]
+                for key, value in step.items():
+                    figures.setdefault(key, []).append(value)
+        self.iterations += 1
+        out = {key: float(np.mean(values)) for key, values in figures.items()}
+        out.update(rl_iteration=self.iterations, rollout_episodes=len(episodes), rollout_chunks=n,
+                   rollout_success=float(np.mean([e.success for e, _ in episodes])))
+        return out
+
+    def run(self, should_stop=lambda: False) -> None:
+        c = self.config
+        latest = self.registry.latest()
+        if latest is not None:
+            self._resume(latest)  # the value head starts afresh
+        else:
+            while self.demonstrations() < c.min_demos:
+                if should_stop():
+                    return
+                log.info("waiting for demonstrations: %d of %d", self.demonstrations(), c.min_demos)
+                time.sleep(2.0)
+        self.refresh()
+        if self.policy is None:
+            real, sim = len(self.index.groups.get("real", [])), len(self.index.groups.get("sim", []))
+            log.info("stage I: co-training on %d real-proxy and %d sim demonstration windows", real, sim)
+            loss = self.train_version_zero(should_stop)
+            if loss is None:
+                return
+            self.publish("stage I: SFT co-training" if not self.settings.real_only else "stage I: real data only",
+                         {"denoise_loss": loss})
+        if not self.settings.rl:
+            log.info("stage I only: trainer idle")
+            while not should_stop():
+                time.sleep(0.5)
+            return
+        self.start_rl()
+        while not should_stop():
+            if c.publish_until is not None and time.time() > c.publish_until:
+                log.info("publishing window closed; trainer idle")
+                while not should_stop():
+                    time.sleep(0.5)
+                return
+            self.refresh()
+            if len(self.rollouts) < self.settings.episodes_per_iteration:
+                time.sleep(0.5)
+                continue
+            figures = self.ppo_iteration(self.rollouts[:self.settings.episodes_per_iteration])
+            log.info("PPO iteration %d: %d chunks of %d episodes (success %.0f%%), ratio %.3f, clip %.2f, "
+                     "anchor %.4f", self.iterations, figures["rollout_chunks"], figures["rollout_episodes"],
+                     100 * figures["rollout_success"], figures["ratio_mean"], figures["clip_fraction"],
+                     figures.get("anchor_loss", float("nan")))
+            self.publish(f"RL-Co iteration {self.iterations}", figures)
+
+
+def _rows(batch: dict[str, torch.Tensor], start, end=None) -> dict[str, torch.Tensor]:
+    """Rows of every tensor of a batch: a slice [start:end], or an index tensor."""
+    if end is not None:
+        return {k: v[start:end] for k, v in batch.items()}
+    return {k: v[start] for k, v in batch.items()}
