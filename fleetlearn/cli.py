@@ -42,6 +42,9 @@ def cmd_learner(args) -> None:
                    policy_overrides=POLICY_PRESETS[args.policy], head_updates=args.head_updates)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
+    if args.algorithm == "rl_co":
+        trainer["rl_co"] = dict(real_fraction=args.real_fraction, real_only=args.real_only, rl=not args.no_rl,
+                                episodes_per_iteration=args.rl_episodes, lr=args.rl_lr, loss=dict(beta=args.beta))
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
                         operators=args.operators, operator_priority=args.operator_priority,
                         min_operator_s=args.min_operator_s, train=not args.no_train, trainer=trainer,
@@ -167,7 +170,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="help queue order: first come first served, or the highest FLOAT index first")
     p.add_argument("--min-operator-s", type=float, default=0.0,
                    help="an assigned operator stays with a robot at least this many seconds")
-    p.add_argument("--algorithm", default="hg_dagger")
+    p.add_argument("--algorithm", default="hg_dagger", choices=["hg_dagger", "rl_co"],
+                   help="hg_dagger: learn from interventions; rl_co: co-train on real-proxy + sim demos, then PPO "
+                        "in sim anchored on real data")
+    p.add_argument("--real-fraction", type=float, default=0.5,
+                   help="rl_co stage I: share of each batch from real-proxy demonstrations")
+    p.add_argument("--real-only", action="store_true", help="rl_co stage I on real-proxy demonstrations alone")
+    p.add_argument("--no-rl", action="store_true", help="rl_co: stop after stage I (SFT co-training)")
+    p.add_argument("--beta", type=float, default=0.1, help="rl_co: weight of the real-data anchor (0: none)")
+    p.add_argument("--rl-episodes", type=int, default=16, help="rl_co: sim rollouts per PPO iteration")
+    p.add_argument("--rl-lr", type=float, default=1e-5, help="rl_co: PPO learning rate (policy and value head)")
     p.add_argument("--sampler", default="offline_online_mix", help="uniform or offline_online_mix")
     p.add_argument("--use-autonomous-successes", action="store_true",
                    help="HG-DAgger: also train on autonomous steps of successful episodes")

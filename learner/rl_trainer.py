@@ -47,7 +47,7 @@ class RLCoSettings:
     episodes_per_iteration: int = 16  # sim rollouts of the running version per PPO iteration
     minibatch: int = 64               # chunks per PPO minibatch
     real_batch: int = 32              # real-proxy windows per anchor batch
-    lr: float = 3e-4
+    lr: float = 1e-5  # small: the chain's log-likelihood sums 4 x horizon x action_dim Gaussian terms
     loss: RLCoConfig = dataclasses.field(default_factory=RLCoConfig)
 
     @classmethod
@@ -212,16 +212,8 @@ class RLCoTrainer(Trainer):
 
     def run(self, should_stop=lambda: False) -> None:
         c = self.config
-        latest = self.registry.latest()
-        if latest is not None:
-            self._resume(latest)  # the value head starts afresh
-        else:
-            while self.demonstrations() < c.min_demos:
-                if should_stop():
-                    return
-                log.info("waiting for demonstrations: %d of %d", self.demonstrations(), c.min_demos)
-                time.sleep(2.0)
-        self.refresh()
+        if not self.resume_or_wait_for_demos(should_stop):  # after a restart the value head starts afresh
+            return
         if self.policy is None:
             real, sim = len(self.index.groups.get("real", [])), len(self.index.groups.get("sim", []))
             log.info("stage I: co-training on %d real-proxy and %d sim demonstration windows", real, sim)

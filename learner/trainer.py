@@ -298,18 +298,25 @@ class Trainer:
 
     # -- main loop -----------------------------------------------------------------------------
 
-    def run(self, should_stop=lambda: False) -> None:
-        c = self.config
+    def resume_or_wait_for_demos(self, should_stop) -> bool:
+        """Resumes from the latest published version, or waits for `min_demos` demonstrations;
+        False if told to stop meanwhile. Then loads what the store holds."""
         latest = self.registry.latest()
         if latest is not None:
             self._resume(latest)
         else:
-            while self.demonstrations() < c.min_demos:
+            while self.demonstrations() < self.config.min_demos:
                 if should_stop():
-                    return
-                log.info("waiting for demonstrations: %d of %d", self.demonstrations(), c.min_demos)
+                    return False
+                log.info("waiting for demonstrations: %d of %d", self.demonstrations(), self.config.min_demos)
                 time.sleep(2.0)
         self.refresh()
+        return True
+
+    def run(self, should_stop=lambda: False) -> None:
+        c = self.config
+        if not self.resume_or_wait_for_demos(should_stop):
+            return
         if self.policy is None:
             loss = self.train_version_zero(should_stop)
             if loss is None:
