@@ -1,0 +1,269 @@
+"""RL-Co against its baselines: success on the real-proxy variant (the stand-in for the real world)
+and on the sim variant, per seed, with the same tasks, demonstrations and budgets for every arm.
+
+Per seed:
+  1. demonstrations through the fleet: one real-proxy robot records `--real-demos` per task, sim
+     robots record `--sim-demos` per task (a learner stores them; nothing trains yet);
+  2. arm (a), real only: stage I on the real-proxy demonstrations alone;
+     arm (b), SFT co-training: stage I on both at `--real-fraction`; it is also version 0 of (c)/(d);
+  3. arm (c), RL-Co: the fleet loop from version 0 for `--rl-minutes`: sim robots stream RL
+     rollouts, the trainer runs PPO with the real-data anchor (beta `--beta`);
+     arm (d), RL without the anchor: the same with beta 0;
+  4. every arm's final policy runs `--eval-episodes` evaluation seeds per task on each variant, all
+     with the same sampler (the 4-step Gaussian chain RL trains).
+
+Figures: real_proxy_success and sim_success {arm: mean over seeds}, per_seed, episodes_per_arm,
+seeds, rl_iterations, and a plot of rollout success over PPO iterations (arms c and d).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.sim import EVAL_SEED_BASE, _env, _run_episode, _run_pool
+
+ARMS = ("real_only", "sft_cotrain", "rl_co", "rl_no_anchor")
+TOKEN = "rlco-bench-token-0123456789"
+CHAIN = (4, 0.1)  # the evaluation sampler of every arm
+
+
+def _fleet(args: list[str], log_path: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fleetlearn.cli", *args], stdout=open(log_path, "w"),
+                            stderr=subprocess.STDOUT, env=env)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _learner(data: Path, port: int, extra: list[str], logs: Path, env: dict, name: str) -> subprocess.Popen:
+    data.parent.mkdir(parents=True, exist_ok=True)
+    tokens = data.parent / "tokens.txt"
+    tokens.write_text(TOKEN + "\n")
+    proc = _fleet(["learner", "--data", str(data), "--host", "127.0.0.1", "--port", str(port), "--token-file",
+                   str(tokens), "--dashboard-port", "-1", *extra], logs / f"{name}-learner.log", env)
+    deadline = time.time() + 60
+    while b"listening" not in (logs / f"{name}-learner.log").read_bytes():
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the {name} learner did not start; see {logs}")
+        time.sleep(0.2)
+    return proc
+
+
+def _robot(port: int, robot_id: str, tasks: str, work: Path, logs: Path, env: dict, extra: list[str]) -> subprocess.Popen:
+    return _fleet(["robot", "--sim", tasks, "--learner", f"127.0.0.1:{port}", "--token-file",
+                   str(work.parent / "tokens.txt"), "--robot-id", robot_id, "--work-dir", str(work / robot_id),
+                   "--fast", "--help-gate", "off", "--preview-hz", "0", *extra], logs / f"{robot_id}.log", env)
+
+
+def record_demonstrations(data: Path, tasks: list[str], args, seed: int, logs: Path, env: dict) -> None:
+    """Step 1: real-proxy and sim demonstrations recorded by robots into a learner's store."""
+    port = _free_port()
+    learner = _learner(data, port, ["--no-train"], logs, env, "demos")
+    per_sim_robot = -(-args.sim_demos * len(tasks) // args.sim_robots)
+    robots = [_robot(port, "real-1", ",".join(tasks), data.parent / "robots", logs, env,
+                     ["--variant", "real-proxy", "--demos", str(args.real_demos * len(tasks)),
+                      "--max-episodes", str(args.real_demos * len(tasks)), "--seed", str(1000 * seed + 1)])]
+    robots += [_robot(port, f"sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
+                      ["--demos", str(per_sim_robot), "--max-episodes", str(per_sim_robot),
+                       "--seed", str(1000 * seed + 2 + i)]) for i in range(args.sim_robots)]
+    for robot in robots:
+        robot.wait()
+    time.sleep(2.0)
+    _stop([learner])
+
+
+def stage_one(data: Path, out_dir: Path, args, seed: int, real_only: bool, publish: bool) -> Path:
+    """Stage I in this process on the store's demonstrations; returns the checkpoint directory."""
+    import torch
+
+    from learner.rl_trainer import RLCoTrainer
+    from learner.trainer import TrainerConfig
+    from policy import save_checkpoint
+
+    torch.set_num_threads(1)
+    config = TrainerConfig(data_dir=data, algorithm="rl_co", bootstrap_updates=args.bootstrap_updates, seed=seed,
+                           rl_co=dict(real_fraction=args.real_fraction, real_only=real_only, rl=publish))
+    trainer = RLCoTrainer(config)
+    trainer.refresh()
+    print(f"  stage I ({'real only' if real_only else 'co-training'}): {len(trainer.index.groups.get('real', []))} "
+          f"real-proxy and {len(trainer.index.groups.get('sim', []))} sim windows, {args.bootstrap_updates} updates",
+          flush=True)
+    trainer.train_version_zero()
+    if publish:  # version 0 of the RL arms, published into their store
+        trainer.publish("stage I: SFT co-training", {})
+    save_checkpoint(out_dir, trainer.ema, 0, info={"arm": "real_only" if real_only else "sft_cotrain"})
+    trainer.reader.close()
+    trainer.registry.close()
+    return out_dir
+
+
+def rl_run(data: Path, tasks: list[str], args, seed: int, beta: float, logs: Path, env: dict, name: str) -> Path:
+    """Step 3: the fleet loop from version 0 for `rl_minutes`; returns the last version's checkpoint."""
+    from learner.versions import VersionRegistry
+
+    port = _free_port()
+    learner = _learner(data, port, ["--algorithm", "rl_co", "--beta", str(beta), "--rl-episodes",
+                                    str(args.rl_episodes), "--tasks", ",".join(tasks)], logs, env, name)
+    robots = [_robot(port, f"{name}-sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
+                     ["--seed", str(1000 * seed + 50 + i)]) for i in range(args.sim_robots)]
+    started = time.time()
+    try:
+        while time.time() - started < args.rl_minutes * 60:
+            time.sleep(15)
+            registry = VersionRegistry(data)
+            print(f"  {name}: {(time.time() - started) / 60:4.1f} / {args.rl_minutes:g} min, version "
+                  f"{registry.latest()}", flush=True)
+            registry.close()
+    finally:
+        _stop(robots + [learner])
+    registry = VersionRegistry(data)
+    latest = registry.latest()
+    directory = registry.checkpoint_dir(latest)
+    registry.close()
+    return directory
+
+
+def _eval_episode(job) -> tuple[str, str, str, bool]:
+    """One evaluation seed of one arm's policy (the same chain sampler for every arm)."""
+    from bench.sim import _policy
+    from policy import PolicyRunner
+
+    arm, task, variant, seed, checkpoint_dir = job
+    env = _env(task, variant, None)
+    runner = PolicyRunner(_policy(checkpoint_dir), seed, rl=CHAIN)
+    info = _run_episode(env, seed, lambda obs: runner.act(obs["images"], obs["state"], env.instruction))
+    return arm, task, variant, bool(info["is_success"])
+
+
+def rollout_curve(data: Path) -> list[tuple[int, float]]:
+    """(PPO iteration, rollout success) of every RL version in a store."""
+    from learner.versions import VersionRegistry
+
+    registry = VersionRegistry(data)
+    curve = []
+    for row in registry.db.execute("SELECT version, info FROM policy_versions ORDER BY version"):
+        info = json.loads(row[1])
+        if "rl_iteration" in info:
+            curve.append((info["rl_iteration"], info["rollout_success"]))
+    registry.close()
+    return curve
+
+
+def main(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser(prog="fleet bench rlco")
+    parser.add_argument("--tasks", default="reach")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--real-demos", type=int, default=20, help="real-proxy demonstrations per task (fixed)")
+    parser.add_argument("--sim-demos", type=int, default=100, help="sim demonstrations per task")
+    parser.add_argument("--real-fraction", type=float, default=0.5)
+    parser.add_argument("--bootstrap-updates", type=int, default=2000)
+    parser.add_argument("--rl-minutes", type=float, default=12.0, help="RL time of each RL arm per seed")
+    parser.add_argument("--rl-episodes", type=int, default=16)
+    parser.add_argument("--sim-robots", type=int, default=2)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--eval-episodes", type=int, default=50, help="per task, variant and arm")
+    parser.add_argument("--plot", default="docs/rlco.png")
+    parser.add_argument("--keep", help="keep the stores and logs here")
+    args = parser.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rlco-"))
+    started = time.time()
+    per_seed, curves = {}, {}
+    pool = multiprocessing.get_context("spawn").Pool(2)
+    try:
+        for seed in seeds:
+            base = root / f"seed{seed}"
+            logs = base / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            print(f"seed {seed}: demonstrations ({args.real_demos} real-proxy, {args.sim_demos} sim per task)...", flush=True)
+            record_demonstrations(base / "demos" / "learner", tasks, args, seed, logs, env)
+            for arm in ("a", "c", "d"):
+                shutil.copytree(base / "demos", base / arm)
+            checkpoints = {"real_only": stage_one(base / "a" / "learner", base / "arm_a", args, seed, True, False),
+                           "sft_cotrain": stage_one(base / "c" / "learner", base / "arm_b", args, seed, False, True)}
+            shutil.rmtree(base / "d")
+            shutil.copytree(base / "c", base / "d")  # (d) starts from the same version 0 as (c)
+            checkpoints["rl_co"] = rl_run(base / "c" / "learner", tasks, args, seed, args.beta, logs, env, "rl_co")
+            checkpoints["rl_no_anchor"] = rl_run(base / "d" / "learner", tasks, args, seed, 0.0, logs, env, "rl_no_anchor")
+            curves[seed] = {arm: rollout_curve(base / key / "learner") for arm, key in (("rl_co", "c"), ("rl_no_anchor", "d"))}
+            jobs = [(arm, task, variant, EVAL_SEED_BASE + i, str(checkpoints[arm]))
+                    for arm in ARMS for task in tasks for variant in ("real-proxy", "sim")
+                    for i in range(args.eval_episodes)]
+            results = _run_pool(pool, _eval_episode, jobs, f"seed {seed} evaluation")
+            per_seed[seed] = {variant: {arm: float(np.mean([ok for a, _, v, ok in results if a == arm and v == variant]))
+                                        for arm in ARMS} for variant in ("real-proxy", "sim")}
+            print(f"seed {seed}: real-proxy {per_seed[seed]['real-proxy']}, sim {per_seed[seed]['sim']} "
+                  f"({(time.time() - started) / 60:.0f} min so far)", flush=True)
+    finally:
+        pool.close()
+        pool.join()
+    mean = {variant: {arm: round(float(np.mean([per_seed[s][variant][arm] for s in seeds])), 3) for arm in ARMS}
+            for variant in ("real-proxy", "sim")}
+    figures = {
+        "real_proxy_success": mean["real-proxy"], "sim_success": mean["sim"],
+        "per_seed": {str(s): per_seed[s] for s in seeds}, "seeds": seeds, "tasks": tasks,
+        "episodes_per_arm": args.eval_episodes * len(tasks) * len(seeds),
+        "rl_co_over_sft_cotrain_points": round(100 * (mean["real-proxy"]["rl_co"] - mean["real-proxy"]["sft_cotrain"]), 1),
+        "rl_co_over_real_only_points": round(100 * (mean["real-proxy"]["rl_co"] - mean["real-proxy"]["real_only"]), 1),
+        "rl_iterations": {str(s): {arm: len(curve) for arm, curve in curves[s].items()} for s in seeds},
+        "rl_minutes_per_arm": args.rl_minutes, "real_demos_per_task": args.real_demos,
+        "sim_demos_per_task": args.sim_demos, "wall_minutes": round((time.time() - started) / 60, 1),
+    }
+    _plot(curves, mean, Path(args.plot))
+    print(f"real-proxy success: {mean['real-proxy']}; sim success: {mean['sim']}; plot {args.plot}", flush=True)
+    return figures
+
+
+def _plot(curves: dict, mean: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for seed, arms in curves.items():
+        for arm, style in (("rl_co", "-"), ("rl_no_anchor", "--")):
+            if arms[arm]:
+                x, y = zip(*arms[arm])
+                left.plot(x, y, style, label=f"{arm}, seed {seed}")
+    left.set(xlabel="PPO iteration", ylabel="rollout success (sim)", title="RL in the fleet loop", ylim=(0, 1))
+    left.legend(fontsize=8)
+    x = np.arange(len(ARMS))
+    right.bar(x - 0.2, [mean["real-proxy"][a] for a in ARMS], 0.4, label="real-proxy")
+    right.bar(x + 0.2, [mean["sim"][a] for a in ARMS], 0.4, label="sim")
+    right.set_xticks(x, ARMS)
+    right.set(ylabel="evaluation success", ylim=(0, 1), title="final policies")
+    right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
