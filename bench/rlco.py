@@ -131,7 +131,8 @@ def rl_run(data: Path, tasks: list[str], args, seed: int, beta: float, logs: Pat
 
     port = _free_port()
     learner = _learner(data, port, ["--algorithm", "rl_co", "--beta", str(beta), "--rl-episodes",
-                                    str(args.rl_episodes), "--tasks", ",".join(tasks)], logs, env, name)
+                                    str(args.rl_episodes), "--rl-lr", str(args.rl_lr), "--tasks", ",".join(tasks)],
+                       logs, env, name)
     robots = [_robot(port, f"{name}-sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
                      ["--seed", str(1000 * seed + 50 + i)]) for i in range(args.sim_robots)]
     started = time.time()
@@ -187,6 +188,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--bootstrap-updates", type=int, default=2000)
     parser.add_argument("--rl-minutes", type=float, default=12.0, help="RL time of each RL arm per seed")
     parser.add_argument("--rl-episodes", type=int, default=16)
+    parser.add_argument("--rl-lr", type=float, default=1e-5)
     parser.add_argument("--sim-robots", type=int, default=2)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--eval-episodes", type=int, default=50, help="per task, variant and arm")
@@ -236,7 +238,7 @@ def main(argv: list[str]) -> dict:
         "rl_co_over_sft_cotrain_points": round(100 * (mean["real-proxy"]["rl_co"] - mean["real-proxy"]["sft_cotrain"]), 1),
         "rl_co_over_real_only_points": round(100 * (mean["real-proxy"]["rl_co"] - mean["real-proxy"]["real_only"]), 1),
         "rl_iterations": {str(s): {arm: len(curve) for arm, curve in curves[s].items()} for s in seeds},
-        "rl_minutes_per_arm": args.rl_minutes, "real_demos_per_task": args.real_demos,
+        "rl_minutes_per_arm": args.rl_minutes, "rl_lr": args.rl_lr, "real_demos_per_task": args.real_demos,
         "sim_demos_per_task": args.sim_demos, "wall_minutes": round((time.time() - started) / 60, 1),
     }
     _plot(curves, mean, Path(args.plot))
