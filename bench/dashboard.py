@@ -19,28 +19,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import statistics
 import tempfile
 import time
 
 from bench.ingest import run_arm
+from dashboard.browser import find_chromium, launch
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @contextlib.contextmanager
 def open_page(url: str, robots: int, counts: list):
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
         low_priority = os.path.join(tmp, "chromium-nice")
         with open(low_priority, "w") as f:
-            f.write(f'#!/bin/sh\nexec nice -n 19 {chromium} "$@"\n')
+            f.write(f'#!/bin/sh\nexec nice -n 19 {find_chromium()} "$@"\n')
         os.chmod(low_priority, 0o755)
-        browser = p.chromium.launch(executable_path=low_priority, args=CHROMIUM_ARGS)
+        browser = launch(p, executable=low_priority)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.goto(url)
         page.wait_for_function(f"document.querySelectorAll('.tile').length >= {robots}", timeout=30_000)
@@ -63,7 +60,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--preview-hz", type=float, default=5.0)
     args = parser.parse_args(argv)
-    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+    if find_chromium() is None:
         raise SystemExit("fleet bench dashboard needs chromium (Debian: apt-get install chromium) and playwright")
     runs = {"without": [], "with_page": []}
     counts: list = []

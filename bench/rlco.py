@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.sim import EVAL_SEED_BASE, _env, _run_episode, _run_pool
+from fleetlearn.demo import free_port
 
 ARMS = ("real_only", "sft_cotrain", "rl_co", "rl_no_anchor")
 TOKEN = "rlco-bench-token-0123456789"
@@ -42,14 +43,6 @@ CHAIN = (4, 0.1)  # the evaluation sampler of every arm
 def _fleet(args: list[str], log_path: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "fleetlearn.cli", *args], stdout=open(log_path, "w"),
                             stderr=subprocess.STDOUT, env=env)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -85,7 +78,7 @@ def _robot(port: int, robot_id: str, tasks: str, work: Path, logs: Path, env: di
 
 def record_demonstrations(data: Path, tasks: list[str], args, seed: int, logs: Path, env: dict) -> None:
     """Step 1: real-proxy and sim demonstrations recorded by robots into a learner's store."""
-    port = _free_port()
+    port = free_port()
     learner = _learner(data, port, ["--no-train"], logs, env, "demos")
     per_sim_robot = -(-args.sim_demos * len(tasks) // args.sim_robots)
     robots = [_robot(port, "real-1", ",".join(tasks), data.parent / "robots", logs, env,
@@ -129,7 +122,7 @@ def rl_run(data: Path, tasks: list[str], args, seed: int, beta: float, logs: Pat
     """Step 3: the fleet loop from version 0 for `rl_minutes`; returns the last version's checkpoint."""
     from learner.versions import VersionRegistry
 
-    port = _free_port()
+    port = free_port()
     learner = _learner(data, port, ["--algorithm", "rl_co", "--beta", str(beta), "--rl-episodes",
                                     str(args.rl_episodes), "--rl-lr", str(args.rl_lr), "--tasks", ",".join(tasks)],
                        logs, env, name)

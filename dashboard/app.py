@@ -18,7 +18,6 @@ import json
 import logging
 import secrets
 import socket
-import time
 from pathlib import Path
 
 import uvicorn
@@ -28,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from dashboard.board import HISTORY_EVERY_S, FleetBoard
 from fleet.v1 import fleet_pb2 as pb
-from learner.control import ControlError, FleetControl
+from learner.control import ControlError, FleetControl, RobotNotConnected
 
 log = logging.getLogger("fleetlearn.dashboard")
 
@@ -242,14 +241,11 @@ class Dashboard:
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=7 * 24 * 3600)
 
     def _command(self, operator: str, action: str, robot_id: str, issue, detail: str = "", visible: bool = True):
-        if robot_id != "all" and robot_id not in self.control.sessions:
-            self.board.record_refusal(operator, action, robot_id, "not connected")
-            raise HTTPException(404, f"robot {robot_id!r} is not connected")
         try:
             commands = issue()
         except ControlError as exc:
             self.board.record_refusal(operator, action, robot_id, str(exc))
-            raise HTTPException(409, str(exc)) from exc
+            raise HTTPException(404 if isinstance(exc, RobotNotConnected) else 409, str(exc)) from exc
         return {"commands": self.board.record(operator, action, commands, detail, visible=visible)}
 
     # -- serving -------------------------------------------------------------------------------
@@ -277,7 +273,7 @@ class Dashboard:
     async def _refresh_history(self) -> None:
         """The SQLite-backed part of the board, refreshed while a page is open."""
         while True:
-            if self.clients > 0 or time.time() - self.board._history["at"] > 30:
+            if self.clients > 0 or self.board.history_age_s > 30:
                 try:
                     await asyncio.to_thread(self.board.refresh_history)
                 except Exception as exc:  # a locked or missing index: keep the last figures

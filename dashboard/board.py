@@ -105,6 +105,7 @@ class FleetBoard:
         self._by_id: dict[str, CommandRecord] = {}
         self._preview_seq = 0
         self._audit_path = self.data_dir / "operator_commands.jsonl"
+        self._audit_file = None  # opened at the first command, kept open (jogs come several a second)
         self._history: dict = {"robots": {}, "at": 0.0}
         # Steps stored, in 10 s bins (the last ten minutes), counted as chunks are acknowledged.
         self._ingest_bins: collections.deque[list] = collections.deque(maxlen=INGEST_BINS)
@@ -171,9 +172,10 @@ class FleetBoard:
         self._audit([dict(at=time.time(), operator=operator, robot_id=robot_id, action=action, refused=why)])
 
     def _audit(self, entries: list[dict]) -> None:
-        with open(self._audit_path, "a") as audit:
-            for entry in entries:
-                audit.write(json.dumps(entry) + "\n")
+        if self._audit_file is None:
+            self._audit_file = open(self._audit_path, "a", buffering=1)  # line-buffered: each entry lands whole
+        for entry in entries:
+            self._audit_file.write(json.dumps(entry) + "\n")
 
     def preview_png(self, robot_id: str) -> tuple[int, bytes] | None:
         live = self.robots.get(robot_id)
@@ -204,8 +206,7 @@ class FleetBoard:
     def snapshot(self) -> dict:
         now = time.time()
         control = self.control
-        queue = sorted(control.waiting, key=lambda t: (-t.urgency, t.arrival)) if control.priority == "float" \
-            else sorted(control.waiting, key=lambda t: t.arrival)
+        queue = control.service_order()
         queued = {t.robot_id: (i + 1, t) for i, t in enumerate(queue)}
         with self._history_lock:
             history = self._history
@@ -361,7 +362,15 @@ class FleetBoard:
                     robots_by_version={str(k): sorted(v) for k, v in robots_by_version.items()},
                     available=sorted(created))
 
+    @property
+    def history_age_s(self) -> float:
+        """Seconds since the store-backed part of the board was last refreshed."""
+        return time.time() - self._history["at"]
+
     def close(self) -> None:
+        if self._audit_file is not None:
+            self._audit_file.close()
+            self._audit_file = None
         with self._db_lock:
             if self._db is not None:
                 self._db.close()

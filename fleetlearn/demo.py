@@ -86,7 +86,7 @@ class DemoConfig:
         return 1500 if len(self.tasks) == 1 else 3000
 
 
-def _free_port(preferred: int = 0) -> int:
+def free_port(preferred: int = 0) -> int:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", preferred))
@@ -105,8 +105,8 @@ def run_demo(config: DemoConfig) -> dict:
     token_file.write_text(secrets.token_hex(16) + "\n")
     operator_token = secrets.token_urlsafe(24)
     (out / "operators.txt").write_text(f"operator {operator_token}\n")
-    port = _free_port()
-    dashboard_port = _free_port(config.dashboard_port) if config.dashboard_port >= 0 else -1
+    port = free_port()
+    dashboard_port = free_port(config.dashboard_port) if config.dashboard_port >= 0 else -1
     started = time.time()
     deadline = started + config.minutes * 60
     publish_until = deadline - config.final_eval_s
@@ -197,21 +197,18 @@ def run_demo(config: DemoConfig) -> dict:
 
 def save_screenshot(url: str, path: Path) -> None:
     """A picture of the dashboard's fleet view, taken in headless Chromium (if it is installed)."""
-    import shutil
+    from dashboard.browser import find_chromium, launch
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         print("no screenshot: playwright is not installed", flush=True)
         return
-    if chromium is None:
+    if find_chromium() is None:
         print("no screenshot: chromium is not installed", flush=True)
         return
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.goto(url)
         page.wait_for_selector(".tile img[src]", timeout=30_000)

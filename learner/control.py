@@ -50,6 +50,10 @@ class ControlError(ValueError):
     """A person's command that cannot be carried out (the message says why)."""
 
 
+class RobotNotConnected(ControlError):
+    """The command names a robot without an open control stream."""
+
+
 @dataclass
 class RobotSession:
     robot_id: str
@@ -204,11 +208,14 @@ class FleetControl:
         if operator in self.operators:  # people are not part of the pool
             self.free_operators.append(operator)
 
-    def _next_ticket(self) -> HelpTicket:
+    def service_order(self) -> list[HelpTicket]:
+        """The waiting requests in the order operators will serve them."""
         if self.priority == "float":
-            ticket = max(self.waiting, key=lambda t: (t.urgency, -t.arrival))
-        else:
-            ticket = min(self.waiting, key=lambda t: t.arrival)
+            return sorted(self.waiting, key=lambda t: (-t.urgency, t.arrival))
+        return sorted(self.waiting, key=lambda t: t.arrival)
+
+    def _next_ticket(self) -> HelpTicket:
+        ticket = self.service_order()[0]
         self.waiting.remove(ticket)
         return ticket
 
@@ -235,7 +242,7 @@ class FleetControl:
     def _session(self, robot_id: str) -> RobotSession:
         session = self.sessions.get(robot_id)
         if session is None:
-            raise ControlError(f"robot {robot_id!r} is not connected")
+            raise RobotNotConnected(f"robot {robot_id!r} is not connected")
         return session
 
     def _serve_request_by(self, robot_id: str, person: str) -> HelpTicket | None:

@@ -51,14 +51,6 @@ class WindowIndex:
     # never rescan.
     groups: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
-    @property
-    def offline_windows(self) -> list[tuple[int, int]]:
-        return self.groups.get("offline", [])
-
-    @property
-    def online_windows(self) -> list[tuple[int, int]]:
-        return self.groups.get("online", [])
-
     def add(self, item: LabelledEpisode) -> int:
         position = len(self.episodes)
         self.episodes.append(item)
@@ -138,26 +130,6 @@ class UniformSampler:
         return [index.windows[i] for i in picks]
 
 
-class OfflineOnlineMixSampler:
-    """A fixed fraction of each batch from offline demonstrations, the rest from fleet data.
-
-    SOP samples a mix of a fixed offline buffer and a growing online buffer; the exact formula is
-    unpublished, so the fraction is a plain config number. Falls back to whichever side exists.
-    """
-
-    def __init__(self, offline_fraction: float = 0.5):
-        self.offline_fraction = offline_fraction
-
-    def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-        offline, online = index.offline_windows, index.online_windows
-        if not offline or not online:
-            return UniformSampler().sample(index, batch_size, rng)
-        n_offline = int(round(self.offline_fraction * batch_size))
-        picks = [offline[i] for i in rng.integers(0, len(offline), n_offline)]
-        picks += [online[i] for i in rng.integers(0, len(online), batch_size - n_offline)]
-        return picks
-
-
 class GroupMixSampler:
     """Fixed fractions of each batch from named pools (e.g. RL-Co's real and sim demonstrations);
     a pool with no windows yet gives its share to the others in proportion."""
@@ -173,12 +145,24 @@ class GroupMixSampler:
             raise ValueError(f"no windows in any of the groups {sorted(self.fractions)}")
         total = sum(present.values())
         counts = {g: int(round(batch_size * f / total)) for g, f in present.items()}
-        counts[next(iter(counts))] += batch_size - sum(counts.values())
+        counts[list(counts)[-1]] += batch_size - sum(counts.values())  # rounding left over
         picks = []
         for group, n in counts.items():
             pool = index.groups[group]
             picks += [pool[i] for i in rng.integers(0, len(pool), n)]
         return picks
+
+
+class OfflineOnlineMixSampler(GroupMixSampler):
+    """A fixed fraction of each batch from offline demonstrations, the rest from fleet data.
+
+    SOP samples a mix of a fixed offline buffer and a growing online buffer; the exact formula is
+    unpublished, so the fraction is a plain config number. Falls back to whichever side exists.
+    """
+
+    def __init__(self, offline_fraction: float = 0.5):
+        super().__init__({"offline": offline_fraction, "online": 1.0 - offline_fraction})
+        self.offline_fraction = offline_fraction
 
 
 SAMPLERS = {"uniform": UniformSampler, "offline_online_mix": OfflineOnlineMixSampler}

@@ -164,6 +164,11 @@ class RobotClient:
         rl = self.checkpoint.meta.get("info", {}).get("rl") if self.checkpoint else None
         return (int(rl["denoise_steps"]), float(rl["sigma"])) if rl else None
 
+    @property
+    def refuses_rl(self) -> bool:
+        """The running version is an RL version and this robot does not serve RL rollouts."""
+        return self.rl_sampling is not None and not getattr(self.driver, "serves_rl", False)
+
     # -- background helpers --------------------------------------------------------------------
 
     def _heartbeat(self) -> pb.Heartbeat:
@@ -206,17 +211,14 @@ class RobotClient:
                     self._status["mode"] = pb.ROBOT_MODE_IDLE
                     time.sleep(0.1)  # no policy yet: wait for version 0 without busy-looping
                     continue
-                if self.eval_pending and self.episodes_run % self.config.eval_every == 0:
+                # An RL version on a robot that stands in for a real one: evaluation only.
+                evaluation_only = self.refuses_rl
+                if self.eval_pending and (evaluation_only or self.episodes_run % self.config.eval_every == 0):
                     task, index = self.eval_pending.pop(0)
                     self.run_episode("evaluation", EVAL_SEED_BASE + index, task)
-                elif self.rl_sampling and not getattr(self.driver, "serves_rl", False):
-                    # An RL version on a robot that stands in for a real one: evaluation only.
-                    if self.eval_pending:
-                        task, index = self.eval_pending.pop(0)
-                        self.run_episode("evaluation", EVAL_SEED_BASE + index, task)
-                    else:
-                        self._status["mode"] = pb.ROBOT_MODE_IDLE
-                        time.sleep(0.5)  # until a version it may run arrives
+                elif evaluation_only:
+                    self._status["mode"] = pb.ROBOT_MODE_IDLE
+                    time.sleep(0.5)  # until a version it may run arrives
                 else:
                     self.run_episode("training", int(self.rng.integers(2**31)), self._next_task("training"))
         finally:
@@ -355,9 +357,11 @@ class RobotClient:
             episode_id=episode_id, step_index=step, applied_at=time.time())))
 
     def _send_preview(self, obs: Observation, episode_id: str, step: int) -> None:
-        self.uplink.send(pb.RobotMessage(preview=pb.Preview(
-            robot_id=self.config.robot_id, image=wire.png_image_to_proto(self._preview_camera, obs.images[self._preview_camera]),
-            mode=self._status["mode"], episode_id=episode_id, step_index=step, sent_at=time.time())), droppable=True)
+        """A live picture for the dashboard; the uplink's thread encodes it (PNG), not the control loop."""
+        pixels, mode, sent_at = obs.images[self._preview_camera], self._status["mode"], time.time()
+        self.uplink.send(lambda: pb.RobotMessage(preview=pb.Preview(
+            robot_id=self.config.robot_id, image=wire.png_image_to_proto(self._preview_camera, pixels),
+            mode=mode, episode_id=episode_id, step_index=step, sent_at=sent_at)), droppable=True)
 
     def _end_takeover(self, episode_id: str, step: int) -> None:
         ended = self.takeover.hand_back()
@@ -378,11 +382,10 @@ class RobotClient:
         task = task or cfg.tasks[0]
         self.task = task
         episode_id = f"{cfg.robot_id}-{uuid.uuid4().hex[:12]}"
-        rl = self.rl_sampling
-        if rl and kind == "training" and not getattr(self.driver, "serves_rl", False):
+        if kind == "training" and self.refuses_rl:
             raise RLRefused(f"{cfg.robot_id} ({self.driver.robot_type}) does not serve RL rollouts: policy version "
                             f"{self.version} is trained by RL in simulation, and this robot stands in for a real one")
-        runner = PolicyRunner(self.checkpoint.policy, seed, rl=rl) if self.checkpoint else None
+        runner = PolicyRunner(self.checkpoint.policy, seed, rl=self.rl_sampling) if self.checkpoint else None
         instruction = self.driver.tasks.get(task, task)
         builder = ChunkBuilder(
             dict(robot_id=cfg.robot_id, episode_id=episode_id, policy_version=self.version, task=task,

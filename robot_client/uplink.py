@@ -99,10 +99,11 @@ class Uplink:
         for t in self._threads:
             t.join(timeout=5)
 
-    def send(self, message: pb.RobotMessage, droppable: bool = False) -> None:
+    def send(self, message: pb.RobotMessage | Callable[[], pb.RobotMessage], droppable: bool = False) -> None:
         """Queues a control-plane message; dropped when the learner is unreachable (stale anyway).
         A `droppable` one (a live picture) is also dropped once the queue is half full, so it never
-        crowds out a help request."""
+        crowds out a help request. `message` may be a function that builds it: it then runs on the
+        control stream's thread when the message goes out, not on the caller's (the control loop)."""
         if droppable and self.outbox.qsize() >= self.outbox.maxsize // 2:
             return
         if self.connected.is_set():
@@ -219,7 +220,8 @@ class Uplink:
         next_heartbeat = time.time() + 1.0
         while not (attempt_done.is_set() or self.stop_event.is_set()):
             try:
-                yield self.outbox.get(timeout=max(0.0, next_heartbeat - time.time()))
+                message = self.outbox.get(timeout=max(0.0, next_heartbeat - time.time()))
+                yield message() if callable(message) else message
             except queue.Empty:
                 yield pb.RobotMessage(heartbeat=self.status())
                 next_heartbeat = time.time() + 1.0

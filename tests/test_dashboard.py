@@ -5,7 +5,6 @@ Playwright. Skipped, with the reason, where Chromium or Playwright is missing.""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -14,18 +13,17 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
+from dashboard.browser import find_chromium, launch
 from fleet.v1 import fleet_pb2 as pb
 from learner.store import StoreReader
 from test_fleet_e2e import RobotThread
 from test_float_fleet import publish_with_float
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_chromium()
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
 
 OPERATOR_TOKEN = "alice-token-0123456789abcdef"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def http(url: str, token: str | None = None, method: str = "GET", body: dict | None = None) -> tuple[int, bytes]:
@@ -60,7 +58,7 @@ def fleet(learner_thread, tmp_path):
 @pytest.fixture
 def browser():
     with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        instance = launch(p, CHROMIUM)
         yield instance
         instance.close()
 
