@@ -127,7 +127,8 @@ def rl_run(data: Path, tasks: list[str], args, seed: int, beta: float, logs: Pat
                                     str(args.rl_episodes), "--rl-lr", str(args.rl_lr), "--tasks", ",".join(tasks)],
                        logs, env, name)
     robots = [_robot(port, f"{name}-sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
-                     ["--seed", str(1000 * seed + 50 + i)]) for i in range(args.sim_robots)]
+                     ["--seed", str(1000 * seed + 50 + i), "--eval-seeds", "0"])  # evaluated afterwards
+              for i in range(args.sim_robots)]
     started = time.time()
     try:
         while time.time() - started < args.rl_minutes * 60:

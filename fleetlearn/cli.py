@@ -44,7 +44,9 @@ def cmd_learner(args) -> None:
         trainer["publish_until"] = args.publish_until
     if args.algorithm == "rl_co":
         trainer["rl_co"] = dict(real_fraction=args.real_fraction, real_only=args.real_only, rl=not args.no_rl,
-                                episodes_per_iteration=args.rl_episodes, lr=args.rl_lr, loss=dict(beta=args.beta))
+                                episodes_per_iteration=args.rl_episodes, lr=args.rl_lr,
+                                loss=dict(beta=args.beta, sigma=args.rl_sigma, shaping=args.shaping, epochs=args.rl_epochs,
+                                          group=args.rl_group))
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
                         operators=args.operators, operator_priority=args.operator_priority,
                         min_operator_s=args.min_operator_s, train=not args.no_train, trainer=trainer,
@@ -180,6 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--beta", type=float, default=0.1, help="rl_co: weight of the real-data anchor (0: none)")
     p.add_argument("--rl-episodes", type=int, default=16, help="rl_co: sim rollouts per PPO iteration")
     p.add_argument("--rl-lr", type=float, default=1e-5, help="rl_co: PPO learning rate (policy and value head)")
+    p.add_argument("--rl-sigma", type=float, default=0.1, help="rl_co: exploration std of every denoising step")
+    p.add_argument("--rl-epochs", type=int, default=2, help="rl_co: PPO passes over each batch of rollouts")
+    p.add_argument("--rl-group", type=int, default=4,
+                   help="rl_co: rollouts per seed, compared with each other for a baseline (1: value head only)")
+    p.add_argument("--shaping", type=float, default=10.0,
+                   help="rl_co: reward per metre of progress to the goal, where the task measures it (0: success only)")
     p.add_argument("--sampler", default="offline_online_mix", help="uniform or offline_online_mix")
     p.add_argument("--use-autonomous-successes", action="store_true",
                    help="HG-DAgger: also train on autonomous steps of successful episodes")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from fleet.v1 import fleet_pb2 as pb
-from learner.algorithms.rl_co import GaussianChain, RLCoConfig, ValueHead, gae, rl_co_loss
+from learner.algorithms.rl_co import GaussianChain, RLCoConfig, ValueHead, chunk_rewards, gae, group_advantages, rl_co_loss
 from learner.samplers import GroupMixSampler, LabelledEpisode
 from learner.store import EpisodeArrays
 from learner.trainer import Trainer, TrainerConfig
@@ -67,10 +67,12 @@ class RLCoTrainer(Trainer):
                                                                           "sim": 1.0 - s.real_fraction})
         self.anchor_sampler = GroupMixSampler({"real": 1.0})
         self.robot_types: dict[str, str] = {}
-        self.rollouts: list[tuple[EpisodeArrays, str]] = []  # (episode, termination) of the running version
+        self.rollouts: list[tuple[EpisodeArrays, str, int]] = []  # (episode, termination, seed), running version
         self.value_head: ValueHead | None = None
         self.rl_optimizer: torch.optim.Optimizer | None = None
         self.iterations = 0
+        self.logp_gap = float("nan")  # largest |streamed - rescored| log-likelihood of the last batch
+        self.grouped_fraction = 0.0   # share of the last batch's episodes with a group baseline
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -99,7 +101,7 @@ class RLCoTrainer(Trainer):
                   and row["policy_version"] == self.version and self.version >= 0):
                 episode = self.reader.load_episode(row)
                 if "extra/rl/planned" in episode.arrays:
-                    self.rollouts.append((episode, row["termination"]))
+                    self.rollouts.append((episode, row["termination"], row["seed"]))
         return added
 
     def add_demonstration(self, episode: EpisodeArrays, group: str) -> int:
@@ -117,7 +119,7 @@ class RLCoTrainer(Trainer):
         figures = {**figures, "algorithm": "rl_co"}
         if self.settings.rl:
             figures = {**figures, "rl": {"denoise_steps": self.settings.loss.denoise_steps,
-                                         "sigma": self.settings.loss.sigma}}
+                                         "sigma": self.settings.loss.sigma, "group": self.settings.loss.group}}
         if self.value_head is not None:  # stage II publishes the weights PPO trained, not an average
             self.ema.load_state_dict(self.policy.state_dict())
         version = super().publish(note, figures)
@@ -134,43 +136,62 @@ class RLCoTrainer(Trainer):
         params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.rl_optimizer = torch.optim.AdamW(params, lr=self.settings.lr, betas=(0.9, 0.999), weight_decay=0.0)
 
-    def rollout_chunks(self, episodes: list[tuple[EpisodeArrays, str]]) -> dict[str, torch.Tensor]:
-        """Every planned chunk of the rollouts as one batch, with chunk rewards, GAE advantages
-        (normalised) and returns."""
+    def rollout_chunks(self, episodes: list[tuple[EpisodeArrays, str, int]]) -> dict[str, torch.Tensor]:
+        """Every planned chunk of the rollouts as one batch, with chunk rewards, advantages
+        (normalised; against the group's other rollouts where the episode has some, else GAE on
+        the value head) and returns (the value head's targets)."""
         cameras = self.policy.config.cameras
         images = {cam: [] for cam in cameras}
         states, chains, logps, instructions, spans = [], [], [], [], []
-        rewards, terminal = [], []
-        for episode, termination in episodes:
+        rewards, terminal, groups = [], [], []
+        cfg = self.settings.loss
+        for episode, termination, seed in episodes:
             a = episode.arrays
             planned = np.flatnonzero(a["extra/rl/planned"])
             if len(planned) == 0:
                 continue
             ends = np.append(planned[1:], len(a["reward"]))
-            rewards.append(np.array([a["reward"][s:e].sum() for s, e in zip(planned, ends)], np.float32))
+            rewards.append(chunk_rewards(a["reward"], a.get("extra/rl/distance"), planned, ends, cfg.gamma, cfg.shaping))
             terminal.append(termination in ("success", "failure"))
+            groups.append((episode.robot_id, episode.task, seed))
             for cam in cameras:
                 images[cam].append(downsample_images(torch.from_numpy(a[f"image/{cam}"][planned]),
                                                      self.policy.config.encoder_image_size))
             states.append(a["state"][planned])
             chains.append(a["extra/rl/chain"][planned])
-            logps.append(a["extra/rl/logp"][planned, 0])
+            logps.append(a["extra/rl/logp"][planned])
             instructions += [episode.instruction] * len(planned)
             spans.append(len(planned))
         batch = {f"image/{cam}": torch.cat(images[cam]) for cam in cameras}
         batch["state"] = torch.from_numpy(np.concatenate(states))
         batch["tokens"] = self.policy.tokenize(instructions)
         batch["chain"] = torch.from_numpy(np.concatenate(chains))
-        batch["old_logp"] = torch.from_numpy(np.concatenate(logps))
+        streamed = np.concatenate(logps)
+        # The learner scores the chains itself (the running version's weights are the rollouts'):
+        # PPO's old log-likelihoods never come from the wire; the robots' own serve as a check.
+        features, old_logp = [], []
         with torch.no_grad():
-            values = torch.cat([self.value_head(*self.policy._observation(_rows(batch, i, i + 256), augment=False))
-                                for i in range(0, len(batch["state"]), 256)]).numpy()
+            for i in range(0, len(batch["state"]), 256):
+                rows = _rows(batch, i, i + 256)
+                frames, text = self.policy._observation(rows, augment=False)
+                features.append((frames, text))
+                old_logp.append(self.chain.log_prob(frames, text, rows["chain"]))
+        batch["old_logp"] = torch.cat(old_logp)
+        frames, text = (torch.cat(parts) for parts in zip(*features))
+        if self.iterations == 0:  # a fresh value head: fit it to this batch's discounted returns first
+            returns = np.concatenate([gae(r, np.zeros(len(r), np.float32), 0.0, True, cfg.gamma, 1.0)[1] for r in rewards])
+            self.fit_value(frames, text, torch.from_numpy(returns))
+        with torch.no_grad():
+            values = self.value_head(frames, text).numpy()
+        self.logp_gap = float(np.abs(batch["old_logp"].numpy() - streamed).max()) if streamed.shape == tuple(
+            batch["old_logp"].shape) else float("nan")
         advantages, returns, start = [], [], 0
-        cfg = self.settings.loss
-        for episode_rewards, span, done in zip(rewards, spans, terminal):
+        grouped = group_advantages(rewards, groups, cfg.gamma)
+        self.grouped_fraction = float(np.mean([g is not None for g in grouped]))
+        for episode_rewards, span, done, in_group in zip(rewards, spans, terminal, grouped):
             v = values[start:start + span]
             adv, ret = gae(episode_rewards, v, last_value=float(v[-1]), done=done, gamma=cfg.gamma, lam=cfg.gae_lambda)
-            advantages.append(adv)
+            advantages.append(adv if in_group is None else in_group)
             returns.append(ret)
             start += span
         advantage = np.concatenate(advantages)
@@ -179,7 +200,22 @@ class RLCoTrainer(Trainer):
         batch["reward"] = torch.from_numpy(np.concatenate(rewards))
         return batch
 
-    def ppo_iteration(self, episodes: list[tuple[EpisodeArrays, str]]) -> dict[str, float]:
+    def fit_value(self, frames: torch.Tensor, text: torch.Tensor, returns: torch.Tensor, steps: int = 300) -> float:
+        """Critic warm-up: regresses the value head on fixed observation features (cheap: the
+        policy is not run again), so that the first PPO iteration's advantages are not noise."""
+        optimiser = torch.optim.Adam(self.value_head.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(self.config.seed)
+        for _ in range(steps):
+            picks = torch.randint(0, len(returns), (min(len(returns), 128),), generator=g)
+            loss = ((self.value_head(frames[picks], text[picks]) - returns[picks]) ** 2).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        log.info("value head warmed up on %d chunks: mse %.4f (return variance %.4f)", len(returns), float(loss),
+                 float(returns.var()))
+        return float(loss)
+
+    def ppo_iteration(self, episodes: list[tuple[EpisodeArrays, str, int]]) -> dict[str, float]:
         s = self.settings
         batch = self.rollout_chunks(episodes)
         n = len(batch["state"])
@@ -206,7 +242,8 @@ class RLCoTrainer(Trainer):
         self.iterations += 1
         out = {key: float(np.mean(values)) for key, values in figures.items()}
         out.update(rl_iteration=self.iterations, rollout_episodes=len(episodes), rollout_chunks=n,
-                   rollout_success=float(np.mean([e.success for e, _ in episodes])))
+                   rollout_success=float(np.mean([e.success for e, _, _ in episodes])), grouped=self.grouped_fraction,
+                   rollout_reward=float(batch["reward"].sum() / len(episodes)), logp_gap=self.logp_gap)
         return out
 
     def run(self, should_stop=lambda: False) -> None:
@@ -237,11 +274,12 @@ class RLCoTrainer(Trainer):
             if len(self.rollouts) < self.settings.episodes_per_iteration:
                 time.sleep(0.5)
                 continue
-            figures = self.ppo_iteration(self.rollouts[:self.settings.episodes_per_iteration])
-            log.info("PPO iteration %d: %d chunks of %d episodes (success %.0f%%), ratio %.3f, clip %.2f, "
-                     "anchor %.4f", self.iterations, figures["rollout_chunks"], figures["rollout_episodes"],
-                     100 * figures["rollout_success"], figures["ratio_mean"], figures["clip_fraction"],
-                     figures.get("anchor_loss", float("nan")))
+            figures = self.ppo_iteration(self.rollouts)  # all of them: groups are not cut
+            log.info("PPO iteration %d: %d chunks of %d episodes (success %.0f%%, return %.2f), ratio %.3f, "
+                     "clip %.2f, kl %.4f, anchor %.4f, logp gap %.3f, grouped %.2f", self.iterations, figures["rollout_chunks"],
+                     figures["rollout_episodes"], 100 * figures["rollout_success"], figures["rollout_reward"],
+                     figures["ratio_mean"], figures["clip_fraction"], figures["approx_kl"],
+                     figures.get("anchor_loss", float("nan")), figures["logp_gap"], figures["grouped"])
             self.publish(f"RL-Co iteration {self.iterations}", figures)
 
 

@@ -13,7 +13,7 @@ the policy was trained to predict.
 
 RL rollouts (`rl` = (denoise_steps, sigma), from an RL version's checkpoint): chunks are sampled
 as a chain of Gaussian denoising steps (learner/algorithms/rl_co.py) and the runner keeps, for the
-step that planned the chunk, the chain and its log-likelihood (`rl_extras`), which the robot
+step that planned the chunk, the chain and its per-step log-likelihoods (`rl_extras`), which the robot
 streams with the step so that the learner's PPO can score the chunk under newer weights.
 
 The robot loop, benchmarks and evaluation scripts all run a policy through this one class, so
@@ -94,7 +94,7 @@ class PolicyRunner:
         return {"rl/planned": np.array(planned is not None),
                 "rl/chain": planned["chain"] if planned else np.zeros((len(self.chain.timesteps) + 1, c.horizon,
                                                                           c.action_dim), np.float32),
-                "rl/logp": planned["logp"] if planned else np.zeros(1, np.float32)}
+                "rl/logp": planned["logp"] if planned else np.zeros(len(self.chain.timesteps), np.float32)}
 
     @torch.no_grad()
     def act(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> np.ndarray:
@@ -112,7 +112,7 @@ class PolicyRunner:
             if self.chain is not None:
                 normalized, steps, logp = self.chain.sample(window, text, self.generator)
                 chunk = policy.action_norm.unnormalize(normalized)[0].numpy()
-                self.planned = {"chain": steps[0].numpy(), "logp": logp.numpy()}
+                self.planned = {"chain": steps[0].numpy(), "logp": logp[0].numpy()}
             elif config.verify_candidates > 1 and compared > 0:
                 executed = np.stack(list(self.executed)[-compared:])
                 chunk, self.last_distances = policy.verified_chunk(window, text, executed, config.verify_candidates,

@@ -136,6 +136,7 @@ class RobotClient:
         self.episodes_run = 0
         self.task = config.tasks[0]
         self._turns = {"demonstration": 0, "training": 0}
+        self._group: tuple[int, int, str, int] | None = None  # RL rollout group: (version, seed, task, repeat)
         self.history: list[dict] = []  # one summary per finished episode, for callers and tests
         self.missed_ticks = 0
         self.ticks = 0  # real-time control ticks run (holding for help and pauses not counted)
@@ -163,6 +164,12 @@ class RobotClient:
         so): chunks are then sampled as a Gaussian chain and streamed with it."""
         rl = self.checkpoint.meta.get("info", {}).get("rl") if self.checkpoint else None
         return (int(rl["denoise_steps"]), float(rl["sigma"])) if rl else None
+
+    @property
+    def rl_group(self) -> int:
+        """How many rollouts of one seed the running RL version asks for (1: no groups)."""
+        rl = self.checkpoint.meta.get("info", {}).get("rl") if self.checkpoint else None
+        return max(1, int(rl.get("group", 1))) if rl else 1
 
     @property
     def refuses_rl(self) -> bool:
@@ -220,9 +227,22 @@ class RobotClient:
                     self._status["mode"] = pb.ROBOT_MODE_IDLE
                     time.sleep(0.5)  # until a version it may run arrives
                 else:
-                    self.run_episode("training", int(self.rng.integers(2**31)), self._next_task("training"))
+                    self.run_episode("training", *self._next_training_episode())
         finally:
             self.close()
+
+    def _next_training_episode(self) -> tuple[int, str, int]:
+        """(seed, task, sampler seed) of the next training episode. An RL version may ask for
+        rollouts in groups (checkpoint info rl.group = G): G episodes of the same task and seed,
+        each with its own sampler noise, so the learner can compare them with each other."""
+        group = self.rl_group
+        previous = self._group
+        if group > 1 and previous is not None and previous[0] == self.version and previous[3] < group:
+            self._group = (previous[0], previous[1], previous[2], previous[3] + 1)
+        else:
+            self._group = (self.version, int(self.rng.integers(2**31)), self._next_task("training"), 1)
+        _, seed, task, repeat = self._group
+        return seed, task, (seed + 104_729 * (repeat - 1)) % 2**31
 
     def _next_task(self, kind: str) -> str:
         """Round-robin over the task list, starting at an offset given by the robot's seed."""
@@ -377,7 +397,7 @@ class RobotClient:
 
     # -- one episode ---------------------------------------------------------------------------
 
-    def run_episode(self, kind: str, seed: int, task: str | None = None) -> dict:
+    def run_episode(self, kind: str, seed: int, task: str | None = None, sampler_seed: int | None = None) -> dict:
         cfg = self.config
         task = task or cfg.tasks[0]
         self.task = task
@@ -385,7 +405,8 @@ class RobotClient:
         if kind == "training" and self.refuses_rl:
             raise RLRefused(f"{cfg.robot_id} ({self.driver.robot_type}) does not serve RL rollouts: policy version "
                             f"{self.version} is trained by RL in simulation, and this robot stands in for a real one")
-        runner = PolicyRunner(self.checkpoint.policy, seed, rl=self.rl_sampling) if self.checkpoint else None
+        runner = (PolicyRunner(self.checkpoint.policy, seed if sampler_seed is None else sampler_seed, rl=self.rl_sampling)
+                  if self.checkpoint else None)
         instruction = self.driver.tasks.get(task, task)
         builder = ChunkBuilder(
             dict(robot_id=cfg.robot_id, episode_id=episode_id, policy_version=self.version, task=task,
@@ -435,20 +456,22 @@ class RobotClient:
             else:
                 source, action = "autonomous", policy_action
                 if kind == "training" and cfg.help_gate == "rule" and self.expert_action is not None:
-                    task_distance = getattr(self.driver, "task_distance", lambda: None)()
-                    help_needed = self.help_rule.update(policy_action, self.expert_action(), task_distance)
+                    help_needed = self.help_rule.update(policy_action, self.expert_action(), self._task_distance())
                     if help_needed:
                         self._request_help(episode_id, step, *help_needed)
 
             if runner and source != "autonomous":
                 runner.executed_instead(action)  # a long-context policy remembers what was really done
+            rl_extras = runner.rl_extras() if runner is not None and kind == "training" else None
+            distance_before = self._task_distance() if rl_extras is not None else None
             next_obs, reward, terminated, truncated, info = self.driver.step(action)
             total_reward += reward
             sources.append(source)
             done = terminated or truncated or step == self.driver.max_steps - 1
             extras = {"float_index": np.float32(self.monitor.index)} if self.monitor.running else {}
-            if runner is not None and kind == "training":
-                extras.update(runner.rl_extras() or {})
+            if rl_extras is not None:  # an RL rollout: the chain, and the task's distance for reward shaping
+                extras.update(rl_extras)
+                extras["rl/distance"] = np.array([distance_before, self._task_distance()], np.float32)  # NaN: none
             record = wire.step_to_proto(step, time.time(), obs.images, obs.state, action, policy_action, source,
                                         reward, done, extras)
             sealed = builder.add(record)
@@ -501,6 +524,10 @@ class RobotClient:
         log.info("%s %s %s episode v%d: %s in %d steps, %d takeovers, %d human steps", cfg.robot_id, task, kind,
                  self.version, "success" if success else termination, num_steps, takeovers, human_steps)
         return summary
+
+    def _task_distance(self) -> float | None:
+        """The driver's distance to the goal (metres), where its task measures one."""
+        return getattr(self.driver, "task_distance", lambda: None)()
 
     def _request_help(self, episode_id: str, step: int, reason: str, score: float, threshold: float = 0.0,
                       holding: bool = False) -> None:

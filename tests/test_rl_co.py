@@ -105,13 +105,59 @@ def test_the_chain_log_likelihood_matches_the_sampler_and_a_gaussian_by_hand():
         again = chain.log_prob(frames, text, steps)
     assert steps.shape == (2, 4, policy.config.horizon, policy.config.action_dim)
     assert torch.equal(chunk, steps[:, -1])
+    assert logp.shape == (2, 3)  # one log-likelihood per denoising step
     torch.testing.assert_close(again, logp)
-    # One step by hand: log N(x; mu, s^2) summed over dimensions.
+    # One step by hand: log N(x; mu, s^2) summed over the executed tokens' dimensions.
+    c = policy.config
+    executed = slice(c.past_tokens, c.past_tokens + c.n_action_steps)
+    assert chain.scored == executed and executed.stop < c.horizon
     with torch.no_grad():
         mean = chain._mean(steps[:, 0], 0, frames, text)
-    d = mean[0].numel()
-    by_hand = (-((steps[0, 1] - mean[0]) ** 2).sum() / (2 * 0.04) - d / 2 * np.log(2 * np.pi * 0.04)).item()
-    assert chain._gaussian_log_prob(steps[:1, 1], mean[:1]).item() == pytest.approx(by_hand, rel=1e-5)
+    x, mu = steps[0, 1, executed], mean[0, executed]
+    d = mu.numel()
+    by_hand = (-((x - mu) ** 2).sum() / (2 * 0.04) - d / 2 * np.log(2 * np.pi * 0.04)).item()
+    assert again[0, 0].item() == pytest.approx(by_hand, rel=1e-5)
+    # A token the robot never executes is not scored where it is an output (the last step's
+    # input x_1 still conditions every token's mean, so the chain before it counts).
+    moved = steps.clone()
+    moved[:, -1, executed.stop:] += 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(chain.log_prob(frames, text, moved), again)
+        moved[:, -1, executed] += 0.1
+        assert (chain.log_prob(frames, text, moved)[:, -1] < again[:, -1]).all()
+
+
+def test_chunk_rewards_add_potential_based_shaping_on_the_distance_to_the_goal():
+    from learner.algorithms.rl_co import chunk_rewards
+
+    step_rewards = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
+    distance = np.array([[0.20, 0.18], [0.18, 0.15], [0.15, 0.10], [0.10, 0.04], [0.04, 0.02]])
+    starts, ends = np.array([0, 2, 4]), np.array([2, 4, 5])
+    got = chunk_rewards(step_rewards, distance, starts, ends, gamma=0.9, shaping=10.0)
+    np.testing.assert_allclose(got, [10 * (0.20 - 0.9 * 0.15), 10 * (0.15 - 0.9 * 0.04), 1.0 + 10 * (0.04 - 0.9 * 0.02)],
+                               rtol=1e-5)
+    # Undiscounted, the shaping telescopes: the episode's return is the success plus the distance closed.
+    flat = chunk_rewards(step_rewards, distance, starts, ends, gamma=1.0, shaping=10.0)
+    assert flat.sum() == pytest.approx(1.0 + 10 * (0.20 - 0.02))
+    # No distance (a task without the measure) or shaping off: the task reward alone.
+    np.testing.assert_allclose(chunk_rewards(step_rewards, None, starts, ends, 0.9, 10.0), [0, 0, 1])
+    nan = np.full_like(distance, np.nan)
+    np.testing.assert_allclose(chunk_rewards(step_rewards, nan, starts, ends, 0.9, 10.0), [0, 0, 1])
+    np.testing.assert_allclose(chunk_rewards(step_rewards, distance, starts, ends, 0.9, 0.0), [0, 0, 1])
+
+
+def test_group_advantages_use_a_leave_one_out_baseline_per_chunk_index():
+    from learner.algorithms.rl_co import group_advantages
+
+    rewards = [np.array([0.0, 1.0]), np.array([0.0, 0.0, 0.5]), np.array([2.0]), np.array([1.0, 1.0])]
+    groups = ["a", "a", "b", "c"]
+    got = group_advantages(rewards, groups, gamma=0.5)
+    # Returns-to-go (gamma 0.5): [0.5, 1.0], [0.125, 0.25, 0.5]; each minus the other's, 0 past its end.
+    np.testing.assert_allclose(got[0], [0.5 - 0.125, 1.0 - 0.25])
+    np.testing.assert_allclose(got[1], [0.125 - 0.5, 0.25 - 1.0, 0.5 - 0.0])
+    assert got[2] is None and got[3] is None  # alone in their groups: the value head's GAE applies
+    three = group_advantages([np.array([1.0]), np.array([0.0]), np.array([0.5])], [0, 0, 0], gamma=0.9)
+    np.testing.assert_allclose(np.concatenate(three), [1.0 - 0.25, 0.0 - 0.75, 0.5 - 0.5])
 
 
 def test_gae_on_a_small_case():
@@ -170,7 +216,11 @@ def test_sim_robots_stream_the_chain_and_the_learner_scores_it_identically(learn
     with torch.no_grad():
         frames, text = policy._observation(batch, augment=False)
         rescored = chain.log_prob(frames, text, torch.from_numpy(a["extra/rl/chain"][planned]))
-    np.testing.assert_allclose(rescored.numpy(), a["extra/rl/logp"][planned, 0], rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(rescored.numpy(), a["extra/rl/logp"][planned], rtol=1e-4, atol=1e-2)
+    # The task's distance to the goal travels with every step, before and after it (reward shaping).
+    distance = a["extra/rl/distance"]
+    assert distance.shape == (episode.num_steps, 2) and np.isfinite(distance).all()
+    np.testing.assert_allclose(distance[1:, 0], distance[:-1, 1], atol=1e-6)
     # The executed actions are the chains' last states, unnormalised and clipped.
     first = policy.action_norm.unnormalize(torch.from_numpy(a["extra/rl/chain"][planned[0], -1]))[0].numpy()
     np.testing.assert_allclose(a["action"][0], np.clip(first, -1, 1), atol=1e-5)
@@ -232,8 +282,9 @@ def test_rl_co_runs_in_the_fleet_loop_stage_one_then_ppo_with_the_anchor(learner
     v0 = load_checkpoint(registry.checkpoint_dir(0)).meta["info"]
     v1 = load_checkpoint(registry.checkpoint_dir(1)).meta["info"]
     registry.close()
-    assert v0["algorithm"] == "rl_co" and v0["rl"] == {"denoise_steps": 4, "sigma": 0.1}
-    assert v1["rl_iteration"] == 1 and v1["rollout_episodes"] == 2
+    assert v0["algorithm"] == "rl_co" and v0["rl"] == {"denoise_steps": 4, "sigma": 0.1, "group": 4}
+    assert v1["rl_iteration"] == 1 and v1["rollout_episodes"] >= 2
+    assert v1["grouped"] == 1.0  # the sim robot ran its rollouts in a group of one seed
     assert v1["first_ratio"] == pytest.approx(1.0, abs=1e-3)  # the robot's log-likelihoods, rescored
     assert v1["anchor_loss"] > 0  # the real-data anchor took part
     kinds = {h["kind"] for h in real.client.history}

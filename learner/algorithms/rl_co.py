@@ -15,16 +15,26 @@ The diffusion policy as a Gaussian MDP (DPPO, Ren et al. 2024; RLinf's flow nois
     where x0_hat is the head's (clipped) clean-chunk estimate and eps_hat the noise it implies.
     The last step lands on the chunk itself (abar = 1: mu = x0_hat), with the same noise, so the
     executed chunk is a sample of the policy. sigma = `sigma` (DPPO's minimum exploration std).
-    The chain (x_K, ..., x_0) is recorded at rollout time; its log-likelihood
+    The chain (x_K, ..., x_0) is recorded at rollout time; the log-likelihood of each step
 
-        log pi(chain | obs) = sum_k log N(x_{k-1}; mu_theta(x_k, t_k, obs), sigma^2 I)
+        log pi_k(chain | obs) = log N(x_{k-1}[S]; mu_theta(x_k, t_k, obs)[S], sigma^2 I)
 
     is tractable and differentiable in theta, which is all PPO needs. x_K ~ N(0, I) does not
-    depend on theta and is left out.
+    depend on theta and is left out. S is the set of scored tokens: the ones the robot executes
+    (`n_action_steps` from the current step's token on). The other tokens of the chunk are
+    sampled too, but nothing the robot does depends on their final values, so scoring them would
+    only add variance to the ratio; their noise counts as part of the environment.
 
-Rewards are chunk-level (the summed task reward of the steps the chunk drove), advantages by
-GAE over the chunks of an episode, normalised per batch; a small value head reads the same
-observation embedding as the diffusion head.
+    As in DPPO, every denoising step is its own PPO sample: the ratio is taken and clipped per
+    step, all K steps of a chunk sharing the chunk's advantage. One ratio over the sum of K steps
+    would move K times as far for the same parameter change and clip almost everything.
+
+Rewards are chunk-level: the summed task reward of the steps the chunk drove (1 on success), plus,
+where the task measures its distance to the goal, potential-based shaping
+`shaping * (gamma * phi(s_end) - phi(s_start))` with phi = -distance in metres (Ng et al. 1999:
+it leaves the optimal policy unchanged and turns a sparse success into a signal every chunk).
+Advantages by GAE over the chunks of an episode, normalised per batch; a small value head reads
+the same observation embedding as the diffusion head.
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ class RLCoConfig:
     denoise_steps: int = 4
     sigma: float = 0.1           # exploration std of every denoising step (normalised action units)
     epochs: int = 2              # PPO passes over each rollout batch
+    group: int = 4               # rollouts per seed (1: none); grouped chunks use a leave-one-out baseline
+    shaping: float = 10.0        # reward per metre of progress towards the goal (0: success only)
 
     def __post_init__(self):
         if self.beta < 0 or not 0 < self.clip < 1 or self.denoise_steps < 1 or self.sigma <= 0:
@@ -69,11 +81,13 @@ class ValueHead(nn.Module):
 
 
 class GaussianChain:
-    """Sampling and log-likelihood of action chunks as K Gaussian denoising steps."""
+    """Sampling and per-step log-likelihood of action chunks as K Gaussian denoising steps."""
 
     def __init__(self, policy: VLAPolicy, steps: int, sigma: float):
         self.policy = policy
         self.sigma = sigma
+        c = policy.config
+        self.scored = slice(c.past_tokens, c.past_tokens + c.n_action_steps)  # the executed tokens
         schedule = policy.schedule
         self.timesteps = torch.linspace(schedule.train_steps - 1, 0, steps).round().long()
         bars = schedule.alpha_bars[self.timesteps]
@@ -94,33 +108,78 @@ class GaussianChain:
     @torch.no_grad()
     def sample(self, frames: torch.Tensor, text: torch.Tensor, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(chunk (B, T, A) normalised, chain (B, K + 1, T, A), log-likelihood (B,))."""
+        """(chunk (B, T, A) normalised, chain (B, K + 1, T, A), per-step log-likelihood (B, K))."""
         c = self.policy.config
         x = torch.randn((frames.shape[0], c.horizon, c.action_dim), generator=generator)
-        chain, logp = [x], torch.zeros(frames.shape[0])
+        chain, logp = [x], []
         for k in range(len(self.timesteps)):
             mean = self._mean(x, k, frames, text)
             x = mean + self.sigma * torch.randn(mean.shape, generator=generator)
-            logp += self._gaussian_log_prob(x, mean)
+            logp.append(self._gaussian_log_prob(x, mean))
             chain.append(x)
-        return x, torch.stack(chain, dim=1), logp
+        return x, torch.stack(chain, dim=1), torch.stack(logp, dim=1)
 
     def log_prob(self, frames: torch.Tensor, text: torch.Tensor, chain: torch.Tensor) -> torch.Tensor:
-        """log pi(chain | obs), differentiable in the policy's parameters. chain (B, K + 1, T, A)."""
-        logp = torch.zeros(chain.shape[0])
-        for k in range(len(self.timesteps)):
-            logp = logp + self._gaussian_log_prob(chain[:, k + 1], self._mean(chain[:, k], k, frames, text))
-        return logp
+        """log pi_k(chain | obs) per denoising step (B, K), differentiable in the policy's
+        parameters. chain (B, K + 1, T, A)."""
+        return torch.stack([self._gaussian_log_prob(chain[:, k + 1], self._mean(chain[:, k], k, frames, text))
+                            for k in range(len(self.timesteps))], dim=1)
 
     def _gaussian_log_prob(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """log N(x; mean, sigma^2 I) over the scored tokens, (B,)."""
         var = self.sigma ** 2
-        return (-((x - mean) ** 2) / (2 * var) - 0.5 * math.log(2 * math.pi * var)).flatten(1).sum(-1)
+        diff = (x - mean)[:, self.scored]
+        return (-(diff ** 2) / (2 * var) - 0.5 * math.log(2 * math.pi * var)).flatten(1).sum(-1)
 
     def entropy(self) -> float:
-        """Entropy of one chain given its start (constant: sigma is fixed)."""
+        """Entropy of one denoising step given its input, over the scored tokens (constant: sigma
+        is fixed)."""
         c = self.policy.config
         per_dim = 0.5 * math.log(2 * math.pi * math.e * self.sigma ** 2)
-        return per_dim * len(self.timesteps) * c.horizon * c.action_dim
+        return per_dim * (self.scored.stop - self.scored.start) * c.action_dim
+
+
+def chunk_rewards(step_rewards: np.ndarray, distance: np.ndarray | None, starts: np.ndarray, ends: np.ndarray,
+                  gamma: float, shaping: float) -> np.ndarray:
+    """The reward of each chunk [starts[i], ends[i]) of an episode: the task reward of its steps,
+    plus `shaping * (distance before its first step - gamma * distance after its last)` where the
+    rollout carries the task's distance to the goal (`distance` (steps, 2): before and after each
+    step; NaN where the task has no such measure)."""
+    rewards = np.array([step_rewards[s:e].sum() for s, e in zip(starts, ends)], np.float32)
+    if shaping > 0 and distance is not None and np.isfinite(distance).all():
+        rewards += shaping * (distance[starts, 0] - gamma * distance[ends - 1, 1])  # phi = -distance
+    return rewards
+
+
+def group_advantages(rewards: list[np.ndarray], groups: list, gamma: float) -> list[np.ndarray | None]:
+    """Advantages of the chunks of rollouts that share their start (same task and seed, groups[i]
+    names episode i's group): the discounted return-to-go of each chunk minus the mean
+    return-to-go of the group's other episodes at the same chunk index (0 past an episode's end).
+    A leave-one-out baseline: unbiased, and it removes what the layout alone decides, which a
+    value head learns slowly from a few hundred episodes. None for an episode alone in its group."""
+    to_go = []
+    for r in rewards:
+        g, running = np.zeros(len(r), np.float32), 0.0
+        for t in reversed(range(len(r))):
+            running = r[t] + gamma * running
+            g[t] = running
+        to_go.append(g)
+    members: dict = {}
+    for i, key in enumerate(groups):
+        members.setdefault(key, []).append(i)
+    out: list[np.ndarray | None] = [None] * len(rewards)
+    for indices in members.values():
+        if len(indices) < 2:
+            continue
+        length = max(len(to_go[i]) for i in indices)
+        padded = np.zeros((len(indices), length), np.float32)
+        for row, i in enumerate(indices):
+            padded[row, :len(to_go[i])] = to_go[i]
+        total = padded.sum(0)
+        for row, i in enumerate(indices):
+            baseline = (total - padded[row]) / (len(indices) - 1)
+            out[i] = to_go[i] - baseline[:len(to_go[i])]
+    return out
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, last_value: float, done: bool, gamma: float, lam: float
@@ -140,14 +199,14 @@ def gae(rewards: np.ndarray, values: np.ndarray, last_value: float, done: bool, 
 def rl_co_loss(policy: VLAPolicy, value_head: ValueHead, chain: GaussianChain, rollout: dict[str, torch.Tensor],
                real_batch: dict[str, torch.Tensor] | None, config: RLCoConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """One PPO minibatch plus the anchor. `rollout` holds the observation batch keys the policy
-    reads ("image/<cam>" and "state", or "frames"; "tokens"), "chain" (B, K + 1, T, A), "old_logp",
-    "advantage" and "return" (B,). `real_batch` is one supervised batch of real data (None: the
-    no-anchor ablation)."""
+    reads ("image/<cam>" and "state", or "frames"; "tokens"), "chain" (B, K + 1, T, A), "old_logp"
+    (B, K), "advantage" and "return" (B,). Each denoising step is a PPO sample with its own clipped
+    ratio. `real_batch` is one supervised batch of real data (None: the no-anchor ablation)."""
     frames, text = policy._observation(rollout, augment=False)
     logp = chain.log_prob(frames, text, rollout["chain"])
     log_ratio = logp - rollout["old_logp"]
     ratio = log_ratio.exp()
-    advantage = rollout["advantage"]
+    advantage = rollout["advantage"][:, None]
     clipped = ratio.clamp(1.0 - config.clip, 1.0 + config.clip)
     ppo = -torch.min(ratio * advantage, clipped * advantage).mean()
     value = value_head(frames.detach(), text.detach())
