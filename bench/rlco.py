@@ -181,14 +181,21 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--real-fraction", type=float, default=0.5)
     parser.add_argument("--bootstrap-updates", type=int, default=2000)
     parser.add_argument("--rl-minutes", type=float, default=12.0, help="RL time of each RL arm per seed")
-    parser.add_argument("--rl-episodes", type=int, default=16)
-    parser.add_argument("--rl-lr", type=float, default=1e-5)
+    parser.add_argument("--rl-episodes", type=int, default=40)
+    parser.add_argument("--rl-lr", type=float, default=3e-5)
     parser.add_argument("--sim-robots", type=int, default=2)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--eval-episodes", type=int, default=50, help="per task, variant and arm")
     parser.add_argument("--plot", default="docs/rlco.png")
     parser.add_argument("--keep", help="keep the stores and logs here")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help=f"which arms to run and evaluate (default all: {','.join(ARMS)}); "
+                             "--arms rl_co is one RL-Co run: demonstrations, stage I, RL, evaluation")
     args = parser.parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if not arms or set(arms) - set(ARMS):
+        parser.error(f"--arms takes a comma-separated subset of {','.join(ARMS)}")
+    arms = [a for a in ARMS if a in arms]
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
@@ -203,61 +210,67 @@ def main(argv: list[str]) -> dict:
             logs.mkdir(parents=True, exist_ok=True)
             print(f"seed {seed}: demonstrations ({args.real_demos} real-proxy, {args.sim_demos} sim per task)...", flush=True)
             record_demonstrations(base / "demos" / "learner", tasks, args, seed, logs, env)
-            for arm in ("a", "c", "d"):
-                shutil.copytree(base / "demos", base / arm)
-            checkpoints = {"real_only": stage_one(base / "a" / "learner", base / "arm_a", args, seed, True, False),
-                           "sft_cotrain": stage_one(base / "c" / "learner", base / "arm_b", args, seed, False, True)}
-            shutil.rmtree(base / "d")
-            shutil.copytree(base / "c", base / "d")  # (d) starts from the same version 0 as (c)
-            checkpoints["rl_co"] = rl_run(base / "c" / "learner", tasks, args, seed, args.beta, logs, env, "rl_co")
-            checkpoints["rl_no_anchor"] = rl_run(base / "d" / "learner", tasks, args, seed, 0.0, logs, env, "rl_no_anchor")
-            curves[seed] = {arm: rollout_curve(base / key / "learner") for arm, key in (("rl_co", "c"), ("rl_no_anchor", "d"))}
+            checkpoints = {}
+            if "real_only" in arms:
+                shutil.copytree(base / "demos", base / "a")
+                checkpoints["real_only"] = stage_one(base / "a" / "learner", base / "arm_a", args, seed, True, False)
+            shutil.copytree(base / "demos", base / "b")  # version 0 of (c) and (d) is arm (b)
+            checkpoints["sft_cotrain"] = stage_one(base / "b" / "learner", base / "arm_b", args, seed, False, True)
+            curves[seed] = {}
+            for arm, key, beta in (("rl_co", "c", args.beta), ("rl_no_anchor", "d", 0.0)):
+                if arm in arms:
+                    shutil.copytree(base / "b", base / key)
+                    checkpoints[arm] = rl_run(base / key / "learner", tasks, args, seed, beta, logs, env, arm)
+                    curves[seed][arm] = rollout_curve(base / key / "learner")
             jobs = [(arm, task, variant, EVAL_SEED_BASE + i, str(checkpoints[arm]))
-                    for arm in ARMS for task in tasks for variant in ("real-proxy", "sim")
+                    for arm in arms for task in tasks for variant in ("real-proxy", "sim")
                     for i in range(args.eval_episodes)]
             results = _run_pool(pool, _eval_episode, jobs, f"seed {seed} evaluation")
             per_seed[seed] = {variant: {arm: float(np.mean([ok for a, _, v, ok in results if a == arm and v == variant]))
-                                        for arm in ARMS} for variant in ("real-proxy", "sim")}
+                                        for arm in arms} for variant in ("real-proxy", "sim")}
             print(f"seed {seed}: real-proxy {per_seed[seed]['real-proxy']}, sim {per_seed[seed]['sim']} "
                   f"({(time.time() - started) / 60:.0f} min so far)", flush=True)
     finally:
         pool.close()
         pool.join()
-    mean = {variant: {arm: round(float(np.mean([per_seed[s][variant][arm] for s in seeds])), 3) for arm in ARMS}
+    mean = {variant: {arm: round(float(np.mean([per_seed[s][variant][arm] for s in seeds])), 3) for arm in arms}
             for variant in ("real-proxy", "sim")}
+    real = mean["real-proxy"]
     figures = {
         "real_proxy_success": mean["real-proxy"], "sim_success": mean["sim"],
         "per_seed": {str(s): per_seed[s] for s in seeds}, "seeds": seeds, "tasks": tasks,
         "episodes_per_arm": args.eval_episodes * len(tasks) * len(seeds),
-        "rl_co_over_sft_cotrain_points": round(100 * (mean["real-proxy"]["rl_co"] - mean["real-proxy"]["sft_cotrain"]), 1),
-        "rl_co_over_real_only_points": round(100 * (mean["real-proxy"]["rl_co"] - mean["real-proxy"]["real_only"]), 1),
         "rl_iterations": {str(s): {arm: len(curve) for arm, curve in curves[s].items()} for s in seeds},
         "rl_minutes_per_arm": args.rl_minutes, "rl_lr": args.rl_lr, "real_demos_per_task": args.real_demos,
         "sim_demos_per_task": args.sim_demos, "wall_minutes": round((time.time() - started) / 60, 1),
     }
-    _plot(curves, mean, Path(args.plot))
+    for other in ("sft_cotrain", "real_only"):
+        if "rl_co" in real and other in real:
+            figures[f"rl_co_over_{other}_points"] = round(100 * (real["rl_co"] - real[other]), 1)
+    _plot(curves, mean, arms, Path(args.plot))
     print(f"real-proxy success: {mean['real-proxy']}; sim success: {mean['sim']}; plot {args.plot}", flush=True)
     return figures
 
 
-def _plot(curves: dict, mean: dict, path: Path) -> None:
+def _plot(curves: dict, mean: dict, arms: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for seed, arms in curves.items():
+    for seed, arms_curves in curves.items():
         for arm, style in (("rl_co", "-"), ("rl_no_anchor", "--")):
-            if arms[arm]:
-                x, y = zip(*arms[arm])
-                left.plot(x, y, style, label=f"{arm}, seed {seed}")
-    left.set(xlabel="PPO iteration", ylabel="rollout success (sim)", title="RL in the fleet loop", ylim=(0, 1))
+            if arms_curves.get(arm):
+                x, y = zip(*arms_curves[arm])
+                smooth = np.convolve(y, np.ones(5) / 5, mode="valid") if len(y) >= 5 else np.array(y)
+                left.plot(x[len(x) - len(smooth):], smooth, style, label=f"{arm}, seed {seed}")
+    left.set(xlabel="PPO iteration", ylabel="rollout success (sim, mean of 5 iterations)", title="RL in the fleet loop", ylim=(0, 1))
     left.legend(fontsize=8)
-    x = np.arange(len(ARMS))
-    right.bar(x - 0.2, [mean["real-proxy"][a] for a in ARMS], 0.4, label="real-proxy")
-    right.bar(x + 0.2, [mean["sim"][a] for a in ARMS], 0.4, label="sim")
-    right.set_xticks(x, ARMS)
+    x = np.arange(len(arms))
+    right.bar(x - 0.2, [mean["real-proxy"][a] for a in arms], 0.4, label="real-proxy")
+    right.bar(x + 0.2, [mean["sim"][a] for a in arms], 0.4, label="sim")
+    right.set_xticks(x, arms)
     right.set(ylabel="evaluation success", ylim=(0, 1), title="final policies")
     right.legend()
     fig.tight_layout()

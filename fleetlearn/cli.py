@@ -180,10 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--real-only", action="store_true", help="rl_co stage I on real-proxy demonstrations alone")
     p.add_argument("--no-rl", action="store_true", help="rl_co: stop after stage I (SFT co-training)")
     p.add_argument("--beta", type=float, default=0.1, help="rl_co: weight of the real-data anchor (0: none)")
-    p.add_argument("--rl-episodes", type=int, default=16, help="rl_co: sim rollouts per PPO iteration")
-    p.add_argument("--rl-lr", type=float, default=1e-5, help="rl_co: PPO learning rate (policy and value head)")
+    p.add_argument("--rl-episodes", type=int, default=40, help="rl_co: sim rollouts per PPO iteration")
+    p.add_argument("--rl-lr", type=float, default=3e-5, help="rl_co: PPO learning rate (policy and value head)")
     p.add_argument("--rl-sigma", type=float, default=0.1, help="rl_co: exploration std of every denoising step")
-    p.add_argument("--rl-epochs", type=int, default=2, help="rl_co: PPO passes over each batch of rollouts")
+    p.add_argument("--rl-epochs", type=int, default=4, help="rl_co: PPO passes over each batch of rollouts")
     p.add_argument("--rl-group", type=int, default=4,
                    help="rl_co: rollouts per seed, compared with each other for a baseline (1: value head only)")
     p.add_argument("--shaping", type=float, default=10.0,

@@ -59,8 +59,9 @@ class RLCoConfig:
     entropy_coef: float = 0.005  # with a fixed sigma the chain entropy is a constant: reported, no gradient
     denoise_steps: int = 4
     sigma: float = 0.1           # exploration std of every denoising step (normalised action units)
-    epochs: int = 2              # PPO passes over each rollout batch
+    epochs: int = 4              # PPO passes over each rollout batch (at most: see target_kl)
     group: int = 4               # rollouts per seed (1: none); grouped chunks use a leave-one-out baseline
+    target_kl: float = 0.02      # an iteration stops early once a minibatch's approx. KL per step exceeds 1.5x this
     shaping: float = 10.0        # reward per metre of progress towards the goal (0: success only)
 
     def __post_init__(self):
