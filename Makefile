@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export MUJOCO_GL ?= egl
 
-.PHONY: setup demo test test-mujoco-3.3 proto bench browser clean
+.PHONY: setup demo test test-mujoco-3.3 setup-lerobot test-lerobot proto bench browser clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,22 @@ test-mujoco-3.3:
 	$(MJ33)/bin/python -m pip install -q --disable-pip-version-check mujoco==3.3.0 'gymnasium>=1.0' numpy pytest pytest-timeout
 	PYTHONPATH=. $(MJ33)/bin/python -m pytest -q -p no:cacheprovider --noconftest \
 		tests/test_sim.py tests/test_sim_tasks.py tests/test_sim_variants.py
+
+# Physical arms through LeRobot (fleet_lerobot/) live in their own environment: LeRobot 0.4.4 pins
+# torch < 2.11 and brings about 8 GB (its torch build with CUDA libraries). The main environment
+# never imports it; tests/test_lerobot.py runs here and is skipped (with the reason) elsewhere.
+LEROBOT_VENV  := $(VENV)-lerobot
+LEROBOT_STAMP := $(LEROBOT_VENV)/.installed
+
+setup-lerobot: $(LEROBOT_STAMP)
+
+$(LEROBOT_STAMP): pyproject.toml
+	test -x $(LEROBOT_VENV)/bin/python || $(PYTHON) -m venv $(LEROBOT_VENV)
+	$(LEROBOT_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[lerobot,dev]'
+	touch $(LEROBOT_STAMP)
+
+test-lerobot: setup-lerobot
+	$(LEROBOT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_lerobot.py
 
 # Headless Chromium for the dashboard's browser tests (Debian's package; Playwright drives it with
 # executable_path, so no browser is downloaded). Without it those tests are skipped, with the reason.

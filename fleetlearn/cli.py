@@ -59,7 +59,7 @@ def cmd_learner(args) -> None:
 def _robot_driver(args):
     """(driver, expert or None) for `fleet robot`: sim tasks with their scripted experts, or a
     bring-your-own Gymnasium env (README) with the expert named by --expert, if any."""
-    from robot_client.driver import GymDriver, SimDriver, load_factory
+    from robot_client.driver import DEFAULT_MAX_STEPS, GymDriver, SimDriver, load_factory
 
     if args.sim:
         misplaced = [flag for flag, value in (("--expert", args.expert), ("--instruction", args.instruction),
@@ -74,6 +74,14 @@ def _robot_driver(args):
         return driver, driver.expert
     if args.variant or args.shift is not None:
         sys.exit("fleet robot: --variant and --shift go with --sim")
+    if args.lerobot_robot:
+        from fleet_lerobot.driver import LeRobotDriver
+        from fleet_lerobot.shim import build_robot
+
+        task = args.task or "default"
+        robot = build_robot(args.lerobot_robot, _key_values(args.lerobot_arg, "--lerobot-arg"))
+        return LeRobotDriver(robot, {task: args.instruction or task}, control_hz=args.control_hz or 10.0,
+                             max_steps=args.max_steps or DEFAULT_MAX_STEPS), None
     if args.demos > 0 and not args.expert:
         sys.exit("fleet robot: --demos needs an expert to record them; with --env pass --expert MODULE:FACTORY")
     # MODULE may live in the current directory, as it would for `python -m`.
@@ -92,6 +100,38 @@ def _robot_driver(args):
     return driver, expert
 
 
+def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            sys.exit(f"fleet robot: {flag} takes KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def cmd_export(args) -> None:
+    from fleet_lerobot.dataset import export_store
+
+    try:
+        figures = export_store(Path(args.data), Path(args.out), args.episodes)
+    except (ValueError, FileExistsError) as error:
+        sys.exit(f"fleet export: {error}")
+    print(f"exported {figures['episodes']} episodes ({figures['frames']} frames, cameras {figures['cameras']}) "
+          f"to {figures['out']}")
+
+
+def cmd_import(args) -> None:
+    from fleet_lerobot.dataset import import_dataset
+
+    try:
+        figures = import_dataset(Path(args.lerobot), Path(args.data), robot_id=args.robot_id)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"fleet import: {error}")
+    print(f"imported {figures['episodes']} episodes ({figures['frames']} frames) as demonstrations of "
+          f"{figures['robot_id']} into {args.data}")
+
+
 def cmd_robot(args) -> None:
     import torch
 
@@ -108,7 +148,17 @@ def cmd_robot(args) -> None:
         driver, expert = _robot_driver(args)
     except ValueError as error:
         sys.exit(f"fleet robot: {error}")
-    if expert is None:  # policy only: nobody to record demonstrations, take over or judge help
+    if args.lerobot_teleop:  # a person's leader arm, gamepad or keyboard, through LeRobot
+        from fleet_lerobot.driver import LeRobotTeleop
+        from fleet_lerobot.shim import build_teleoperator
+
+        try:
+            teleop = LeRobotTeleop(build_teleoperator(args.lerobot_teleop, _key_values(args.lerobot_teleop_arg,
+                                                                                      "--lerobot-teleop-arg")), driver)
+        except (ValueError, ConnectionError) as error:
+            sys.exit(f"fleet robot: {error}")
+        help_reference = None
+    elif expert is None:  # policy only: nobody to record demonstrations, take over or judge help
         teleop, help_reference = NoOperator(), None
     else:
         teleop = ScriptedOperator(driver, segment_steps=args.operator_steps, expert=expert, model=model)
@@ -221,6 +271,13 @@ def main(argv: list[str] | None = None) -> None:
                         "list, or 'all'")
     source.add_argument("--env", metavar="MODULE:FACTORY", help="bring your own Gymnasium env: FACTORY() returns "
                         "it (contract in README)")
+    source.add_argument("--lerobot-robot", metavar="TYPE", help="a physical (or LeRobot-registered) arm through "
+                        "LeRobot: so101_follower, koch_follower, fleet_sim_arm, ... (needs make setup-lerobot)")
+    p.add_argument("--lerobot-arg", action="append", metavar="KEY=VALUE",
+                   help="with --lerobot-robot: a setting of its LeRobot config (port=/dev/ttyACM0, id=arm-1, ...)")
+    p.add_argument("--lerobot-teleop", metavar="TYPE", help="the person's teleop device through LeRobot "
+                   "(so101_leader, gamepad, keyboard_ee, fleet_expert, ...): drives takeovers and demonstrations")
+    p.add_argument("--lerobot-teleop-arg", action="append", metavar="KEY=VALUE", help="a setting of its LeRobot config")
     p.add_argument("--expert", metavar="MODULE:FACTORY", help="with --env: FACTORY() returns the expert "
                    "(observation, env) -> action that plays the operator; without one the robot runs policy only")
     p.add_argument("--instruction", help="with --env: the task's instruction (default: the env's `instruction` "
@@ -258,6 +315,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_robot)
+
+    p = sub.add_parser("export", help="write the episode store as a LeRobotDataset (needs make setup-lerobot)")
+    p.add_argument("--format", choices=["lerobot"], default="lerobot")
+    p.add_argument("--data", default="runs/learner", help="the learner's data directory")
+    p.add_argument("--out", required=True, help="a new directory for the dataset")
+    p.add_argument("--episodes", help="filter: KEY=VALUE,... with KEY kind, task, robot, success or version")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("import", help="seed the demonstrations from a local LeRobotDataset (needs make setup-lerobot)")
+    p.add_argument("--lerobot", required=True, metavar="DIR", help="the LeRobotDataset's root directory")
+    p.add_argument("--data", default="runs/learner", help="the learner's data directory")
+    p.add_argument("--robot-id", default="lerobot-import", help="robot id the demonstrations are stored under")
+    p.set_defaults(fn=cmd_import)
 
     p = sub.add_parser("demo", help="learner + simulated robots + simulated operators on this machine")
     p.add_argument("--minutes", type=float, default=15.0)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fleet.v1 import fleet_pb2 as pb
 from learner.algorithms.rl_co import GaussianChain, RLCoConfig, ValueHead, chunk_rewards, gae, group_advantages, rl_co_loss
 from learner.samplers import GroupMixSampler, LabelledEpisode
 from learner.store import EpisodeArrays
@@ -80,8 +79,8 @@ class RLCoTrainer(Trainer):
 
     def _robot_type(self, robot_id: str) -> str:
         if robot_id not in self.robot_types:
-            row = self.reader.db.execute("SELECT embodiment FROM robots WHERE robot_id=?", (robot_id,)).fetchone()
-            self.robot_types[robot_id] = pb.Embodiment.FromString(row["embodiment"]).robot_type if row else ""
+            embodiment = self.reader.robot_embodiment(robot_id)
+            self.robot_types[robot_id] = embodiment.robot_type if embodiment else ""
         return self.robot_types[robot_id]
 
     def refresh(self) -> int:

@@ -320,5 +320,9 @@ class StoreReader:
         return EpisodeArrays(row["robot_id"], row["episode_id"], row["task"], row["instruction"], row["kind"],
                              row["policy_version"], bool(row["success"]), arrays)
 
+    def robot_embodiment(self, robot_id: str) -> pb.Embodiment | None:
+        row = self.db.execute("SELECT embodiment FROM robots WHERE robot_id=?", (robot_id,)).fetchone()
+        return pb.Embodiment.FromString(row["embodiment"]) if row else None
+
     def close(self) -> None:
         self.db.close()

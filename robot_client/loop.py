@@ -50,6 +50,24 @@ _MODE_TO_PROTO = {
 HELP_GATES = ("float", "rule", "off")
 
 
+class EmbodimentMismatch(RuntimeError):
+    """The policy the learner serves was trained for a different robot than this one."""
+
+
+def embodiment_mismatch(policy_config, driver) -> str | None:
+    """What differs between the robot a policy was trained for and `driver`'s, or None."""
+    problems = []
+    cameras = tuple(policy_config.cameras)
+    if set(cameras) - set(driver.cameras):
+        problems.append(f"the policy reads cameras {sorted(cameras)}, this robot has {sorted(driver.cameras)}")
+    if policy_config.state_dim != driver.state_dim:
+        problems.append(f"the policy reads a state of {policy_config.state_dim} values, this robot gives "
+                        f"{driver.state_dim}")
+    if policy_config.action_dim != driver.action_dim:
+        problems.append(f"the policy acts in {policy_config.action_dim} dimensions, this robot takes {driver.action_dim}")
+    return "; ".join(problems) or None
+
+
 class RLRefused(RuntimeError):
     """A robot that stands in for a real one was asked to serve an RL rollout."""
 
@@ -275,6 +293,10 @@ class RobotClient:
         checkpoint = self.uplink.standby.take()
         if checkpoint is None:
             return
+        mismatch = embodiment_mismatch(checkpoint.policy.config, self.driver)
+        if mismatch:
+            raise EmbodimentMismatch(f"{self.config.robot_id} ({self.driver.robot_type}) cannot run policy version "
+                                     f"{checkpoint.version}: {mismatch}")
         previous = self.version
         torch.manual_seed(self.config.seed)
         self.checkpoint = checkpoint
@@ -437,6 +459,13 @@ class RobotClient:
                 termination = "stopped"
                 break
 
+            poll = getattr(self.teleop, "poll", None)
+            if poll is not None:  # a teleop device with its own events (LeRobot gamepad, keyboard)
+                poll()
+                if kind == "training" and not self.takeover.under_takeover and self.teleop.wants_take_over():
+                    command = pb.LearnerCommand(take_over=pb.TakeOver(operator_id=self.teleop.operator_id))
+                    self._take_over(command, True, kind, episode_id, step)
+
             policy_action = runner.act(obs.images, obs.state, instruction) if runner else None
             if runner is not None:
                 self.monitor.observe(step, runner, obs.images, obs.state)
@@ -465,6 +494,9 @@ class RobotClient:
             rl_extras = runner.rl_extras() if runner is not None and kind == "training" else None
             distance_before = self._task_distance() if rl_extras is not None else None
             next_obs, reward, terminated, truncated, info = self.driver.step(action)
+            sent = getattr(self.driver, "last_sent", None)  # a robot that reports what it really executed
+            if sent is not None:
+                action = sent
             total_reward += reward
             sources.append(source)
             done = terminated or truncated or step == self.driver.max_steps - 1

@@ -181,7 +181,7 @@ class Step(_message.Message):
     reward: float
     done: bool
     extras: _containers.MessageMap[str, Tensor]
-    def __init__(self, index: _Optional[int] = ..., timestamp: _Optional[float] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., state: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., policy_action: _Optional[_Union[Tensor, _Mapping]] = ..., source: _Optional[_Union[ActionSource, str]] = ..., reward: _Optional[float] = ..., done: _Optional[bool] = ..., extras: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., timestamp: _Optional[float] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., state: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., policy_action: _Optional[_Union[Tensor, _Mapping]] = ..., source: _Optional[_Union[ActionSource, str]] = ..., reward: _Optional[float] = ..., done: bool = ..., extras: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class EpisodeOutcome(_message.Message):
     __slots__ = ("success", "total_reward", "num_steps", "termination", "float_summary")
@@ -195,7 +195,7 @@ class EpisodeOutcome(_message.Message):
     num_steps: int
     termination: str
     float_summary: FloatSummary
-    def __init__(self, success: _Optional[bool] = ..., total_reward: _Optional[float] = ..., num_steps: _Optional[int] = ..., termination: _Optional[str] = ..., float_summary: _Optional[_Union[FloatSummary, _Mapping]] = ...) -> None: ...
+    def __init__(self, success: bool = ..., total_reward: _Optional[float] = ..., num_steps: _Optional[int] = ..., termination: _Optional[str] = ..., float_summary: _Optional[_Union[FloatSummary, _Mapping]] = ...) -> None: ...
 
 class FloatSummary(_message.Message):
     __slots__ = ("ran", "final_index", "fired", "operator_continued", "threshold", "percentile", "dropped_chunks")
@@ -213,7 +213,7 @@ class FloatSummary(_message.Message):
     threshold: float
     percentile: float
     dropped_chunks: int
-    def __init__(self, ran: _Optional[bool] = ..., final_index: _Optional[float] = ..., fired: _Optional[bool] = ..., operator_continued: _Optional[bool] = ..., threshold: _Optional[float] = ..., percentile: _Optional[float] = ..., dropped_chunks: _Optional[int] = ...) -> None: ...
+    def __init__(self, ran: bool = ..., final_index: _Optional[float] = ..., fired: bool = ..., operator_continued: bool = ..., threshold: _Optional[float] = ..., percentile: _Optional[float] = ..., dropped_chunks: _Optional[int] = ...) -> None: ...
 
 class EpisodeChunk(_message.Message):
     __slots__ = ("robot_id", "episode_id", "sequence", "policy_version", "task", "instruction", "kind", "seed", "steps", "episode_end", "outcome")
@@ -239,7 +239,7 @@ class EpisodeChunk(_message.Message):
     steps: _containers.RepeatedCompositeFieldContainer[Step]
     episode_end: bool
     outcome: EpisodeOutcome
-    def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., task: _Optional[str] = ..., instruction: _Optional[str] = ..., kind: _Optional[_Union[EpisodeKind, str]] = ..., seed: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., episode_end: _Optional[bool] = ..., outcome: _Optional[_Union[EpisodeOutcome, _Mapping]] = ...) -> None: ...
+    def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., task: _Optional[str] = ..., instruction: _Optional[str] = ..., kind: _Optional[_Union[EpisodeKind, str]] = ..., seed: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., episode_end: bool = ..., outcome: _Optional[_Union[EpisodeOutcome, _Mapping]] = ...) -> None: ...
 
 class ChunkAck(_message.Message):
     __slots__ = ("robot_id", "episode_id", "sequence", "status")
@@ -283,7 +283,7 @@ class PolicyAnnouncement(_message.Message):
     published_at: float
     rollback: bool
     note: str
-    def __init__(self, version: _Optional[int] = ..., files: _Optional[_Iterable[_Union[PolicyFile, _Mapping]]] = ..., published_at: _Optional[float] = ..., rollback: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., files: _Optional[_Iterable[_Union[PolicyFile, _Mapping]]] = ..., published_at: _Optional[float] = ..., rollback: bool = ..., note: _Optional[str] = ...) -> None: ...
 
 class FetchWeightsRequest(_message.Message):
     __slots__ = ("robot_id", "version", "file_name", "offset")
@@ -361,7 +361,7 @@ class HelpRequest(_message.Message):
     score: float
     threshold: float
     holding: bool
-    def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., policy_version: _Optional[int] = ..., reason: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., holding: _Optional[bool] = ...) -> None: ...
+    def __init__(self, robot_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., policy_version: _Optional[int] = ..., reason: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., holding: bool = ...) -> None: ...
 
 class HelpCancelled(_message.Message):
     __slots__ = ("robot_id", "episode_id", "reason")
@@ -403,7 +403,7 @@ class CommandApplied(_message.Message):
     episode_id: str
     step_index: int
     applied_at: float
-    def __init__(self, robot_id: _Optional[str] = ..., command_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., detail: _Optional[str] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., applied_at: _Optional[float] = ...) -> None: ...
+    def __init__(self, robot_id: _Optional[str] = ..., command_id: _Optional[str] = ..., accepted: bool = ..., detail: _Optional[str] = ..., episode_id: _Optional[str] = ..., step_index: _Optional[int] = ..., applied_at: _Optional[float] = ...) -> None: ...
 
 class Preview(_message.Message):
     __slots__ = ("robot_id", "image", "mode", "episode_id", "step_index", "sent_at")
@@ -445,7 +445,7 @@ class TakeOver(_message.Message):
     operator_id: str
     remote: bool
     assess: bool
-    def __init__(self, operator_id: _Optional[str] = ..., remote: _Optional[bool] = ..., assess: _Optional[bool] = ...) -> None: ...
+    def __init__(self, operator_id: _Optional[str] = ..., remote: bool = ..., assess: bool = ...) -> None: ...
 
 class Jog(_message.Message):
     __slots__ = ("operator_id", "dx", "dy", "dz", "gripper", "duration_s")

@@ -5,7 +5,7 @@ import warnings
 
 from fleet.v1 import fleet_pb2 as fleet_dot_v1_dot_fleet__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.73.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in fleet/v1/fleet_pb2_grpc.py depends on'
+        + f' but the generated code in fleet/v1/fleet_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class FleetLearnerStub:
+class FleetLearnerStub(object):
     """---------------------------------------------------------------------------------------------
     Service
     ---------------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ class FleetLearnerStub:
                 _registered_method=True)
 
 
-class FleetLearnerServicer:
+class FleetLearnerServicer(object):
     """---------------------------------------------------------------------------------------------
     Service
     ---------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def add_FleetLearnerServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class FleetLearner:
+class FleetLearner(object):
     """---------------------------------------------------------------------------------------------
     Service
     ---------------------------------------------------------------------------------------------

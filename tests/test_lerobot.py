@@ -1,0 +1,199 @@
+"""Physical arms through LeRobot, tested with LeRobot's real classes and the fleet's MuJoCo arm
+registered as a LeRobot robot (fleet_lerobot/sim_arm.py). Runs in the LeRobot environment
+(`make test-lerobot`); the main environment has no LeRobot and skips this module."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lerobot", reason="LeRobot is an optional extra in its own environment: make test-lerobot")
+
+from conftest import TOKEN, wait_for  # noqa: E402
+from fleet.v1 import fleet_pb2 as pb  # noqa: E402
+
+SMALL = dict(d_model=32, n_heads=2, n_layers=1, keypoints=8, encoder_image_size=32)
+INSTRUCTION = "move the gripper to the magenta ball"
+
+
+def publish_policy(data_dir, state_dim: int = 7, version: int = 0) -> None:
+    import torch
+
+    from learner.versions import VersionRegistry
+    from policy import PolicyConfig, VLAPolicy, save_checkpoint
+
+    torch.manual_seed(0)
+    config = PolicyConfig(vocab=tuple(INSTRUCTION.split()), state_dim=state_dim, **SMALL)
+    registry = VersionRegistry(data_dir)
+    save_checkpoint(registry.checkpoint_dir(version), VLAPolicy(config).eval(), version)
+    registry.add(version, {"test": True})
+    registry.publish(version, note="test")
+    registry.close()
+
+
+class LeRobotRobotThread:
+    """A RobotClient driving a LeRobot-built robot, with a LeRobot teleoperator, on its own
+    thread (the sim arm's EGL context belongs to the thread that built it)."""
+
+    def __init__(self, work_dir, address, robot_id, robot_args: dict, teleop_args: dict | None, **config):
+        from robot_client.loop import RobotClient, RobotConfig
+
+        self.error: BaseException | None = None
+        self.client = None
+        built = threading.Event()
+
+        def run():
+            from fleet_lerobot.driver import LeRobotDriver, LeRobotTeleop
+            from fleet_lerobot.shim import build_robot, build_teleoperator
+            from robot_client.teleop import NoOperator
+
+            try:
+                robot = build_robot("fleet_sim_arm", {"id": robot_id, **robot_args})
+                driver = LeRobotDriver(robot, {"reach": INSTRUCTION}, max_steps=40)
+                teleop = (LeRobotTeleop(build_teleoperator("fleet_expert", {"arm_id": robot_id, **teleop_args}), driver)
+                          if teleop_args is not None else NoOperator())
+                self.client = RobotClient(RobotConfig(robot_id=robot_id, tasks=("reach",), learner=address, token=TOKEN,
+                                                      work_dir=work_dir / robot_id, realtime=False, help_gate="off",
+                                                      **config), driver, teleop)
+                built.set()
+                self.client.run()
+            except BaseException as error:  # noqa: BLE001 - the test reads it
+                self.error = error
+                built.set()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert built.wait(60)
+
+    def join(self, timeout: float = 180) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive()
+
+
+def test_the_sim_arm_is_a_lerobot_robot_built_from_lerobots_registry():
+    from lerobot.robots import RobotConfig, make_robot_from_config
+    from lerobot.teleoperators import TeleoperatorConfig
+    from lerobot.teleoperators.utils import TeleopEvents, make_teleoperator_from_config
+
+    import fleet_lerobot.sim_arm  # noqa: F401  (registers the plugin's configs)
+
+    robot = make_robot_from_config(RobotConfig.get_choice_class("fleet_sim_arm")(id="arm-a", max_delta=0.5))
+    assert type(robot).__name__ == "FleetSimArm"
+    features = robot.observation_features  # available before connecting, as LeRobot requires
+    assert features["front"] == (96, 96, 3) and features["ee.x"] is float
+    robot.connect()
+    try:
+        before = robot.get_observation()["ee.x"]
+        sent = robot.send_action({"delta_x": 3.0, "delta_y": 0.0, "delta_z": 0.0, "gripper": -2.0})
+        assert sent == {"delta_x": 0.5, "delta_y": 0.0, "delta_z": 0.0, "gripper": -1.0}  # clipped as reported
+        assert robot.get_observation()["ee.x"] > before  # it moved
+        expert = make_teleoperator_from_config(
+            TeleoperatorConfig.get_choice_class("fleet_expert")(arm_id="arm-a", intervene_from=1, intervene_steps=2))
+        expert.connect()
+        assert set(expert.get_action()) == set(robot.action_features)
+        assert expert.get_teleop_events()[TeleopEvents.IS_INTERVENTION] is True  # step 1 of the window [1, 3)
+        with pytest.raises(ValueError, match="lacks"):
+            robot.send_action({"delta_x": 0.0})
+    finally:
+        robot.disconnect()
+    assert not robot.is_connected
+
+
+def test_a_lerobot_teleoperator_takes_over_and_the_label_reaches_the_learner(learner_thread, tmp_path):
+    from learner.store import StoreReader
+
+    learner = learner_thread(train=False)
+    publish_policy(tmp_path / "learner")
+    robot = LeRobotRobotThread(tmp_path, learner.address, "lr-arm-1", {"max_delta": 0.6},
+                               {"intervene_from": 5, "intervene_steps": 2}, max_episodes=1)
+    robot.join()
+    assert robot.error is None, robot.error
+    reader = StoreReader(tmp_path / "learner")
+    wait_for(lambda: reader.complete_episodes(), 60, "the episode stored")
+    row = reader.complete_episodes()[0]
+    episode = reader.load_episode(row)
+    embodiment = reader.robot_embodiment("lr-arm-1")
+    reader.close()
+    assert embodiment.robot_type == "lerobot/fleet_sim_arm" and embodiment.state_dim == 7
+    assert {c.name for c in embodiment.cameras} == {"front", "wrist"}
+    source = episode.arrays["source"]
+    human = np.flatnonzero(source == pb.ACTION_SOURCE_INTERVENTION)
+    # The teleop's own IS_INTERVENTION events started and ended the takeover.
+    assert human.tolist() == [5, 6] and row["human_steps"] == 2 and row["takeovers"] == 1
+    assert episode.num_steps > 8  # and handed back when the events ended: the policy drove on
+    assert (source[:5] == pb.ACTION_SOURCE_AUTONOMOUS).all() and (source[7:] == pb.ACTION_SOURCE_AUTONOMOUS).all()
+    # Steps record what the arm reported as sent: its safety clip, not the command.
+    assert np.abs(episode.arrays["action"][:, :3]).max() <= 0.6 + 1e-6
+    commanded = episode.arrays["policy_action"][:5, :3]
+    np.testing.assert_allclose(episode.arrays["action"][:5, :3], np.clip(commanded, -0.6, 0.6), atol=1e-6)
+
+
+def test_a_robot_refuses_a_policy_trained_for_another_embodiment(learner_thread, tmp_path):
+    from robot_client.loop import EmbodimentMismatch
+
+    learner = learner_thread(train=False)
+    publish_policy(tmp_path / "learner", state_dim=6)  # trained for a 6-value state; this arm gives 7
+    robot = LeRobotRobotThread(tmp_path, learner.address, "lr-arm-2", {}, None, max_episodes=1)
+    robot.join()
+    assert isinstance(robot.error, EmbodimentMismatch)
+    assert "state of 6 values, this robot gives 7" in str(robot.error)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_export_to_a_lerobot_dataset_and_import_it_back(learner_thread, tmp_path):
+    from fleet_lerobot.dataset import export_store, import_dataset, load_dataset
+    from learner.store import StoreReader
+
+    learner = learner_thread(train=False)
+    publish_policy(tmp_path / "learner")
+    robot = LeRobotRobotThread(tmp_path, learner.address, "lr-arm-3", {}, {"intervene_from": 3, "intervene_steps": 5},
+                               max_episodes=2, demos=1)
+    robot.join()
+    assert robot.error is None, robot.error
+    reader = StoreReader(tmp_path / "learner")
+    wait_for(lambda: len(reader.complete_episodes()) == 2, 60, "both episodes stored")
+    rows = reader.complete_episodes()
+    episodes = [reader.load_episode(row) for row in rows]
+    reader.close()
+
+    out = tmp_path / "dataset"
+    figures = export_store(tmp_path / "learner", out, progress=None)
+    assert figures["episodes"] == 2 and figures["cameras"] == ["front", "wrist"]
+    dataset = load_dataset(out)  # LeRobot's own class reads it
+    assert dataset.num_episodes == 2 and dataset.num_frames == sum(e.num_steps for e in episodes)
+    index = 0
+    for row, episode in zip(rows, episodes):
+        a = episode.arrays
+        for t in range(episode.num_steps):
+            frame = dataset[index]
+            index += 1
+            np.testing.assert_array_equal(frame["observation.state"].numpy(), a["state"][t])
+            np.testing.assert_array_equal(frame["action"].numpy(), a["action"][t])
+            assert bool(frame["intervention"]) == (a["source"][t] == pb.ACTION_SOURCE_INTERVENTION)
+            assert int(frame["policy_version"]) == row["policy_version"]
+            assert frame["task"] == row["instruction"]
+            for cam in ("front", "wrist"):
+                decoded = np.round(frame[f"observation.images.{cam}"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+                assert psnr(decoded, a[f"image/{cam}"][t]) >= 35.0
+    kinds = [row["kind"] for row in rows]
+    assert kinds == ["demonstration", "training"]
+    sources = dataset.hf_dataset["action_source"]
+    assert int(sources[0]) == 2  # the demonstration's steps: offline_demo
+
+    imported = import_dataset(out, tmp_path / "second", robot_id="lerobot-import", progress=None)
+    assert imported == {"episodes": 2, "frames": dataset.num_frames, "robot_id": "lerobot-import"}
+    reader = StoreReader(tmp_path / "second")
+    again = [reader.load_episode(row) for row in reader.complete_episodes()]
+    reader.close()
+    assert [e.kind for e in again] == ["demonstration", "demonstration"]
+    for original, copy in zip(episodes, again):
+        np.testing.assert_array_equal(copy.arrays["state"], original.arrays["state"])
+        np.testing.assert_array_equal(copy.arrays["action"], original.arrays["action"])
+        assert copy.instruction == original.instruction
+        assert psnr(copy.arrays["image/front"], original.arrays["image/front"]) >= 35.0
