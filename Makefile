@@ -39,15 +39,13 @@ test-mujoco-3.3:
 # Physical arms through LeRobot (fleet_lerobot/) live in their own environment: LeRobot 0.4.4 pins
 # torch < 2.11 and brings about 8 GB (its torch build with CUDA libraries). The main environment
 # never imports it; tests/test_lerobot.py runs here and is skipped (with the reason) elsewhere.
-LEROBOT_VENV  := $(VENV)-lerobot
-LEROBOT_STAMP := $(LEROBOT_VENV)/.installed
+# The environment is kept outside the checkout, so a fresh clone reuses it; the install below
+# only re-points it at this checkout when LeRobot is already there (seconds).
+LEROBOT_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/fleetlearn/venv-lerobot
 
-setup-lerobot: $(LEROBOT_STAMP)
-
-$(LEROBOT_STAMP): pyproject.toml
+setup-lerobot:
 	test -x $(LEROBOT_VENV)/bin/python || $(PYTHON) -m venv $(LEROBOT_VENV)
 	$(LEROBOT_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[lerobot,dev]'
-	touch $(LEROBOT_STAMP)
 
 test-lerobot: setup-lerobot
 	$(LEROBOT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_lerobot.py

@@ -30,8 +30,23 @@ __all__ = ["VERSION", "LeRobotDataset", "Robot", "RobotConfig", "Teleoperator", 
 
 
 def load_plugins() -> None:
-    """Imports installed third-party LeRobot devices (packages named lerobot_robot_* and the like),
-    as LeRobot's own command-line tools do, and this package's own sim arm."""
+    """Registers every robot and teleoperator LeRobot ships (a config registers when its module
+    is imported; LeRobot's own scripts import a fixed list, which moves between releases, so
+    every subpackage of lerobot.robots and lerobot.teleoperators is imported here), installed
+    third-party devices (packages named lerobot_robot_* and the like) and this package's sim arm."""
+    import importlib
+    import pkgutil
+
+    import lerobot.robots
+    import lerobot.teleoperators
+
+    for package in (lerobot.robots, lerobot.teleoperators):
+        for module in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            if module.ispkg:
+                try:
+                    importlib.import_module(module.name)
+                except ImportError:  # a device whose optional dependencies are not installed
+                    pass
     try:
         from lerobot.utils.import_utils import register_third_party_plugins
     except ImportError:  # older releases: no plugin discovery
@@ -75,11 +90,21 @@ def _parse(text, hint) -> Any:
 def build_robot(type_name: str, args: dict[str, Any] | None = None) -> Robot:
     """Any registered LeRobot robot from its type ("so101_follower", "koch_follower",
     "fleet_sim_arm", ...) and `key=value` settings of its config."""
-    return make_robot_from_config(_config(RobotConfig, "robot", type_name, dict(args or {})))
+    config = _config(RobotConfig, "robot", type_name, dict(args or {}))
+    return _build(make_robot_from_config, config, "robot", type_name)
 
 
 def build_teleoperator(type_name: str, args: dict[str, Any] | None = None) -> Teleoperator:
-    return make_teleoperator_from_config(_config(TeleoperatorConfig, "teleoperator", type_name, dict(args or {})))
+    config = _config(TeleoperatorConfig, "teleoperator", type_name, dict(args or {}))
+    return _build(make_teleoperator_from_config, config, "teleoperator", type_name)
+
+
+def _build(make, config, kind: str, type_name: str):
+    try:
+        return make(config)
+    except ImportError as error:
+        raise ValueError(f"LeRobot {kind} {type_name!r} needs {error.name or error}, which is not installed "
+                         "(LeRobot's extras: feetech for SO-100/101, dynamixel for Koch, gamepad for gamepads)") from None
 
 
 @contextlib.contextmanager

@@ -111,7 +111,10 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def cmd_export(args) -> None:
-    from fleet_lerobot.dataset import export_store
+    try:
+        from fleet_lerobot.dataset import export_store
+    except ImportError as error:
+        sys.exit(f"fleet export: {error}")
 
     try:
         figures = export_store(Path(args.data), Path(args.out), args.episodes)
@@ -122,7 +125,10 @@ def cmd_export(args) -> None:
 
 
 def cmd_import(args) -> None:
-    from fleet_lerobot.dataset import import_dataset
+    try:
+        from fleet_lerobot.dataset import import_dataset
+    except ImportError as error:
+        sys.exit(f"fleet import: {error}")
 
     try:
         figures = import_dataset(Path(args.lerobot), Path(args.data), robot_id=args.robot_id)
@@ -146,7 +152,7 @@ def cmd_robot(args) -> None:
         # ValueError covers a bad MODULE:FACTORY, an env breaking the contract, unknown sim tasks
         # and variants: all of them are the command line's to fix, so a message beats a traceback.
         driver, expert = _robot_driver(args)
-    except ValueError as error:
+    except (ValueError, ImportError, ConnectionError) as error:
         sys.exit(f"fleet robot: {error}")
     if args.lerobot_teleop:  # a person's leader arm, gamepad or keyboard, through LeRobot
         from fleet_lerobot.driver import LeRobotTeleop
