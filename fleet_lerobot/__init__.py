@@ -12,7 +12,7 @@ the one place that knows which LeRobot release it talks to.
 - `dataset`: `fleet export --format lerobot` and `fleet import --lerobot`.
 """
 
-_SIM_ARM = ("FleetSimArm", "FleetSimArmConfig", "FleetExpert", "FleetExpertConfig")
+_SIM_ARM = ("FleetSimArm", "FleetSimArmConfig", "FleetExpert", "FleetExpertConfig", "FleetLeader", "FleetLeaderConfig")
 
 
 def __getattr__(name: str):

@@ -12,9 +12,11 @@ gripper set-point ("gripper"), all in [-1, 1].
 
 A physical robot has no "reset to seed" and no success signal; this one has both, as optional
 extras the fleet's driver uses where a robot offers them (`reset_episode`, `episode_status`).
-The expert teleoperator reads the arm's privileged simulator state (it finds the arm by id) and
-reports LeRobot teleop events: it asks for an intervention during a configurable window of
-steps, so takeovers can be tested through LeRobot's event path without hardware.
+The expert teleoperators read the arm's privileged simulator state (they find the arm by id).
+"fleet_expert" reports LeRobot teleop events, as a gamepad does: it asks for an intervention
+during a configurable window of steps, so takeovers can be tested through LeRobot's event path
+without hardware. "fleet_leader" has no events, as a leader arm has none: the dashboard starts
+and ends its takeovers.
 """
 
 from __future__ import annotations
@@ -144,13 +146,10 @@ class FleetExpertConfig(TeleoperatorConfig):
     intervene_steps: int = 10      # for this many steps
 
 
-class FleetExpert(Teleoperator):
+class _ScriptedTeleop(Teleoperator):
     """The task's scripted expert as a teleoperator of a connected FleetSimArm."""
 
-    config_class = FleetExpertConfig
-    name = "fleet_expert"
-
-    def __init__(self, config: FleetExpertConfig):
+    def __init__(self, config):
         super().__init__(config)
         self.config = config
         self._connected = False
@@ -196,6 +195,19 @@ class FleetExpert(Teleoperator):
         action = np.asarray(self._expert.act(env), np.float32)
         return {name: float(v) for name, v in zip(ACTION_NAMES, action)}
 
+    def send_feedback(self, feedback: dict) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+
+class FleetExpert(_ScriptedTeleop):
+    """The scripted expert with a gamepad's events: it asks for an intervention itself."""
+
+    config_class = FleetExpertConfig
+    name = "fleet_expert"
+
     def get_teleop_events(self) -> dict:
         step = self._arm.env.step_count
         start = self.config.intervene_from
@@ -203,8 +215,16 @@ class FleetExpert(Teleoperator):
         return {TeleopEvents.IS_INTERVENTION: active, TeleopEvents.TERMINATE_EPISODE: False,
                 TeleopEvents.SUCCESS: False, TeleopEvents.RERECORD_EPISODE: False}
 
-    def send_feedback(self, feedback: dict) -> None:
-        pass
 
-    def disconnect(self) -> None:
-        self._connected = False
+@TeleoperatorConfig.register_subclass("fleet_leader")
+@dataclass
+class FleetLeaderConfig(TeleoperatorConfig):
+    arm_id: str = ""
+
+
+class FleetLeader(_ScriptedTeleop):
+    """The scripted expert as a leader arm: it drives, but has no buttons (no teleop events), so
+    takeovers start and end at the dashboard, as with an SO-101 leader."""
+
+    config_class = FleetLeaderConfig
+    name = "fleet_leader"

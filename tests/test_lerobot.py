@@ -37,7 +37,8 @@ class LeRobotRobotThread:
     """A RobotClient driving a LeRobot-built robot, with a LeRobot teleoperator, on its own
     thread (the sim arm's EGL context belongs to the thread that built it)."""
 
-    def __init__(self, work_dir, address, robot_id, robot_args: dict, teleop_args: dict | None, **config):
+    def __init__(self, work_dir, address, robot_id, robot_args: dict, teleop_args: dict | None,
+                 teleop_type: str = "fleet_expert", **config):
         from robot_client.loop import RobotClient, RobotConfig
 
         self.error: BaseException | None = None
@@ -52,11 +53,11 @@ class LeRobotRobotThread:
             try:
                 robot = build_robot("fleet_sim_arm", {"id": robot_id, **robot_args})
                 driver = LeRobotDriver(robot, {"reach": INSTRUCTION}, max_steps=40)
-                teleop = (LeRobotTeleop(build_teleoperator("fleet_expert", {"arm_id": robot_id, **teleop_args}), driver)
+                teleop = (LeRobotTeleop(build_teleoperator(teleop_type, {"arm_id": robot_id, **teleop_args}), driver)
                           if teleop_args is not None else NoOperator())
                 self.client = RobotClient(RobotConfig(robot_id=robot_id, tasks=("reach",), learner=address, token=TOKEN,
-                                                      work_dir=work_dir / robot_id, realtime=False, help_gate="off",
-                                                      **config), driver, teleop)
+                                                      work_dir=work_dir / robot_id, help_gate="off",
+                                                      **{"realtime": False, **config}), driver, teleop)
                 built.set()
                 self.client.run()
             except BaseException as error:  # noqa: BLE001 - the test reads it
@@ -128,6 +129,42 @@ def test_a_lerobot_teleoperator_takes_over_and_the_label_reaches_the_learner(lea
     assert np.abs(episode.arrays["action"][:, :3]).max() <= 0.6 + 1e-6
     commanded = episode.arrays["policy_action"][:5, :3]
     np.testing.assert_allclose(episode.arrays["action"][:5, :3], np.clip(commanded, -0.6, 0.6), atol=1e-6)
+
+
+def test_a_leader_arm_without_events_is_taken_over_and_handed_back_from_the_dashboard(learner_thread, tmp_path):
+    import asyncio
+
+    from learner.store import StoreReader
+
+    learner = learner_thread(train=False)
+    publish_policy(tmp_path / "learner")
+    # The arm clips deltas to 0.2 (6 mm a step): the leader cannot finish the task while we watch.
+    robot = LeRobotRobotThread(tmp_path, learner.address, "lr-arm-4", {"max_delta": 0.2}, {}, teleop_type="fleet_leader",
+                               max_episodes=1, realtime=True)  # 10 Hz: 4 s of episode to act in
+
+    def on_learner(call):  # FleetControl lives on the learner's event loop
+        async def run():
+            return call()
+        return asyncio.run_coroutine_threadsafe(run(), learner._loop).result(10)
+
+    control = learner.learner.control
+    wait_for(lambda: robot.client is not None and robot.client._status.get("step", 0) >= 3, 60, "the episode running")
+    on_learner(lambda: control.person_take_over("lr-arm-4", "alice"))  # "At the robot": the leader arm drives
+    wait_for(lambda: robot.client.takeover.under_takeover, 10, "the takeover")
+    taken_at = robot.client._status["step"]
+    wait_for(lambda: robot.client._status["step"] >= taken_at + 5, 10, "five steps under the leader arm")
+    on_learner(lambda: control.person_hand_back("lr-arm-4", "alice"))
+    robot.join()
+    assert robot.error is None, robot.error
+    reader = StoreReader(tmp_path / "learner")
+    wait_for(lambda: reader.complete_episodes(), 60, "the episode stored")
+    row = reader.complete_episodes()[0]
+    source = reader.load_episode(row).arrays["source"]
+    reader.close()
+    human = np.flatnonzero(source == pb.ACTION_SOURCE_INTERVENTION)
+    assert row["takeovers"] == 1 and len(human) >= 5 and row["human_steps"] == len(human)
+    assert human.tolist() == list(range(human[0], human[-1] + 1))  # one contiguous takeover
+    assert source[0] == pb.ACTION_SOURCE_AUTONOMOUS
 
 
 def test_a_robot_refuses_a_policy_trained_for_another_embodiment(learner_thread, tmp_path):
