@@ -115,20 +115,35 @@ def _lerobot_sender(address: str, seconds: float, results):
     results.put(sent)
 
 
+class _LeRobotLearner:
+    """LeRobot's LearnerService in its own process: address, the parameters queue it pushes from,
+    and what its consumer counted once stopped."""
+
+    def __init__(self):
+        self.ctx = multiprocessing.get_context("spawn")
+        port_queue, self.stop_event, self.results, self.params = (self.ctx.Queue(), self.ctx.Event(), self.ctx.Queue(),
+                                                                  self.ctx.Queue())
+        self.process = self.ctx.Process(target=_lerobot_server, args=(port_queue, self.stop_event, self.results,
+                                                                      self.params))
+        self.process.start()
+        self.address = f"127.0.0.1:{port_queue.get(timeout=60)}"
+
+    def stop(self) -> dict:
+        self.stop_event.set()
+        received = self.results.get(timeout=60)
+        self.process.join(30)
+        return received
+
+
 def lerobot_episodes(seconds: float) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    port_queue, stop_event, results, params = ctx.Queue(), ctx.Event(), ctx.Queue(), ctx.Queue()
-    server = ctx.Process(target=_lerobot_server, args=(port_queue, stop_event, results, params))
-    server.start()
-    address = f"127.0.0.1:{port_queue.get(timeout=60)}"
+    server = _LeRobotLearner()
+    ctx, address = server.ctx, server.address
     client_results = ctx.Queue()
     client = ctx.Process(target=_lerobot_sender, args=(address, seconds, client_results))
     client.start()
     sent = client_results.get(timeout=seconds + 120)
     client.join()
-    stop_event.set()
-    received = results.get(timeout=60)
-    server.join(30)
+    received = server.stop()
     elapsed = max(received["last"] - received["first"], 1e-9) if received["first"] else float("nan")
     return {"steps_per_s": received["steps"] / elapsed, "mb_per_s": received["bytes"] / elapsed / 1e6,
             "steps": received["steps"], "steps_sent": sent["episodes"] * STEPS}
@@ -164,11 +179,8 @@ def lerobot_weights(model_mb: float) -> dict:
     import torch
     from lerobot.transport.utils import state_to_bytes
 
-    ctx = multiprocessing.get_context("spawn")
-    port_queue, stop_event, results, params = ctx.Queue(), ctx.Event(), ctx.Queue(), ctx.Queue()
-    server = ctx.Process(target=_lerobot_server, args=(port_queue, stop_event, results, params))
-    server.start()
-    address = f"127.0.0.1:{port_queue.get(timeout=60)}"
+    server = _LeRobotLearner()
+    ctx, address, params = server.ctx, server.address, server.params
     arrivals = ctx.Queue()
     client = ctx.Process(target=_params_client, args=(address, arrivals, 2))
     client.start()
@@ -182,9 +194,7 @@ def lerobot_weights(model_mb: float) -> dict:
     params.put(state_to_bytes({"policy": policy}))  # serialised before the clock would be fairer to LeRobot
     arrived_at, size = arrivals.get(timeout=300)
     client.join(30)
-    stop_event.set()
-    results.get(timeout=60)
-    server.join(30)
+    server.stop()
     return {"weights_s": arrived_at - sent_at, "model_mb": size / 1e6}
 
 
