@@ -223,6 +223,13 @@ def test_export_to_a_lerobot_dataset_and_import_it_back(learner_thread, tmp_path
     sources = dataset.hf_dataset["action_source"]
     assert int(sources[0]) == 2  # the demonstration's steps: offline_demo
 
+    only = export_store(tmp_path / "learner", tmp_path / "training-only", "kind=training,robot=lr-arm-3", progress=None)
+    assert only["episodes"] == 1 and only["frames"] == episodes[1].num_steps
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        export_store(tmp_path / "learner", tmp_path / "bad", "colour=red", progress=None)
+    with pytest.raises(FileExistsError):
+        export_store(tmp_path / "learner", out, progress=None)  # never over an existing dataset
+
     imported = import_dataset(out, tmp_path / "second", robot_id="lerobot-import", progress=None)
     assert imported == {"episodes": 2, "frames": dataset.num_frames, "robot_id": "lerobot-import"}
     reader = StoreReader(tmp_path / "second")
