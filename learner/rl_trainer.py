@@ -212,9 +212,10 @@ class RLCoTrainer(Trainer):
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-        log.info("value head warmed up on %d chunks: mse %.4f (return variance %.4f)", len(returns), float(loss),
-                 float(returns.var()))
-        return float(loss)
+        mse = loss.item()
+        log.info("value head warmed up on %d chunks: mse %.4f (return variance %.4f)", len(returns), mse,
+                 returns.var().item())
+        return mse
 
     def ppo_iteration(self, episodes: list[tuple[EpisodeArrays, str, int]]) -> dict[str, float]:
         s = self.settings
