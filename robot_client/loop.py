@@ -275,6 +275,9 @@ class RobotClient:
         self.uplink.stop(drain_s=drain_s)
         self.monitor.close()
         self.driver.close()
+        close_teleop = getattr(self.teleop, "close", None)  # a device of its own (LeRobot) disconnects too
+        if close_teleop is not None:
+            close_teleop()
         self.write_stats()
 
     def write_stats(self) -> None:

@@ -111,6 +111,8 @@ def test_a_lerobot_teleoperator_takes_over_and_the_label_reaches_the_learner(lea
                                {"intervene_from": 5, "intervene_steps": 2}, max_episodes=1)
     robot.join()
     assert robot.error is None, robot.error
+    # Both LeRobot devices were disconnected when the client stopped.
+    assert not robot.client.driver.robot.is_connected and not robot.client.teleop.teleop.is_connected
     reader = StoreReader(tmp_path / "learner")
     wait_for(lambda: reader.complete_episodes(), 60, "the episode stored")
     row = reader.complete_episodes()[0]
