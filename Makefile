@@ -45,7 +45,8 @@ LEROBOT_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/fleetlearn/venv-lerobot
 
 setup-lerobot:
 	test -x $(LEROBOT_VENV)/bin/python || $(PYTHON) -m venv $(LEROBOT_VENV)
-	$(LEROBOT_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[lerobot,dev]'
+	$(LEROBOT_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[lerobot,dev]' \
+		-e plugins/lerobot_robot_fleet_sim
 
 test-lerobot: setup-lerobot
 	$(LEROBOT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_lerobot.py

@@ -102,6 +102,25 @@ def test_the_sim_arm_is_a_lerobot_robot_built_from_lerobots_registry():
     assert not robot.is_connected
 
 
+def test_lerobots_own_plugin_discovery_finds_the_sim_arm():
+    """LeRobot's tools (lerobot-record, lerobot-teleoperate) import installed lerobot_robot_*
+    distributions; make setup-lerobot installs plugins/lerobot_robot_fleet_sim. A fresh process,
+    so nothing of fleet_lerobot is imported beforehand."""
+    import subprocess
+    import sys
+
+    code = ("from lerobot.robots import RobotConfig, make_robot_from_config\n"
+            "from lerobot.teleoperators import TeleoperatorConfig\n"
+            "from lerobot.utils.import_utils import register_third_party_plugins\n"
+            "assert 'fleet_sim_arm' not in RobotConfig.get_known_choices()\n"
+            "register_third_party_plugins()\n"
+            "robot = make_robot_from_config(RobotConfig.get_choice_class('fleet_sim_arm')(id='p'))\n"
+            "print(type(robot).__name__, sorted({'fleet_expert', 'fleet_leader'} & set(TeleoperatorConfig.get_known_choices())))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "FleetSimArm ['fleet_expert', 'fleet_leader']"
+
+
 def test_a_lerobot_teleoperator_takes_over_and_the_label_reaches_the_learner(learner_thread, tmp_path):
     from learner.store import StoreReader
 
