@@ -172,9 +172,7 @@ class _ScriptedTeleop(Teleoperator):
         return True
 
     def connect(self, calibrate: bool = True) -> None:
-        if self.config.arm_id not in _ARMS:
-            raise ConnectionError(f"no connected fleet_sim_arm with id {self.config.arm_id!r} to drive")
-        self._connected = True
+        self._connected = True  # the arm may connect after its teleoperator (lerobot-teleoperate does so)
 
     def calibrate(self) -> None:
         pass
@@ -184,7 +182,10 @@ class _ScriptedTeleop(Teleoperator):
 
     @property
     def _arm(self) -> FleetSimArm:
-        return _ARMS[self.config.arm_id]
+        arm = _ARMS.get(self.config.arm_id)
+        if arm is None:
+            raise ConnectionError(f"no connected fleet_sim_arm with id {self.config.arm_id!r} to drive")
+        return arm
 
     def get_action(self) -> dict:
         import sim
