@@ -28,7 +28,6 @@ import multiprocessing
 import threading
 import time
 
-import numpy as np
 
 STEPS = 40
 CAMERAS = ("front", "wrist")
@@ -73,9 +72,10 @@ def _lerobot_server(port_queue, stop_event, results, params_bytes_queue):
                 payload = transitions.get(timeout=0.1)
             except queue.Empty:
                 continue
+            arrived = time.time()  # before decoding: the first payload's decode counts too
+            counts["first"] = counts["first"] or arrived
             counts["steps"] += len(bytes_to_transitions(payload))
             counts["bytes"] += len(payload)
-            counts["first"] = counts["first"] or time.time()
             counts["last"] = time.time()
 
     threading.Thread(target=consume, daemon=True).start()
@@ -130,9 +130,12 @@ class _LeRobotLearner:
 
     def stop(self) -> dict:
         self.stop_event.set()
-        received = self.results.get(timeout=60)
-        self.process.join(30)
-        return received
+        try:
+            return self.results.get(timeout=60)
+        finally:
+            self.process.join(30)
+            if self.process.is_alive():
+                self.process.kill()
 
 
 def lerobot_episodes(seconds: float) -> dict:
@@ -141,9 +144,11 @@ def lerobot_episodes(seconds: float) -> dict:
     client_results = ctx.Queue()
     client = ctx.Process(target=_lerobot_sender, args=(address, seconds, client_results))
     client.start()
-    sent = client_results.get(timeout=seconds + 120)
-    client.join()
-    received = server.stop()
+    try:
+        sent = client_results.get(timeout=seconds + 120)
+        client.join()
+    finally:
+        received = server.stop()
     elapsed = max(received["last"] - received["first"], 1e-9) if received["first"] else float("nan")
     return {"steps_per_s": received["steps"] / elapsed, "mb_per_s": received["bytes"] / elapsed / 1e6,
             "steps": received["steps"], "steps_sent": sent["episodes"] * STEPS}
@@ -176,14 +181,21 @@ def _params_client(address: str, results, expect: int):
 
 
 def lerobot_weights(model_mb: float) -> dict:
-    import torch
-    from lerobot.transport.utils import state_to_bytes
-
     server = _LeRobotLearner()
     ctx, address, params = server.ctx, server.address, server.params
     arrivals = ctx.Queue()
     client = ctx.Process(target=_params_client, args=(address, arrivals, 2))
     client.start()
+    try:
+        return _time_weights(params, arrivals, client, model_mb)
+    finally:
+        server.stop()
+
+
+def _time_weights(params, arrivals, client, model_mb: float) -> dict:
+    import torch
+    from lerobot.transport.utils import state_to_bytes
+
     small = state_to_bytes({"policy": {"w": torch.zeros(16)}})
     params.put(small)  # version 0: the stream is up and idle
     arrivals.get(timeout=60)
@@ -194,7 +206,6 @@ def lerobot_weights(model_mb: float) -> dict:
     params.put(state_to_bytes({"policy": policy}))  # serialised before the clock would be fairer to LeRobot
     arrived_at, size = arrivals.get(timeout=300)
     client.join(30)
-    server.stop()
     return {"weights_s": arrived_at - sent_at, "model_mb": size / 1e6}
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -66,16 +67,23 @@ def export_store(data_dir: Path, out: Path, episode_filter: str | None = None, r
     (the wrist camera's close-ups of a coloured object lose their colour edges); AV1 at CRF 10
     still only reaches 35 dB, and H.264 4:2:0 at CRF 18 34.7 dB; H.264 4:4:4 at CRF 18 reaches
     39.6 dB in smaller files."""
-    with video_quality(crf, pix_fmt):
-        return _export(Path(data_dir), Path(out), episode_filter, repo_id, vcodec, progress)
+    out = Path(out)
+    if not (Path(data_dir) / "index.sqlite").is_file():
+        raise FileNotFoundError(f"{data_dir} holds no episode store (no index.sqlite)")
+    if out.exists():
+        raise FileExistsError(f"{out} exists; LeRobot writes a new dataset into a new directory")
+    try:
+        with video_quality(crf, pix_fmt):
+            return _export(Path(data_dir), out, episode_filter, repo_id, vcodec, progress)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # half a dataset is no dataset: a retry starts clean
+        raise
 
 
 def _export(data_dir: Path, out: Path, episode_filter: str | None, repo_id: str, vcodec: str, progress) -> dict:
     from learner.store import StoreReader
 
     flt = parse_filter(episode_filter)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; LeRobot writes a new dataset into a new directory")
     reader = StoreReader(data_dir)
     try:
         rows = [row for row in reader.complete_episodes() if _matches(row, flt)]
@@ -160,6 +168,9 @@ def import_dataset(root: Path, data_dir: Path, robot_id: str = "lerobot-import",
     from learner.store import EpisodeStore
     from robot_client.loop import ChunkBuilder
 
+    if not (Path(root) / "meta" / "info.json").is_file():
+        raise FileNotFoundError(f"{root} is not a local LeRobotDataset (no meta/info.json); import reads local "
+                                "datasets only, never the Hub")
     dataset = load_dataset(root)
     cameras = [k for k in dataset.meta.video_keys + dataset.meta.image_keys if k.startswith("observation.images.")]
     if "observation.state" not in dataset.features or "action" not in dataset.features:

@@ -30,6 +30,9 @@ class LeRobotDriver:
         features = robot.observation_features
         self.state_keys = [k for k, v in features.items() if v is float]
         self.cameras = {k: tuple(int(x) for x in v) for k, v in features.items() if isinstance(v, tuple) and len(v) == 3}
+        if not self.cameras:
+            raise ValueError(f"LeRobot robot {robot.name!r} has no camera; the fleet's policy needs at least one "
+                             "(set its cameras, e.g. --lerobot-arg 'cameras={\"front\": {\"type\": \"opencv\", ...}}')")
         other = [k for k in features if k not in self.state_keys and k not in self.cameras]
         if other:
             raise ValueError(f"LeRobot robot {robot.name!r}: observation features {other} are neither floats nor "
@@ -89,18 +92,27 @@ class LeRobotDriver:
         self.last_sent = np.array([float(sent.get(k, v)) for k, v in zip(self.action_keys, action)], np.float32)
         self._steps += 1
         status = getattr(self.robot, "episode_status", None)
-        reward, terminated, success = status() if status is not None else (0.0, False, False)
-        events = self.teleop.events if self.teleop is not None else {}
-        if events.get("success"):
+        reward, terminated, truncated, success = status() if status is not None else (0.0, False, False, False)
+        ended = self.teleop.take_end_events() if self.teleop is not None else set()
+        if "success" in ended:
             terminated, success = True, True
-        elif events.get("terminate_episode"):
+        elif "terminate_episode" in ended:
             terminated = True
-        truncated = not terminated and self._steps >= self.max_steps
+        truncated = not terminated and (truncated or self._steps >= self.max_steps)
         return self._observation(), float(reward), bool(terminated), truncated, {"is_success": bool(success)}
 
     def close(self) -> None:
         if self.robot.is_connected:
             self.robot.disconnect()
+
+
+def feature_names(features: dict) -> list[str]:
+    """Action names of a LeRobot feature dict: {"name": float, ...}, or the end-effector teleops'
+    {"dtype": ..., "shape": ..., "names": {"delta_x": 0, ...}} (gamepad, keyboard_ee in 0.4.x)."""
+    if "names" in features and "dtype" in features:
+        names = features["names"]
+        return list(names) if isinstance(names, (dict, list, tuple)) else []
+    return list(features)
 
 
 class LeRobotTeleop:
@@ -116,20 +128,28 @@ class LeRobotTeleop:
         self.teleop = teleop
         self.driver = driver
         self.operator_id = operator_id
-        missing = [k for k in driver.action_keys if k not in teleop.action_features]
+        names = feature_names(teleop.action_features)
+        missing = [k for k in driver.action_keys if k not in names]
         if missing:
-            raise ValueError(f"teleoperator {teleop.name!r} gives {list(teleop.action_features)}, the robot needs "
-                             f"{driver.action_keys} (missing {missing})")
+            raise ValueError(f"teleoperator {teleop.name!r} gives {names}, the robot needs {driver.action_keys} "
+                             f"(missing {missing})")
         if not teleop.is_connected:
             teleop.connect()
         self.has_events = hasattr(teleop, "get_teleop_events")
         self.events: dict[str, bool] = {}
+        self._ended: set[str] = set()  # success / terminate presses, kept until a step uses them
         self._began_here = False
         driver.teleop = self
 
     def poll(self) -> None:
         """Reads the teleoperator's events once per control tick (the loop calls it)."""
         self.events = shim.teleop_events(self.teleop) or {}
+        self._ended |= {k for k in ("success", "terminate_episode") if self.events.get(k)}
+
+    def take_end_events(self) -> set[str]:
+        """The end-of-episode presses since the last step (a gamepad reports a press once)."""
+        ended, self._ended = self._ended, set()
+        return ended
 
     def wants_take_over(self) -> bool:
         return self.has_events and self.events.get("is_intervention", False)

@@ -9,7 +9,10 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
+import types
 import typing
+from pathlib import Path
 from typing import Any
 
 try:
@@ -24,29 +27,31 @@ except ImportError as error:  # pragma: no cover - the main environment has no L
                       ".venv-lerobot") from error
 
 VERSION = getattr(lerobot, "__version__", "unknown")
+log = logging.getLogger("fleetlearn.lerobot")
 
 __all__ = ["VERSION", "LeRobotDataset", "Robot", "RobotConfig", "Teleoperator", "TeleoperatorConfig", "TeleopEvents",
            "build_robot", "build_teleoperator", "teleop_events", "load_plugins"]
 
 
 def load_plugins() -> None:
-    """Registers every robot and teleoperator LeRobot ships (a config registers when its module
-    is imported; LeRobot's own scripts import a fixed list, which moves between releases, so
-    every subpackage of lerobot.robots and lerobot.teleoperators is imported here), installed
+    """Registers every robot, teleoperator and camera LeRobot ships (a config registers when its
+    module is imported; LeRobot's own scripts import a fixed list, which moves between releases,
+    so every subpackage of lerobot.robots, .teleoperators and .cameras is imported here), installed
     third-party devices (packages named lerobot_robot_* and the like) and this package's sim arm."""
     import importlib
     import pkgutil
 
+    import lerobot.cameras
     import lerobot.robots
     import lerobot.teleoperators
 
-    for package in (lerobot.robots, lerobot.teleoperators):
+    for package in (lerobot.robots, lerobot.teleoperators, lerobot.cameras):
         for module in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
             if module.ispkg:
                 try:
                     importlib.import_module(module.name)
-                except ImportError:  # a device whose optional dependencies are not installed
-                    pass
+                except Exception as error:  # noqa: BLE001 - one broken device must not hide the others
+                    log.debug("LeRobot device module %s not loaded: %s", module.name, error)
     try:
         from lerobot.utils.import_utils import register_third_party_plugins
     except ImportError:  # older releases: no plugin discovery
@@ -70,6 +75,8 @@ def _config(base, kind: str, type_name: str, args: dict[str, Any]):
         if key not in fields:
             raise ValueError(f"LeRobot {kind} {type_name!r} has no setting {key!r}; it has {', '.join(sorted(fields))}")
         values[key] = _parse(text, hints.get(key))
+        if key == "cameras" and isinstance(values[key], dict):
+            values[key] = {name: _camera(name, spec) for name, spec in values[key].items()}
     try:
         return cls(**values)
     except TypeError as error:
@@ -77,14 +84,36 @@ def _config(base, kind: str, type_name: str, args: dict[str, Any]):
 
 
 def _parse(text, hint) -> Any:
-    """A `key=value` setting's value: JSON where it parses (numbers, booleans, lists, objects), else
-    the string itself. Values that are not strings (from Python callers) pass through."""
-    if hint is str or not isinstance(text, str):
+    """A `key=value` setting's value, by the field's type: text for str fields (also optional
+    ones: `id=1` stays "1"), a Path for paths, else JSON where it parses (numbers, booleans,
+    lists, objects) and the text itself where it does not. Values that are not strings (from
+    Python callers) pass through."""
+    if not isinstance(text, str):
         return text
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # Optional[str], str | None
+    options = set(typing.get_args(hint)) if union else {hint}
+    if str in options:
+        return text
+    if Path in options:
+        return Path(text)
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _camera(name: str, spec):
+    """One camera of a robot's `cameras={"front": {"type": "opencv", ...}}` setting."""
+    from lerobot.cameras import CameraConfig
+
+    if not isinstance(spec, dict) or "type" not in spec:
+        return spec
+    spec = dict(spec)
+    kind = spec.pop("type")
+    try:
+        return CameraConfig.get_choice_class(kind)(**spec)
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"camera {name!r}: {error}") from None
 
 
 def build_robot(type_name: str, args: dict[str, Any] | None = None) -> Robot:

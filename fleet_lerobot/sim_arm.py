@@ -54,7 +54,7 @@ class FleetSimArm(Robot):
         self.config = config
         self.env = None
         self.last_reward = 0.0
-        self.terminated = False
+        self.terminated = self.truncated = False
         self.success = False
 
     @cached_property
@@ -101,11 +101,11 @@ class FleetSimArm(Robot):
         if task not in (None, self.config.task):
             raise ValueError(f"this arm runs task {self.config.task!r}, not {task!r}")
         self._observation, _ = self.env.reset(seed=seed)
-        self.last_reward, self.terminated, self.success = 0.0, False, False
+        self.last_reward, self.terminated, self.truncated, self.success = 0.0, False, False, False
 
-    def episode_status(self) -> tuple[float, bool, bool]:
-        """Fleet extra: (reward of the last step, episode over, success)."""
-        return self.last_reward, self.terminated, self.success
+    def episode_status(self) -> tuple[float, bool, bool, bool]:
+        """Fleet extra: (reward of the last step, terminated, truncated (time limit), success)."""
+        return self.last_reward, self.terminated, self.truncated, self.success
 
     def get_observation(self) -> dict:
         self._require()
@@ -123,7 +123,7 @@ class FleetSimArm(Robot):
         sent = np.clip(np.array([float(action[name]) for name in ACTION_NAMES], np.float32), -1.0, 1.0)
         sent[:3] = np.clip(sent[:3], -self.config.max_delta, self.config.max_delta)
         self._observation, reward, terminated, truncated, info = self.env.step(sent)
-        self.last_reward, self.terminated = float(reward), bool(terminated or truncated)
+        self.last_reward, self.terminated, self.truncated = float(reward), bool(terminated), bool(truncated)
         self.success = bool(info.get("is_success", False))
         return {name: float(v) for name, v in zip(ACTION_NAMES, sent)}
 

@@ -61,6 +61,8 @@ def _robot_driver(args):
     bring-your-own Gymnasium env (README) with the expert named by --expert, if any."""
     from robot_client.driver import DEFAULT_MAX_STEPS, GymDriver, SimDriver, load_factory
 
+    if (args.lerobot_teleop or args.lerobot_arg or args.lerobot_teleop_arg) and not args.lerobot_robot:
+        sys.exit("fleet robot: --lerobot-teleop, --lerobot-arg and --lerobot-teleop-arg go with --lerobot-robot")
     if args.sim:
         misplaced = [flag for flag, value in (("--expert", args.expert), ("--instruction", args.instruction),
                                               ("--task", args.task), ("--control-hz", args.control_hz)) if value]
@@ -78,8 +80,10 @@ def _robot_driver(args):
         from fleet_lerobot.driver import LeRobotDriver
         from fleet_lerobot.shim import build_robot
 
-        task = args.task or "default"
+        if args.demos > 0 and not args.lerobot_teleop:
+            sys.exit("fleet robot: --demos needs someone to record them; with --lerobot-robot pass --lerobot-teleop")
         robot = build_robot(args.lerobot_robot, _key_values(args.lerobot_arg, "--lerobot-arg"))
+        task = args.task or getattr(robot.config, "task", None) or "default"  # the sim arm names its task
         return LeRobotDriver(robot, {task: args.instruction or task}, control_hz=args.control_hz or 10.0,
                              max_steps=args.max_steps or DEFAULT_MAX_STEPS), None
     if args.demos > 0 and not args.expert:
@@ -118,7 +122,7 @@ def cmd_export(args) -> None:
 
     try:
         figures = export_store(Path(args.data), Path(args.out), args.episodes)
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
         sys.exit(f"fleet export: {error}")
     print(f"exported {figures['episodes']} episodes ({figures['frames']} frames, cameras {figures['cameras']}) "
           f"to {figures['out']}")

@@ -102,6 +102,28 @@ def test_the_sim_arm_is_a_lerobot_robot_built_from_lerobots_registry():
     assert not robot.is_connected
 
 
+def test_command_line_settings_take_the_type_of_the_config_field():
+    from lerobot.cameras.opencv.configuration_opencv import OpenCVCameraConfig
+
+    from fleet_lerobot.driver import feature_names
+    from fleet_lerobot.shim import RobotConfig, _config, build_robot
+
+    cameras = '{"front": {"type": "opencv", "index_or_path": 0, "width": 96, "height": 96, "fps": 30}}'
+    config = _config(RobotConfig, "robot", "so101_follower",
+                     {"id": "1", "port": "/dev/ttyACM0", "calibration_dir": "/tmp/cal", "cameras": cameras})
+    assert config.id == "1" and str(config.calibration_dir) == "/tmp/cal" and not isinstance(config.calibration_dir, str)
+    assert isinstance(config.cameras["front"], OpenCVCameraConfig) and config.cameras["front"].width == 96
+    assert _config(RobotConfig, "robot", "fleet_sim_arm", {"max_delta": "0.5"}).max_delta == 0.5
+    with pytest.raises(ValueError, match="has no setting 'colour'"):
+        build_robot("fleet_sim_arm", {"colour": "red"})
+    with pytest.raises(ValueError, match="unknown LeRobot robot type 'nope'; registered: .*so101_follower"):
+        build_robot("nope")
+    # End-effector teleops (gamepad, keyboard_ee) describe their action as one vector with names.
+    assert feature_names({"dtype": "float32", "shape": (4,), "names": {"delta_x": 0, "delta_y": 1, "delta_z": 2,
+                                                                        "gripper": 3}}) == ["delta_x", "delta_y",
+                                                                                             "delta_z", "gripper"]
+
+
 def test_lerobots_own_plugin_discovery_finds_the_sim_arm():
     """LeRobot's tools (lerobot-record, lerobot-teleoperate) import installed lerobot_robot_*
     distributions; make setup-lerobot installs plugins/lerobot_robot_fleet_sim. A fresh process,
