@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learner.algorithms.rl_co import GaussianChain, RLCoConfig, ValueHead, chunk_rewards, gae, group_advantages, rl_co_loss
+from learner.algorithms.rl_co import (GaussianChain, RLCoConfig, ValueHead, chunk_rewards, gae, group_advantages,
+                                     returns_to_go, rl_co_loss)
 from learner.samplers import GroupMixSampler, LabelledEpisode
 from learner.store import EpisodeArrays
 from learner.trainer import Trainer, TrainerConfig
@@ -72,8 +73,6 @@ class RLCoTrainer(Trainer):
         self.value_head: ValueHead | None = None
         self.rl_optimizer: torch.optim.Optimizer | None = None
         self.iterations = 0
-        self.logp_gap = float("nan")  # largest |streamed - rescored| log-likelihood of the last batch
-        self.grouped_fraction = 0.0   # share of the last batch's episodes with a group baseline
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -137,10 +136,12 @@ class RLCoTrainer(Trainer):
         params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.rl_optimizer = torch.optim.AdamW(params, lr=self.settings.lr, betas=(0.9, 0.999), weight_decay=0.0)
 
-    def rollout_chunks(self, episodes: list[tuple[EpisodeArrays, str, int]]) -> dict[str, torch.Tensor]:
+    def rollout_chunks(self, episodes: list[tuple[EpisodeArrays, str, int]]
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """Every planned chunk of the rollouts as one batch, with chunk rewards, advantages
         (normalised; against the group's other rollouts where the episode has some, else GAE on
-        the value head) and returns (the value head's targets)."""
+        the value head) and returns (the value head's targets); and two checks: the largest gap
+        between the streamed and rescored log-likelihoods, and the share of grouped episodes."""
         cameras = self.policy.config.cameras
         images = {cam: [] for cam in cameras}
         states, chains, logps, instructions, spans = [], [], [], [], []
@@ -180,15 +181,15 @@ class RLCoTrainer(Trainer):
         batch["old_logp"] = torch.cat(old_logp)
         frames, text = (torch.cat(parts) for parts in zip(*features))
         if self.iterations == 0:  # a fresh value head: fit it to this batch's discounted returns first
-            returns = np.concatenate([gae(r, np.zeros(len(r), np.float32), 0.0, True, cfg.gamma, 1.0)[1] for r in rewards])
+            returns = np.concatenate([returns_to_go(r, cfg.gamma) for r in rewards])
             self.fit_value(frames, text, torch.from_numpy(returns))
         with torch.no_grad():
             values = self.value_head(frames, text).numpy()
-        self.logp_gap = float(np.abs(batch["old_logp"].numpy() - streamed).max()) if streamed.shape == tuple(
-            batch["old_logp"].shape) else float("nan")
+        checks = {"logp_gap": float(np.abs(batch["old_logp"].numpy() - streamed).max())
+                  if streamed.shape == tuple(batch["old_logp"].shape) else float("nan")}
         advantages, returns, start = [], [], 0
         grouped = group_advantages(rewards, groups, cfg.gamma)
-        self.grouped_fraction = float(np.mean([g is not None for g in grouped]))
+        checks["grouped"] = float(np.mean([g is not None for g in grouped]))
         for episode_rewards, span, done, in_group in zip(rewards, spans, terminal, grouped):
             v = values[start:start + span]
             adv, ret = gae(episode_rewards, v, last_value=float(v[-1]), done=done, gamma=cfg.gamma, lam=cfg.gae_lambda)
@@ -199,7 +200,7 @@ class RLCoTrainer(Trainer):
         batch["advantage"] = torch.from_numpy((advantage - advantage.mean()) / (advantage.std() + 1e-8))
         batch["return"] = torch.from_numpy(np.concatenate(returns))
         batch["reward"] = torch.from_numpy(np.concatenate(rewards))
-        return batch
+        return batch, checks
 
     def fit_value(self, frames: torch.Tensor, text: torch.Tensor, returns: torch.Tensor, steps: int = 300) -> float:
         """Critic warm-up: regresses the value head on fixed observation features (cheap: the
@@ -219,7 +220,7 @@ class RLCoTrainer(Trainer):
 
     def ppo_iteration(self, episodes: list[tuple[EpisodeArrays, str, int]]) -> dict[str, float]:
         s = self.settings
-        batch = self.rollout_chunks(episodes)
+        batch, checks = self.rollout_chunks(episodes)
         n = len(batch["state"])
         figures: dict[str, list[float]] = {}
         anchor = s.loss.beta > 0 and self.index.groups.get("real")
@@ -251,8 +252,8 @@ class RLCoTrainer(Trainer):
         out = {key: float(np.mean(values)) for key, values in figures.items()}
         out.update(rl_iteration=self.iterations, rollout_episodes=len(episodes), rollout_chunks=n,
                    minibatches=len(figures["ppo_loss"]), stopped_early=stopped_early,
-                   rollout_success=float(np.mean([e.success for e, _, _ in episodes])), grouped=self.grouped_fraction,
-                   rollout_reward=float(batch["reward"].sum() / len(episodes)), logp_gap=self.logp_gap)
+                   rollout_success=float(np.mean([e.success for e, _, _ in episodes])),
+                   rollout_reward=float(batch["reward"].sum() / len(episodes)), **checks)
         return out
 
     def run(self, should_stop=lambda: False) -> None:

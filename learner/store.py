@@ -149,8 +149,7 @@ class EpisodeStore:
 
     def robot_embodiment(self, robot_id: str) -> pb.Embodiment | None:
         with self._lock:
-            row = self._db.execute("SELECT embodiment FROM robots WHERE robot_id=?", (robot_id,)).fetchone()
-        return pb.Embodiment.FromString(row["embodiment"]) if row else None
+            return robot_embodiment(self._db, robot_id)
 
     # -- chunk ingest --------------------------------------------------------------------------
 
@@ -300,6 +299,12 @@ def safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:128] or "_"
 
 
+def robot_embodiment(db: sqlite3.Connection, robot_id: str) -> pb.Embodiment | None:
+    """A registered robot's embodiment, or None for a robot the store has never seen."""
+    row = db.execute("SELECT embodiment FROM robots WHERE robot_id=?", (robot_id,)).fetchone()
+    return pb.Embodiment.FromString(row["embodiment"]) if row else None
+
+
 class StoreReader:
     """Read-only view used by the trainer process, the demo monitor and the CLI."""
 
@@ -321,8 +326,7 @@ class StoreReader:
                              row["policy_version"], bool(row["success"]), arrays)
 
     def robot_embodiment(self, robot_id: str) -> pb.Embodiment | None:
-        row = self.db.execute("SELECT embodiment FROM robots WHERE robot_id=?", (robot_id,)).fetchone()
-        return pb.Embodiment.FromString(row["embodiment"]) if row else None
+        return robot_embodiment(self.db, robot_id)
 
     def close(self) -> None:
         self.db.close()

@@ -180,14 +180,19 @@ class RobotClient:
     def rl_sampling(self) -> tuple[int, float] | None:
         """(denoising steps, sigma) when the running version is trained by RL (its checkpoint says
         so): chunks are then sampled as a Gaussian chain and streamed with it."""
-        rl = self.checkpoint.meta.get("info", {}).get("rl") if self.checkpoint else None
+        rl = self._rl_info
         return (int(rl["denoise_steps"]), float(rl["sigma"])) if rl else None
 
     @property
     def rl_group(self) -> int:
         """How many rollouts of one seed the running RL version asks for (1: no groups)."""
-        rl = self.checkpoint.meta.get("info", {}).get("rl") if self.checkpoint else None
+        rl = self._rl_info
         return max(1, int(rl.get("group", 1))) if rl else 1
+
+    @property
+    def _rl_info(self) -> dict | None:
+        """The running version's checkpoint info "rl" (an RL version), or None."""
+        return self.checkpoint.meta.get("info", {}).get("rl") if self.checkpoint else None
 
     @property
     def refuses_rl(self) -> bool:

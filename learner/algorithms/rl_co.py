@@ -152,19 +152,22 @@ def chunk_rewards(step_rewards: np.ndarray, distance: np.ndarray | None, starts:
     return rewards
 
 
+def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """The discounted return from each chunk of an episode to its end."""
+    out, running = np.zeros(len(rewards), np.float32), 0.0
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
 def group_advantages(rewards: list[np.ndarray], groups: list, gamma: float) -> list[np.ndarray | None]:
     """Advantages of the chunks of rollouts that share their start (same task and seed, groups[i]
     names episode i's group): the discounted return-to-go of each chunk minus the mean
     return-to-go of the group's other episodes at the same chunk index (0 past an episode's end).
     A leave-one-out baseline: unbiased, and it removes what the layout alone decides, which a
     value head learns slowly from a few hundred episodes. None for an episode alone in its group."""
-    to_go = []
-    for r in rewards:
-        g, running = np.zeros(len(r), np.float32), 0.0
-        for t in reversed(range(len(r))):
-            running = r[t] + gamma * running
-            g[t] = running
-        to_go.append(g)
+    to_go = [returns_to_go(r, gamma) for r in rewards]
     members: dict = {}
     for i, key in enumerate(groups):
         members.setdefault(key, []).append(i)
