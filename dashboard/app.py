@@ -26,7 +26,6 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from pydantic import BaseModel, Field
 
 from dashboard.board import HISTORY_EVERY_S, FleetBoard
-from fleet.v1 import fleet_pb2 as pb
 from learner.control import ControlError, FleetControl, RobotNotConnected
 
 log = logging.getLogger("fleetlearn.dashboard")
@@ -34,7 +33,7 @@ log = logging.getLogger("fleetlearn.dashboard")
 STATIC = Path(__file__).parent / "static"
 COOKIE = "fleet_operator"
 EVENTS_EVERY_S = 0.5
-BROADCASTS = {"pause": pb.Pause, "resume": pb.Resume, "stop": pb.Stop}
+BROADCASTS = FleetControl.BROADCASTS
 
 
 def read_operator_tokens(path: Path) -> dict[str, str]:
@@ -83,9 +82,10 @@ class Login(BaseModel):
 
 
 class Dashboard:
-    def __init__(self, board: FleetBoard, control: FleetControl, registry, tokens: dict[str, str]):
+    def __init__(self, board: FleetBoard, control: FleetControl, registry, tokens: dict[str, str], relay=None):
         self.board = board
         self.control = control
+        self.relay = relay  # scale-out: commands for robots held by other replicas go through it
         self.registry = registry
         self.tokens = tokens
         self.clients = 0
@@ -191,22 +191,22 @@ class Dashboard:
         @app.post("/api/robots/{robot_id}/take_over")
         async def take_over(robot_id: str, operator: str = auth, local: bool = False):
             """`local`: the robot's own teleop device drives (someone at the robot), not the page's jogs."""
-            return self._command(operator, "take over at the robot" if local else "take over", robot_id,
-                                 lambda: [control.person_take_over(robot_id, operator, remote=not local)])
+            return await self._command(operator, "take over at the robot" if local else "take over", robot_id,
+                                       "take_over", {"remote": not local})
 
         @app.post("/api/robots/{robot_id}/hand_back")
         async def hand_back(robot_id: str, operator: str = auth):
-            return self._command(operator, "hand back", robot_id, lambda: [control.person_hand_back(robot_id, operator)])
+            return await self._command(operator, "hand back", robot_id, "hand_back")
 
         @app.post("/api/robots/{robot_id}/answer")
         async def answer(robot_id: str, body: Answer, operator: str = auth):
-            return self._command(operator, f"answer help: {body.answer.replace('_', ' ')}", robot_id,
-                                 lambda: [control.answer(robot_id, operator, body.answer)])
+            return await self._command(operator, f"answer help: {body.answer.replace('_', ' ')}", robot_id,
+                                       "answer", {"answer": body.answer})
 
         @app.post("/api/robots/{robot_id}/jog")
         async def jog(robot_id: str, body: Jog, operator: str = auth):
-            return self._command(operator, "jog", robot_id, lambda: [control.jog(
-                robot_id, operator, body.dx, body.dy, body.dz, body.duration_s, body.gripper)],
+            return await self._command(
+                operator, "jog", robot_id, "jog", body.model_dump(),
                 detail=f"v=({body.dx:+.2f}, {body.dy:+.2f}, {body.dz:+.2f}) for {body.duration_s:.2f} s"
                        + ("" if body.gripper is None else f", gripper {body.gripper:+.1f}"), visible=False)
 
@@ -214,9 +214,15 @@ class Dashboard:
         async def broadcast(robot_id: str, action: str, operator: str = auth):
             if action not in BROADCASTS:
                 raise HTTPException(404, f"no robot command {action!r}")
-            targets = sorted(control.sessions) if robot_id == "all" else [robot_id]
-            return self._command(operator, action, robot_id,
-                                 lambda: control.broadcast(targets, **{action: BROADCASTS[action]()}))
+            if robot_id != "all":
+                return await self._command(operator, action, robot_id, action)
+            targets = set(control.sessions)
+            if self.relay is not None:
+                targets |= set(await self.relay.connected_robots())
+            commands = []
+            for target in sorted(targets):
+                commands += (await self._command(operator, action, target, action))["commands"]
+            return {"commands": commands}
 
         @app.get("/api/learning")
         async def learning(operator: str = auth):
@@ -240,9 +246,15 @@ class Dashboard:
     def _set_cookie(self, response: Response, token: str) -> None:
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=7 * 24 * 3600)
 
-    def _command(self, operator: str, action: str, robot_id: str, issue, detail: str = "", visible: bool = True):
+    async def _command(self, operator: str, action: str, robot_id: str, op: str, args: dict | None = None,
+                       detail: str = "", visible: bool = True):
+        """Carries out a person's command: here, or through the relay on the replica holding the robot."""
+        args = {**(args or {}), "operator": operator}
         try:
-            commands = issue()
+            if self.relay is not None:
+                commands = await self.relay.issue(op, robot_id, args)
+            else:
+                commands = self.control.apply(op, robot_id, args)
         except ControlError as exc:
             self.board.record_refusal(operator, action, robot_id, str(exc))
             raise HTTPException(404 if isinstance(exc, RobotNotConnected) else 409, str(exc)) from exc

@@ -30,8 +30,8 @@ def _token(args) -> str:
     sys.exit("a robot needs --token or --token-file (the learner's token file holds the accepted tokens)")
 
 
-def cmd_learner(args) -> None:
-    from learner.server import LearnerConfig, serve
+def _trainer_settings(args) -> dict:
+    """TrainerConfig overrides from the trainer flags (`fleet learner` and `fleet train`)."""
     from policy.config import POLICY_PRESETS
 
     trainer = dict(min_demos=args.min_demos, bootstrap_updates=args.bootstrap_updates,
@@ -47,13 +47,35 @@ def cmd_learner(args) -> None:
                                 episodes_per_iteration=args.rl_episodes, lr=args.rl_lr,
                                 loss=dict(beta=args.beta, sigma=args.rl_sigma, shaping=args.shaping, epochs=args.rl_epochs,
                                           group=args.rl_group))
+    return trainer
+
+
+def _serve(args, train: bool, trainer: dict) -> None:
+    from learner.server import LearnerConfig, serve
+
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
                         operators=args.operators, operator_priority=args.operator_priority,
-                        min_operator_s=args.min_operator_s, train=not args.no_train, trainer=trainer,
+                        min_operator_s=args.min_operator_s, train=train, trainer=trainer,
                         port_file=Path(args.port_file) if args.port_file else None,
                         dashboard_port=None if args.dashboard_port < 0 else args.dashboard_port,
                         dashboard_host=args.dashboard_host,
-                        operator_token_file=Path(args.operator_token_file) if args.operator_token_file else None))
+                        operator_token_file=Path(args.operator_token_file) if args.operator_token_file else None,
+                        redis_url=args.redis, replica_id=args.replica_id))
+
+
+def cmd_learner(args) -> None:
+    _serve(args, train=not args.no_train, trainer=_trainer_settings(args))
+
+
+def cmd_ingest(args) -> None:
+    _serve(args, train=False, trainer={})
+
+
+def cmd_train(args) -> None:
+    from learner.distributed import train_main
+    from learner.trainer import TrainerConfig
+
+    train_main(TrainerConfig(data_dir=Path(args.data), **_trainer_settings(args)), redis_url=args.redis)
 
 
 def _robot_driver(args):
@@ -203,9 +225,9 @@ def cmd_demo(args) -> None:
 
 
 def cmd_rollback(args) -> None:
-    from learner.versions import VersionRegistry
+    from learner.versions import open_registry
 
-    registry = VersionRegistry(Path(args.data))
+    registry = open_registry(Path(args.data), args.redis)
     registry.publish(args.version, note=args.note or f"rollback to {args.version}", rollback=True)
     print(f"published version {args.version} again; connected robots swap at their next episode boundary")
 
@@ -216,12 +238,8 @@ def cmd_bench(args) -> None:
     run_benchmark(args.name, args.json, args.extra)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="fleet", description="fleetlearn: fleet learning for robot arms")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("learner", help="run the learner: gRPC server, episode store, trainer, publisher")
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    """A server's flags: `fleet learner` and `fleet ingest`."""
     p.add_argument("--data", default="runs/learner", help="episode store and checkpoints directory")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=50051)
@@ -232,6 +250,20 @@ def main(argv: list[str] | None = None) -> None:
                    help="help queue order: first come first served, or the highest FLOAT index first")
     p.add_argument("--min-operator-s", type=float, default=0.0,
                    help="an assigned operator stays with a robot at least this many seconds")
+    p.add_argument("--dashboard-port", type=int, default=8080,
+                   help="the operator dashboard's HTTP port (0: any free port, -1: no dashboard)")
+    p.add_argument("--dashboard-host", help="the dashboard's address (default: --host)")
+    p.add_argument("--operator-token-file",
+                   help="operator tokens for the dashboard, 'name token' per line (default: one token made once "
+                        "and kept in DATA/operator_token; the printed URL carries it)")
+    p.add_argument("--redis", metavar="URL", help="scale-out: keep the episode index, robot registry, control relay "
+                   "and policy versions in this Redis (redis://HOST:PORT/DB), shared by ingest replicas on one "
+                   "--data volume (deploy/README.md)")
+    p.add_argument("--replica-id", help="with --redis: this replica's name (default: HOSTNAME-PID)")
+
+
+def _trainer_flags(p: argparse.ArgumentParser) -> None:
+    """The trainer's flags: `fleet learner` and `fleet train`."""
     p.add_argument("--algorithm", default="hg_dagger", choices=["hg_dagger", "rl_co"],
                    help="hg_dagger: learn from interventions; rl_co: co-train on real-proxy + sim demos, then PPO "
                         "in sim anchored on real data")
@@ -263,14 +295,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--publish-every-updates", type=int, default=800)
     p.add_argument("--publish-every-s", type=float, default=60.0)
     p.add_argument("--publish-until", type=float, help="Unix time after which no version is published")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleet", description="fleetlearn: fleet learning for robot arms")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("learner", help="run the learner: gRPC server, episode store, trainer, publisher")
+    _server_flags(p)
+    _trainer_flags(p)
     p.add_argument("--no-train", action="store_true", help="serve only (no trainer process)")
-    p.add_argument("--dashboard-port", type=int, default=8080,
-                   help="the operator dashboard's HTTP port (0: any free port, -1: no dashboard)")
-    p.add_argument("--dashboard-host", help="the dashboard's address (default: --host)")
-    p.add_argument("--operator-token-file",
-                   help="operator tokens for the dashboard, 'name token' per line (default: one token made once "
-                        "and kept in DATA/operator_token; the printed URL carries it)")
     p.set_defaults(fn=cmd_learner)
+
+    p = sub.add_parser("ingest", help="scale-out: one ingest replica (gRPC server, publisher, control relay, dashboard; no trainer) on a shared --redis and --data")
+    _server_flags(p)
+    p.set_defaults(fn=cmd_ingest)
+
+    p = sub.add_parser("train", help="scale-out: the trainer alone, following the episode stream in --redis; "
+                       "under torchrun --nproc-per-node K it trains data-parallel and rank 0 publishes")
+    p.add_argument("--data", default="runs/learner", help="the shared store and checkpoints directory")
+    p.add_argument("--redis", required=True, metavar="URL", help="the Redis the ingest replicas index episodes in")
+    _trainer_flags(p)
+    p.set_defaults(fn=cmd_train)
 
     from robot_client.driver import DEFAULT_MAX_STEPS
     from robot_client.operators import OperatorModel
@@ -299,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variant", choices=["sim", "real-proxy"], help="with --sim: the nominal sim (default) or the "
                    "real-robot proxy")
     p.add_argument("--shift", type=float, help="with --sim --variant real-proxy: size of the reality gap")
-    p.add_argument("--learner", required=True, help="learner address HOST:PORT")
+    p.add_argument("--learner", required=True, help="learner address HOST:PORT, or a comma-separated list of "
+                   "ingest replicas to fail over between (HOST:PORT,HOST:PORT,...)")
     p.add_argument("--robot-id", default=f"robot-{os.getpid()}")
     p.add_argument("--token")
     p.add_argument("--token-file")
@@ -362,6 +410,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="runs/learner")
     p.add_argument("--version", type=int, required=True)
     p.add_argument("--note")
+    p.add_argument("--redis", metavar="URL", help="scale-out: the Redis that holds the policy versions")
     p.set_defaults(fn=cmd_rollback)
 
     p = sub.add_parser("bench", help="run a benchmark (ingest, weights); other flags go to the benchmark")
@@ -369,6 +418,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", help="write the figures to this JSON file")
     p.set_defaults(fn=cmd_bench)
 
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -24,7 +24,7 @@ from learner.control import FleetControl
 from learner.publisher import WeightPublisher
 from learner.store import EpisodeStore
 from learner.trainer import TrainerConfig, trainer_main
-from learner.versions import VersionRegistry
+from learner.versions import open_registry
 from monitor.calibration import PercentileBook
 
 log = logging.getLogger("fleetlearn.learner")
@@ -83,11 +83,12 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     def __init__(self, store: EpisodeStore, publisher: WeightPublisher, control: FleetControl,
-                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES, board: FleetBoard | None = None):
+                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES, board: FleetBoard | None = None, relay=None):
         self.store = store
         self.publisher = publisher
         self.control = control
         self.board = board
+        self.relay = relay  # scale-out: the robot registry and the control relay in Redis
         self.max_message_bytes = max_message_bytes
 
     async def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
@@ -221,6 +222,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             log.warning("control stream from unknown robot %r", robot_id)
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown robot {robot_id!r}: call Register first")
         session = self.control.open(robot_id)
+        if self.relay is not None:
+            await self.relay.robot_here(robot_id, force=True)
         self._on_message(robot_id, first)
 
         async def forward_commands():
@@ -234,10 +237,14 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                 if message is grpc.aio.EOF:
                     break
                 self._on_message(robot_id, message)
+                if self.relay is not None:
+                    await self.relay.robot_here(robot_id)
         except asyncio.TimeoutError:
             log.warning("robot %s stopped sending heartbeats; closing its control stream", robot_id)
         finally:
             sender.cancel()
+            if self.relay is not None and self.control.sessions.get(robot_id) is session:
+                await self.relay.robot_left(robot_id)
             self.control.close(robot_id, session)
 
     def _on_message(self, robot_id: str, message: pb.RobotMessage) -> None:
@@ -262,6 +269,10 @@ class LearnerConfig:
     dashboard_port: int | None = None      # the operator dashboard's port (0: any free one; None: no dashboard)
     dashboard_host: str | None = None      # default: the gRPC host
     operator_token_file: Path | None = None  # dashboard tokens ('name token' per line); default: DATA/operator_token
+    # Scale-out (learner/redis_plane.py): the index, versions, robot registry and control relay in
+    # this Redis, shared with other replicas on the same data_dir volume. None: all embedded.
+    redis_url: str | None = None
+    replica_id: str | None = None
 
 
 class Learner:
@@ -271,13 +282,24 @@ class Learner:
         if config.token_file is None:
             raise ValueError("the learner needs --token-file: robots authenticate with a bearer token")
         self.config = config
-        self.store = EpisodeStore(config.data_dir)
-        self.registry = VersionRegistry(config.data_dir)
+        self.relay = None
+        if config.redis_url:
+            from learner.redis_plane import RedisIndex, default_replica_id
+
+            self.replica_id = config.replica_id or default_replica_id()
+            self.store = EpisodeStore(config.data_dir, index=RedisIndex(config.redis_url, self.replica_id))
+        else:
+            self.store = EpisodeStore(config.data_dir)
+        self.registry = open_registry(config.data_dir, config.redis_url)
         self.publisher = WeightPublisher(self.registry)
         self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)],
                                     priority=config.operator_priority, min_assignment_s=config.min_operator_s,
                                     percentiles=PercentileBook(Path(config.data_dir) / "float_percentiles.json"))
         self.board = FleetBoard(self.control, config.data_dir, self.publisher)
+        if config.redis_url:
+            from learner.redis_plane import ControlRelay
+
+            self.relay = ControlRelay(config.redis_url, self.replica_id, self.control)
         self.dashboard = None
         self.dashboard_url: str | None = None
         self.server: grpc.aio.Server | None = None
@@ -294,10 +316,13 @@ class Learner:
                      ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                      ("grpc.keepalive_permit_without_calls", 1)])
         pb_grpc.add_FleetLearnerServicer_to_server(
-            FleetLearnerServicer(self.store, self.publisher, self.control, board=self.board), self.server)
+            FleetLearnerServicer(self.store, self.publisher, self.control, board=self.board, relay=self.relay),
+            self.server)
         self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
         if self.port == 0:
             raise RuntimeError(f"cannot bind {self.config.host}:{self.config.port}; is another learner running?")
+        if self.relay is not None:
+            await self.relay.start()
         self.publisher.poll_once()
         self._publisher_task = asyncio.create_task(self.publisher.run())
         self._control_task = asyncio.create_task(self._tick_control())
@@ -305,7 +330,8 @@ class Learner:
         if self.config.train:
             ctx = multiprocessing.get_context("spawn")
             self.trainer_stop = ctx.Event()
-            trainer_config = TrainerConfig(data_dir=self.config.data_dir, **self.config.trainer)
+            trainer_config = TrainerConfig(data_dir=self.config.data_dir, redis_url=self.config.redis_url,
+                                           **self.config.trainer)
             self.trainer_process = ctx.Process(target=trainer_main, args=(trainer_config, self.trainer_stop),
                                                name="fleet-trainer", daemon=True)
             self.trainer_process.start()
@@ -313,7 +339,8 @@ class Learner:
             await self._start_dashboard()
         if self.config.port_file:
             self.config.port_file.write_text(str(self.port))
-        log.info("learner listening on %s:%d (data in %s)", self.config.host, self.port, self.config.data_dir)
+        log.info("learner listening on %s:%d (data in %s%s)", self.config.host, self.port, self.config.data_dir,
+                 f"; index in {self.config.redis_url} as replica {self.replica_id}" if self.relay else "")
         return self.port
 
     async def _start_dashboard(self) -> None:
@@ -322,7 +349,7 @@ class Learner:
         c = self.config
         given = c.operator_token_file is not None
         tokens = read_operator_tokens(c.operator_token_file) if given else default_operator_token(c.data_dir)
-        self.dashboard = Dashboard(self.board, self.control, self.registry, tokens)
+        self.dashboard = Dashboard(self.board, self.control, self.registry, tokens, relay=self.relay)
         host = c.dashboard_host or c.host
         port = await self.dashboard.start(host, c.dashboard_port)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -346,6 +373,8 @@ class Learner:
             await self.server.stop(grace=1.0)
         self._publisher_task.cancel()
         self._control_task.cancel()
+        if self.relay is not None:
+            await self.relay.stop()
         if self.trainer_process is not None:
             await asyncio.to_thread(self.trainer_process.join, 15)
             if self.trainer_process.is_alive():

@@ -117,20 +117,111 @@ class EpisodeArrays:
         return len(self.arrays["action"])
 
 
-class EpisodeStore:
-    """Owns the store directory; safe to share between the asyncio server and its writer thread."""
+def chunk_summary(arrays: dict[str, np.ndarray]) -> dict[str, int]:
+    """What an episode's totals need of one chunk: its human steps and where takeovers start."""
+    source = arrays["source"]
+    human = source == INTERVENTION
+    return {"human_steps": int(human.sum()), "takeover_starts": int(np.sum(human[1:] & ~human[:-1])),
+            "first_source": int(source[0]), "last_source": int(source[-1])}
+
+
+class SqliteIndex:
+    """The embedded episode index: one SQLite file next to the episode arrays (one writer process)."""
 
     def __init__(self, root: Path):
+        self.db = connect(root / "index.sqlite")
+        self.db.executescript(_SCHEMA)
+        self.db.executescript(VERSIONS_SCHEMA)
+        self.db.commit()
+        self._lock = threading.Lock()  # serialises use of the connection between threads
+
+    def register_robot(self, robot_id: str, embodiment: pb.Embodiment, tasks: list[dict]) -> None:
+        now = time.time()
+        with self._lock:
+            self.db.execute(
+                "INSERT INTO robots VALUES (?, ?, ?, ?, ?) ON CONFLICT(robot_id) DO UPDATE SET "
+                "embodiment=excluded.embodiment, tasks=excluded.tasks, last_seen=excluded.last_seen",
+                (robot_id, embodiment.SerializeToString(), json.dumps(tasks), now, now),
+            )
+            self.db.commit()
+
+    def robot_embodiment(self, robot_id: str) -> pb.Embodiment | None:
+        with self._lock:
+            return robot_embodiment(self.db, robot_id)
+
+    def stored(self, keys: list[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+        with self._lock:
+            return {key for key in keys if self.db.execute(
+                "SELECT 1 FROM chunks WHERE robot_id=? AND episode_id=? AND sequence=?", key).fetchone()}
+
+    def add(self, fresh: list[tuple[pb.EpisodeChunk, dict[str, np.ndarray], tuple[str, int]]]) -> set:
+        """Indexes written chunks in one transaction; the only writer, so none is a duplicate."""
+        with self._lock:
+            now = time.time()
+            episodes_touched = set()
+            for chunk, arrays, (rel, size) in fresh:
+                c = chunk_summary(arrays)
+                self.db.execute(
+                    "INSERT INTO episodes (robot_id, episode_id, task, instruction, kind, seed, policy_version, "
+                    "first_stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (chunk.robot_id, chunk.episode_id, chunk.task, chunk.instruction, PROTO_TO_KIND[chunk.kind],
+                     chunk.seed, chunk.policy_version, now))
+                self.db.execute(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (chunk.robot_id, chunk.episode_id, chunk.sequence, int(arrays["step_index"][0]),
+                     len(arrays["source"]), rel, size, c["human_steps"], c["takeover_starts"], c["first_source"],
+                     c["last_source"], now))
+                if chunk.episode_end:
+                    o = chunk.outcome
+                    self.db.execute(
+                        "UPDATE episodes SET final_sequence=?, num_steps=?, success=?, total_reward=?, termination=? "
+                        "WHERE robot_id=? AND episode_id=?",
+                        (chunk.sequence, o.num_steps, int(o.success), o.total_reward, o.termination,
+                         chunk.robot_id, chunk.episode_id))
+                episodes_touched.add((chunk.robot_id, chunk.episode_id))
+            for robot_id, episode_id in episodes_touched:
+                self._maybe_complete(robot_id, episode_id, now)
+            self.db.commit()
+            return set()
+
+    def _maybe_complete(self, robot_id: str, episode_id: str, now: float) -> None:
+        row = self.db.execute("SELECT final_sequence, complete FROM episodes WHERE robot_id=? AND episode_id=?",
+                              (robot_id, episode_id)).fetchone()
+        if row["complete"] or row["final_sequence"] is None:
+            return
+        chunks = self.db.execute(
+            "SELECT human_steps, takeover_starts, first_source, last_source FROM chunks "
+            "WHERE robot_id=? AND episode_id=? ORDER BY sequence", (robot_id, episode_id)).fetchall()
+        if len(chunks) != row["final_sequence"] + 1:
+            return
+        takeovers = 0
+        previous_last = None
+        for c in chunks:
+            takeovers += c["takeover_starts"]
+            if c["first_source"] == INTERVENTION and previous_last != INTERVENTION:
+                takeovers += 1
+            previous_last = c["last_source"]
+        self.db.execute(
+            "UPDATE episodes SET complete=1, completed_at=?, human_steps=?, takeovers=? WHERE robot_id=? AND episode_id=?",
+            (now, sum(c["human_steps"] for c in chunks), takeovers, robot_id, episode_id))
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+
+class EpisodeStore:
+    """Owns the store directory; safe to share between the asyncio server and its writer thread.
+
+    The index is SQLite in the directory by default; with `index` a RedisIndex (scale-out), several
+    ingest processes share the directory and the index (learner/redis_plane.py)."""
+
+    def __init__(self, root: Path, index=None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "episodes").mkdir(exist_ok=True)
         (self.root / "checkpoints").mkdir(exist_ok=True)
-        self.db_path = self.root / "index.sqlite"
-        self._db = connect(self.db_path)
-        self._db.executescript(_SCHEMA)
-        self._db.executescript(VERSIONS_SCHEMA)
-        self._db.commit()
-        self._lock = threading.Lock()  # serialises use of self._db between threads
+        self.index = index if index is not None else SqliteIndex(self.root)
         self._queue: queue.Queue = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
@@ -138,18 +229,10 @@ class EpisodeStore:
     # -- robots --------------------------------------------------------------------------------
 
     def register_robot(self, robot_id: str, embodiment: pb.Embodiment, tasks: list[dict]) -> None:
-        now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO robots VALUES (?, ?, ?, ?, ?) ON CONFLICT(robot_id) DO UPDATE SET "
-                "embodiment=excluded.embodiment, tasks=excluded.tasks, last_seen=excluded.last_seen",
-                (robot_id, embodiment.SerializeToString(), json.dumps(tasks), now, now),
-            )
-            self._db.commit()
+        self.index.register_robot(robot_id, embodiment, tasks)
 
     def robot_embodiment(self, robot_id: str) -> pb.Embodiment | None:
-        with self._lock:
-            return robot_embodiment(self._db, robot_id)
+        return self.index.robot_embodiment(robot_id)
 
     # -- chunk ingest --------------------------------------------------------------------------
 
@@ -200,48 +283,23 @@ class EpisodeStore:
                     loop.call_soon_threadsafe(_set_result, waiter, outcome)
 
     def _write_group(self, group: list[tuple[pb.EpisodeChunk, dict[str, np.ndarray]]]) -> list[str]:
-        with self._lock:
-            outcomes: list[str] = []
-            fresh = []
-            seen: set[tuple[str, str, int]] = set()
-            for chunk, arrays in group:
-                key = (chunk.robot_id, chunk.episode_id, chunk.sequence)
-                exists = key in seen or self._db.execute(
-                    "SELECT 1 FROM chunks WHERE robot_id=? AND episode_id=? AND sequence=?", key).fetchone()
-                seen.add(key)
-                outcomes.append("duplicate" if exists else "stored")
-                if not exists:
-                    fresh.append((chunk, arrays, self._write_chunk_file(chunk, arrays)))
-            dirs = {(self.root / rel).parent for _, _, (rel, _) in fresh}
-            for d in dirs | {d.parent for d in dirs}:
-                fsync_dir(d)
-            now = time.time()
-            episodes_touched = set()
-            for chunk, arrays, (rel, size) in fresh:
-                source = arrays["source"]
-                human = source == INTERVENTION
-                starts = int(np.sum(human[1:] & ~human[:-1]))
-                self._db.execute(
-                    "INSERT INTO episodes (robot_id, episode_id, task, instruction, kind, seed, policy_version, "
-                    "first_stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (chunk.robot_id, chunk.episode_id, chunk.task, chunk.instruction, PROTO_TO_KIND[chunk.kind],
-                     chunk.seed, chunk.policy_version, now))
-                self._db.execute(
-                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (chunk.robot_id, chunk.episode_id, chunk.sequence, int(arrays["step_index"][0]), len(source),
-                     rel, size, int(human.sum()), starts, int(source[0]), int(source[-1]), now))
-                if chunk.episode_end:
-                    o = chunk.outcome
-                    self._db.execute(
-                        "UPDATE episodes SET final_sequence=?, num_steps=?, success=?, total_reward=?, termination=? "
-                        "WHERE robot_id=? AND episode_id=?",
-                        (chunk.sequence, o.num_steps, int(o.success), o.total_reward, o.termination,
-                         chunk.robot_id, chunk.episode_id))
-                episodes_touched.add((chunk.robot_id, chunk.episode_id))
-            for robot_id, episode_id in episodes_touched:
-                self._maybe_complete(robot_id, episode_id, now)
-            self._db.commit()
-            return outcomes
+        """Files first (fsynced, renamed, directories fsynced), then the index: a chunk is in the
+        index only once its arrays are durable."""
+        keys = [(chunk.robot_id, chunk.episode_id, chunk.sequence) for chunk, _ in group]
+        duplicates = self.index.stored(keys)
+        fresh = []
+        for key, (chunk, arrays) in zip(keys, group):
+            if key not in duplicates:
+                duplicates.add(key)  # the same chunk twice in one group is stored once
+                fresh.append((chunk, arrays, self._write_chunk_file(chunk, arrays)))
+            else:
+                fresh.append(None)
+        written = [f for f in fresh if f is not None]
+        dirs = {(self.root / rel).parent for _, _, (rel, _) in written}
+        for d in dirs | {d.parent for d in dirs}:
+            fsync_dir(d)
+        raced = self.index.add(written)  # another replica indexed it between our check and now
+        return ["stored" if f is not None and key not in raced else "duplicate" for key, f in zip(keys, fresh)]
 
     def _write_chunk_file(self, chunk: pb.EpisodeChunk, arrays: dict[str, np.ndarray]) -> tuple[str, int]:
         rel = f"episodes/{safe_name(chunk.robot_id)}/{safe_name(chunk.episode_id)}/{chunk.sequence:06d}.safetensors"
@@ -254,34 +312,10 @@ class EpisodeStore:
         os.replace(tmp, path)
         return rel, path.stat().st_size
 
-    def _maybe_complete(self, robot_id: str, episode_id: str, now: float) -> None:
-        row = self._db.execute("SELECT final_sequence, complete FROM episodes WHERE robot_id=? AND episode_id=?",
-                               (robot_id, episode_id)).fetchone()
-        if row["complete"] or row["final_sequence"] is None:
-            return
-        chunks = self._db.execute(
-            "SELECT human_steps, takeover_starts, first_source, last_source FROM chunks "
-            "WHERE robot_id=? AND episode_id=? ORDER BY sequence", (robot_id, episode_id)).fetchall()
-        if len(chunks) != row["final_sequence"] + 1:
-            return
-        takeovers = 0
-        previous_last = None
-        for c in chunks:
-            takeovers += c["takeover_starts"]
-            if c["first_source"] == INTERVENTION and previous_last != INTERVENTION:
-                takeovers += 1
-            previous_last = c["last_source"]
-        self._db.execute(
-            "UPDATE episodes SET complete=1, completed_at=?, human_steps=?, takeovers=? WHERE robot_id=? AND episode_id=?",
-            (now, sum(c["human_steps"] for c in chunks), takeovers, robot_id, episode_id))
-
-    # -- reads ---------------------------------------------------------------------------------
-
     def close(self) -> None:
         self._queue.put(None)
         self._writer.join(timeout=10)
-        with self._lock:
-            self._db.close()
+        self.index.close()
 
 
 def _set_result(future: asyncio.Future, value) -> None:
@@ -327,6 +361,12 @@ class StoreReader:
 
     def robot_embodiment(self, robot_id: str) -> pb.Embodiment | None:
         return robot_embodiment(self.db, robot_id)
+
+    def demonstration_counts(self) -> dict[str, int]:
+        """task -> complete demonstrations."""
+        rows = self.db.execute(
+            "SELECT task, COUNT(*) AS n FROM episodes WHERE complete=1 AND kind='demonstration' GROUP BY task")
+        return {r["task"]: r["n"] for r in rows}
 
     def close(self) -> None:
         self.db.close()

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from learner.algorithms import make_algorithm
+from learner.distributed import DataParallel, policy_from_spec, policy_spec, write_rank_status
 from learner.embeddings import EmbeddingCache
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
 from learner.store import EpisodeArrays, StoreReader
-from learner.versions import VersionRegistry
+from learner.versions import open_registry
 from monitor.calibration import calibration_indices
 from monitor.features import build_reference_bank, episode_features
 from monitor.float_detector import ReferenceBank
@@ -81,17 +82,34 @@ class TrainerConfig:
     warm_start_head: bool = True
     # --algorithm rl_co: learner/rl_trainer.py's RLCoSettings (stage I mix, PPO, the anchor beta).
     rl_co: dict = field(default_factory=dict)
+    # Scale-out: the Redis that indexes the store (learner/redis_plane.py); None: the store's SQLite.
+    redis_url: str | None = None
+
+
+def open_reader(config: TrainerConfig, dp: DataParallel):
+    """The store as the trainer reads it; with Redis, each rank follows the episode stream
+    through its own consumer group."""
+    if config.data_dir is None:
+        return None
+    if config.redis_url:
+        from learner.redis_plane import RedisStoreReader
+
+        return RedisStoreReader(config.data_dir, config.redis_url, group=f"trainer-{dp.rank}-of-{dp.world}",
+                                consumer=f"rank-{dp.rank}")
+    return StoreReader(config.data_dir)
 
 
 class Trainer:
     def __init__(self, config: TrainerConfig):
         self.config = config
-        self.reader = StoreReader(config.data_dir) if config.data_dir else None
-        self.registry = VersionRegistry(config.data_dir) if config.data_dir else None
+        self.dp = DataParallel.current()  # rank 0 of 1 unless under torchrun (learner/distributed.py)
+        self.reader = open_reader(config, self.dp)
+        self.registry = open_registry(config.data_dir, config.redis_url) if config.data_dir else None
         self.algorithm = make_algorithm(config.algorithm, use_autonomous_successes=config.use_autonomous_successes)
         self.sampler = make_sampler(config.sampler)
-        self.rng = np.random.default_rng(config.seed)
-        torch.manual_seed(config.seed)
+        # Ranks draw different batches and noise; their first weights are rank 0's (broadcast).
+        self.rng = np.random.default_rng(config.seed + self.dp.rank)
+        torch.manual_seed(config.seed + self.dp.rank)
         self.target = PolicyConfig(**config.policy_overrides)
         self.long_context = self.target.obs_steps > 1
         first = self._stage1_config() if self.long_context else self.target
@@ -106,6 +124,7 @@ class Trainer:
         self.policy: VLAPolicy | None = None
         self.ema: VLAPolicy | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self.loss = None  # batch -> (loss, figures), gradients averaged over the ranks
         self.updates = 0
         self.version = -1
 
@@ -124,6 +143,8 @@ class Trainer:
                 continue
             if row["kind"] in ("training", "evaluation") and row["success"] and not row["human_steps"]:
                 self.untouched_successes[row["task"]].append(row)
+            if row["kind"] != "demonstration" and not self.dp.owns(*key):
+                continue  # another rank learns from it
             if not self.algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"] or 0):
                 continue
             added += self.add_episode(self.reader.load_episode(row), online=row["kind"] != "demonstration")
@@ -147,9 +168,8 @@ class Trainer:
             del episode.arrays[key]
 
     def demonstrations(self) -> int:
-        rows = self.reader.db.execute(
-            "SELECT task, COUNT(*) AS n FROM episodes WHERE complete=1 AND kind='demonstration' GROUP BY task")
-        return sum(r["n"] for r in rows if self.config.tasks is None or r["task"] in self.config.tasks)
+        counts = self.reader.demonstration_counts()
+        return sum(n for task, n in counts.items() if self.config.tasks is None or task in self.config.tasks)
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -171,6 +191,10 @@ class Trainer:
         states = np.concatenate([e.arrays["state"] for e in demos])
         actions = np.concatenate([e.arrays["action"] for e in demos])
         self.policy = VLAPolicy(config, Normalizer.fit(states), Normalizer.fit(actions))
+        if self.dp.active:  # every rank takes rank 0's architecture and normalisers
+            spec = self.dp.broadcast_json(policy_spec(self.policy) if self.dp.leader else None)
+            if not self.dp.leader:
+                self.policy = policy_from_spec(spec)
         self._reset_optimizer()
 
     def start_head_training(self, encoder: VLAPolicy, cache: EmbeddingCache | None = None,
@@ -220,6 +244,7 @@ class Trainer:
 
     def _reset_optimizer(self) -> None:
         self.policy.train()
+        self.loss = self.dp.loss_function(self.policy, self.algorithm)  # under torchrun: rank 0's weights
         self.ema = copy.deepcopy(self.policy).eval()
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr,
@@ -228,7 +253,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         picks = self.sampler.sample(self.index, self.config.batch_size, self.rng)
         batch = self.index.batch(picks, self.policy.config.cameras, self.policy.tokenize, cached=self.cache is not None)
-        loss, figures = self.algorithm.loss(self.policy, batch)
+        loss, figures = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], 1.0)
@@ -251,7 +276,7 @@ class Trainer:
             losses.append(self.train_step()["denoise_loss"])
             if (i + 1) % 100 == 0:
                 log.info("version 0: update %d/%d, loss %.4f", i + 1, updates, np.mean(losses[-100:]))
-            if should_stop():
+            if self.dp.agree(should_stop())[0]:
                 return None
         self.ema.load_state_dict(self.policy.state_dict())
         return float(np.mean(losses[-100:]))
@@ -268,9 +293,20 @@ class Trainer:
         return self.bootstrap(self.config.head_updates, should_stop)
 
     def publish(self, note: str, figures: dict[str, float]) -> int:
+        """Rank 0 writes and publishes the version; every rank records its weights' digest."""
         self.version += 1
+        digests = self.dp.gather_digests(self.ema)
+        online = sum(item.online for item in self.index.episodes)
+        write_rank_status(self.config.data_dir, self.dp, {
+            "version": self.version, "updates": self.updates, "weights_sha256": digests[self.dp.rank],
+            "episodes": {"demonstration": len(self.index.episodes) - online, "fleet": online}})
+        if not self.dp.leader:
+            return self.version
+        if len(set(digests)) > 1:
+            log.error("the ranks' weights differ at version %d: %s", self.version, digests)
         info = {"updates": self.updates, "algorithm": self.algorithm.name, "windows": len(self.index.windows),
-                "episodes": len(self.index.episodes), **figures}
+                "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
+                **figures}
         bank = self.reference_bank()
         info["float"] = self.float_calibration(bank)
         save_checkpoint(self.registry.checkpoint_dir(self.version), self.ema, self.version, info=info,
@@ -305,8 +341,8 @@ class Trainer:
         if latest is not None:
             self._resume(latest)
         else:
-            while self.demonstrations() < self.config.min_demos:
-                if should_stop():
+            while not self.dp.all(self.demonstrations() >= self.config.min_demos):
+                if self.dp.agree(should_stop())[0]:
                     return False
                 log.info("waiting for demonstrations: %d of %d", self.demonstrations(), self.config.min_demos)
                 time.sleep(2.0)
@@ -327,28 +363,34 @@ class Trainer:
         last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
         last_refresh = 0.0
         losses = []
-        while not should_stop():
+        while True:
             now = time.time()
-            if now - last_refresh > c.refresh_every_s:
+            # One agreement per step: under torchrun every rank takes the same branches below.
+            stop, refresh_due, closed, closing, time_due, new_data = self.dp.agree(
+                should_stop(), now - last_refresh > c.refresh_every_s,
+                c.publish_until is not None and now > c.publish_until,
+                # the window's last version comes at its close; robots evaluate the one before meanwhile
+                c.publish_until is not None and now + c.publish_every_s > c.publish_until,
+                now - last_publish >= c.publish_every_s, len(self.index.windows) > windows_at_publish)
+            if stop:
+                return
+            if refresh_due:
                 added = self.refresh()
                 last_refresh = now
                 if added:
                     log.info("loaded %d new windows (%d total)", added, len(self.index.windows))
-            if c.publish_until is not None and now > c.publish_until:
+            if closed:
                 if self.updates > updates_at_publish:  # the last version carries every update made
                     self.publish("last version of the publishing window", {"denoise_loss": float(np.mean(losses[-100:]))})
                 log.info("publishing window closed; trainer idle")
-                while not should_stop():
+                while not self.dp.agree(should_stop())[0]:
                     time.sleep(0.5)
                 return
-            losses.append(self.train_step()["denoise_loss"])
-            due = (self.updates - updates_at_publish >= c.publish_every_updates
-                   or now - last_publish >= c.publish_every_s)
-            if c.publish_until is not None and now + c.publish_every_s > c.publish_until:
-                due = False  # the window's last version comes at its close; robots evaluate the one before meanwhile
-            if due and len(self.index.windows) > windows_at_publish:
+            due = self.updates - updates_at_publish >= c.publish_every_updates or time_due
+            if due and new_data and not closing:
                 self.publish("HG-DAgger update", {"denoise_loss": float(np.mean(losses[-100:]))})
                 last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
+            losses.append(self.train_step()["denoise_loss"])
 
 
 def trainer_main(config: TrainerConfig, stop_event) -> None:

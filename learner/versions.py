@@ -80,3 +80,12 @@ class VersionRegistry:
 
     def close(self) -> None:
         self.db.close()
+
+
+def open_registry(root: Path, redis_url: str | None = None):
+    """The version registry of a store: SQLite in the directory, or Redis when scaled out."""
+    if redis_url:
+        from learner.redis_plane import RedisVersionRegistry
+
+        return RedisVersionRegistry(root, redis_url)
+    return VersionRegistry(root)

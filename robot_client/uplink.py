@@ -6,6 +6,11 @@ Three loops, each reconnecting with exponential backoff on its own:
   loop drains between ticks);
 - weights: watches policy announcements and stages downloaded, verified versions.
 None of them is ever waited on by the control loop.
+
+`address` may list several learners (ingest replicas sharing one store: `HOST:PORT,HOST:PORT`).
+When the learner in use stops answering (UNAVAILABLE), the uplink moves to the next one and every
+loop reconnects there. Chunks not yet acknowledged are still in the spool and are sent again; the
+shared index stores each chunk once, so a failover neither loses nor duplicates a step.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class Backoff:
 
 @dataclass
 class UplinkConfig:
-    address: str
+    address: str  # HOST:PORT, or several separated by commas to fail over between
     token: str
     robot_id: str
     spool_dir: Path
@@ -73,8 +78,15 @@ class Uplink:
         self.commands: queue.Queue[pb.LearnerCommand] = queue.Queue()
         self.outbox: queue.Queue[pb.RobotMessage] = queue.Queue(maxsize=100)
         self.metadata = (("authorization", f"Bearer {config.token}"),)
-        self.channel = grpc.insecure_channel(config.address, options=_CHANNEL_OPTIONS)
+        self.addresses = [a.strip() for a in config.address.split(",") if a.strip()]
+        if not self.addresses:
+            raise ValueError("the robot needs a learner address (HOST:PORT[,HOST:PORT...])")
+        self._learner = 0      # index in addresses of the learner in use
+        self._generation = 0   # bumped at every failover
+        self._channel_lock = threading.Lock()
+        self.channel = grpc.insecure_channel(self.addresses[0], options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.FleetLearnerStub(self.channel)
+        self.failovers = 0
         self.stop_event = threading.Event()
         self._registered = False
         self._register_lock = threading.Lock()
@@ -112,24 +124,52 @@ class Uplink:
             except queue.Full:
                 pass
 
+    # -- learners --------------------------------------------------------------------------------
+
+    @property
+    def learner(self) -> str:
+        return self.addresses[self._learner]
+
+    def _link(self) -> tuple[int, pb_grpc.FleetLearnerStub]:
+        """The learner in use, as (generation, stub), taken at the start of each attempt."""
+        with self._channel_lock:
+            return self._generation, self.stub
+
+    def _fail_over(self, generation: int) -> None:
+        """The learner of `generation` did not answer: move to the next (once, whichever loop saw it)."""
+        with self._channel_lock:
+            if len(self.addresses) == 1 or generation != self._generation or self.stop_event.is_set():
+                return
+            previous, old_channel = self.learner, self.channel
+            self._learner = (self._learner + 1) % len(self.addresses)
+            self._generation += 1
+            self.failovers += 1
+            self.channel = grpc.insecure_channel(self.learner, options=_CHANNEL_OPTIONS)
+            self.stub = pb_grpc.FleetLearnerStub(self.channel)
+            self._registered = False
+        log.warning("%s: learner %s unreachable; failing over to %s", self.config.robot_id, previous, self.learner)
+        old_channel.close()  # the other loops' streams on it end, and they reconnect to the new one
+
     # -- registration --------------------------------------------------------------------------
 
-    def _ensure_registered(self) -> None:
+    def _ensure_registered(self, stub: pb_grpc.FleetLearnerStub) -> None:
         with self._register_lock:
             if self._registered:
                 return
             request = pb.RegisterRequest(
                 robot_id=self.config.robot_id, embodiment=self.embodiment, client_version="fleetlearn-0.1",
                 tasks=[pb.TaskSpec(name=n, instruction=i) for n, i in self.tasks.items()])
-            response = self.stub.Register(request, metadata=self.metadata, timeout=5.0)
+            response = stub.Register(request, metadata=self.metadata, timeout=5.0)
             self.max_message_bytes = response.max_message_bytes or wire.MAX_MESSAGE_BYTES
             self._registered = True
             log.info("%s registered (learner publishes version %d)", self.config.robot_id, response.policy_version)
 
-    def _on_rpc_error(self, where: str, exc: grpc.RpcError) -> None:
+    def _on_rpc_error(self, where: str, exc: grpc.RpcError, generation: int) -> None:
         code = exc.code() if hasattr(exc, "code") else None
         if code == grpc.StatusCode.NOT_FOUND:
             self._registered = False
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            self._fail_over(generation)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             log.error("%s: learner refused our token (%s); check --token-file", where, exc.details())
         elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
@@ -146,16 +186,17 @@ class Uplink:
                 continue
             attempt_done = threading.Event()
             inflight: set[tuple[str, int]] = set()
+            generation, stub = self._link()
             try:
-                self._ensure_registered()
-                responses = self.stub.StreamEpisodes(self._chunk_requests(inflight, attempt_done),
+                self._ensure_registered(stub)
+                responses = stub.StreamEpisodes(self._chunk_requests(inflight, attempt_done),
                                                      metadata=self.metadata)
                 for ack in responses:
                     self.spool.ack(ack.episode_id, ack.sequence)
                     inflight.discard((ack.episode_id, ack.sequence))
                     backoff.reset()
             except grpc.RpcError as exc:
-                self._on_rpc_error("episode stream", exc)
+                self._on_rpc_error("episode stream", exc, generation)
                 self._quarantine_rejected(exc)
             except Exception:
                 log.exception("episode stream failed")
@@ -199,14 +240,15 @@ class Uplink:
         backoff = Backoff()
         while not self.stop_event.is_set():
             attempt_done = threading.Event()
+            generation, stub = self._link()
             try:
-                self._ensure_registered()
+                self._ensure_registered(stub)
                 self.connected.set()
-                for command in self.stub.Control(self._control_requests(attempt_done), metadata=self.metadata):
+                for command in stub.Control(self._control_requests(attempt_done), metadata=self.metadata):
                     self.commands.put(command)
                     backoff.reset()
             except grpc.RpcError as exc:
-                self._on_rpc_error("control stream", exc)
+                self._on_rpc_error("control stream", exc, generation)
             except Exception:
                 log.exception("control stream failed")
             finally:
@@ -231,22 +273,23 @@ class Uplink:
     def _weights_loop(self) -> None:
         backoff = Backoff()
         while not self.stop_event.is_set():
+            generation, stub = self._link()
             try:
-                self._ensure_registered()
+                self._ensure_registered(stub)
                 request = pb.WatchPolicyRequest(robot_id=self.config.robot_id, current_version=self.running_version())
-                for announcement in self.stub.WatchPolicy(request, metadata=self.metadata):
+                for announcement in stub.WatchPolicy(request, metadata=self.metadata):
                     backoff.reset()
                     if announcement.version in (self.running_version(), self.standby.peek_version()):
                         continue
                     started = time.time()
-                    directory = download_version(self.stub, announcement, self.config.robot_id,
+                    directory = download_version(stub, announcement, self.config.robot_id,
                                                  self.config.weights_dir, self.metadata)
                     checkpoint = load_downloaded(directory)
                     self.standby.offer(checkpoint)
                     log.info("%s staged policy version %d (%.2f s)", self.config.robot_id, checkpoint.version,
                              time.time() - started)
             except grpc.RpcError as exc:
-                self._on_rpc_error("policy watch", exc)
+                self._on_rpc_error("policy watch", exc, generation)
             except Exception:
                 log.exception("policy download failed")
             if not self.stop_event.is_set():

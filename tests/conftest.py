@@ -153,3 +153,36 @@ def learner_process(tmp_path, token_file):
     yield make
     for learner in made:
         learner.stop()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real redis-server on a free loopback port, persisting as deploy/ runs it (AOF, fsync always)."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it; on Debian: apt-get install redis-server)")
+    import redis
+
+    port = free_port()
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+                             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+                            stdout=open(directory / "redis.log", "w"), stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+
+    def up():
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            assert proc.poll() is None, (directory / "redis.log").read_text()
+            return False
+
+    wait_for(up, 10, "redis-server to answer")
+    client.close()
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -1,0 +1,196 @@
+"""Scale-out through Redis: a real redis-server on a free port, ingest replicas as `fleet ingest`
+processes, robots failing over between them, and the trainer's consumer group."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TOKEN, LearnerProcess, free_port, wait_for
+from fleet.v1 import fleet_pb2 as pb
+from learner.store import EpisodeStore
+
+redis = pytest.importorskip("redis")
+
+from learner.redis_plane import (EPISODE_STREAM, RedisIndex, RedisStoreReader,  # noqa: E402
+                                 RedisVersionRegistry, stored_totals)
+
+INTERVENTION, POLICY = pb.ACTION_SOURCE_INTERVENTION, pb.ACTION_SOURCE_AUTONOMOUS
+
+
+def chunk(robot: str, episode: str, sequence: int, first_step: int, sources: list[int], end: bool = False,
+          kind=pb.EPISODE_KIND_TRAINING) -> tuple[pb.EpisodeChunk, dict]:
+    n = len(sources)
+    message = pb.EpisodeChunk(robot_id=robot, episode_id=episode, sequence=sequence, task="push_cube",
+                              instruction="push the red cube", kind=kind, episode_end=end)
+    if end:
+        message.outcome.CopyFrom(pb.EpisodeOutcome(num_steps=first_step + n, success=True, total_reward=1.0))
+    arrays = {"step_index": np.arange(first_step, first_step + n, dtype=np.int64),
+              "source": np.asarray(sources, np.int32), "state": np.random.rand(n, 4).astype(np.float32),
+              "action": np.random.rand(n, 3).astype(np.float32)}
+    return message, arrays
+
+
+def test_two_writers_store_each_chunk_once_and_complete_the_episode_once(tmp_path, redis_url):
+    """A robot that failed over mid-episode: its chunks land on two replicas, one of them twice."""
+    a, b = (EpisodeStore(tmp_path / "store", index=RedisIndex(redis_url)) for _ in range(2))
+    c0 = chunk("r1", "e1", 0, 0, [POLICY, POLICY, INTERVENTION])
+    c1 = chunk("r1", "e1", 1, 3, [INTERVENTION, POLICY, POLICY])
+    c2 = chunk("r1", "e1", 2, 6, [POLICY, INTERVENTION], end=True)
+    assert a.put_chunk_sync(*c0) == "stored"
+    assert a.put_chunk_sync(*c1) == "stored"      # stored at A, ack lost: the robot sends it again to B
+    assert b.put_chunk_sync(*c1) == "duplicate"
+    reader = RedisStoreReader(tmp_path / "store", redis_url, group="g", consumer="c")
+    assert reader.complete_episodes() == []       # not complete before the last chunk
+    assert b.put_chunk_sync(*c2) == "stored"
+    assert a.put_chunk_sync(*c2) == "duplicate"
+    rows = reader.complete_episodes()
+    assert len(rows) == 1 and rows[0]["episode_id"] == "e1"
+    # Human steps and takeovers over the whole episode: [P P I][I P P][P I] is 3 human steps in 2 takeovers.
+    assert (rows[0]["human_steps"], rows[0]["takeovers"], rows[0]["num_steps"]) == (3, 2, 8)
+    episode = reader.load_episode(rows[0])
+    assert episode.arrays["step_index"].tolist() == list(range(8))
+    assert stored_totals(reader.client) == {"chunks": 3, "steps": 8}
+    assert reader.client.xlen(EPISODE_STREAM) == 1
+
+    # Acknowledged on the next read; a restarted trainer (same group) replays what it was given.
+    assert reader.complete_episodes() == []
+    assert reader.client.xpending(EPISODE_STREAM, "g")["pending"] == 0
+    again = RedisStoreReader(tmp_path / "store", redis_url, group="g", consumer="c")
+    assert [r["episode_id"] for r in again.complete_episodes()] == ["e1"]
+    # An entry taken but never acknowledged (a crash) is acknowledged by the next life, after its replay.
+    assert b.put_chunk_sync(*chunk("r1", "e2", 0, 0, [POLICY], end=True)) == "stored"
+    assert [r["episode_id"] for r in again.complete_episodes()] == ["e2"]
+    assert again.client.xpending(EPISODE_STREAM, "g")["pending"] == 1
+    third = RedisStoreReader(tmp_path / "store", redis_url, group="g", consumer="c")
+    assert sorted(r["episode_id"] for r in third.complete_episodes()) == ["e1", "e2"]
+    third.complete_episodes()
+    assert third.client.xpending(EPISODE_STREAM, "g")["pending"] == 0
+    for closable in (a, b, reader, again, third):
+        closable.close()
+
+
+def test_versions_in_redis_are_shared(tmp_path, redis_url):
+    one, two = RedisVersionRegistry(tmp_path, redis_url), RedisVersionRegistry(tmp_path, redis_url)
+    assert one.current() is None
+    one.add(0, {"a": 1})
+    one.add(1, {"a": 2})
+    one.publish(1, note="first")
+    two.publish(0, note="rollback", rollback=True)
+    current = one.current()
+    assert (current.version, current.rollback, current.note) == (0, True, "rollback")
+    assert current.directory == tmp_path / "checkpoints" / "v000000"
+    assert one.all() == [0, 1] and two.latest() == 1
+    with pytest.raises(KeyError):
+        two.publish(7)
+
+
+class IngestProcess(LearnerProcess):
+    """`fleet ingest` (one replica) as a subprocess, so the test can kill -9 it."""
+
+    def __init__(self, data_dir: Path, token_file: Path, log_path: Path, redis_url: str, name: str,
+                 dashboard: bool = False, operator_tokens: Path | None = None):
+        super().__init__(data_dir, token_file, free_port(), log_path, [])
+        self.args = [sys.executable, "-m", "fleetlearn.cli", "ingest", "--data", str(data_dir), "--host", "127.0.0.1",
+                     "--port", str(self.port), "--token-file", str(token_file), "--redis", redis_url,
+                     "--replica-id", name]
+        self.dashboard_port = free_port() if dashboard else None
+        self.args += ["--dashboard-port", str(self.dashboard_port) if dashboard else "-1"]
+        if operator_tokens is not None:
+            self.args += ["--operator-token-file", str(operator_tokens)]
+
+
+def post(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        exc.msg = f"{exc.msg}: {exc.read().decode()}"
+        raise
+
+
+def publish_small_policy_in_redis(data_dir: Path, redis_url: str) -> None:
+    from policy import PolicyConfig, VLAPolicy, save_checkpoint
+    from test_fleet_e2e import SMALL_POLICY
+
+    registry = RedisVersionRegistry(data_dir, redis_url)
+    config = PolicyConfig(vocab=("push", "the", "red", "cube", "onto", "green", "target"), **SMALL_POLICY)
+    save_checkpoint(registry.checkpoint_dir(0), VLAPolicy(config).eval(), 0)
+    registry.add(0, {"test": True})
+    registry.publish(0, note="test")
+    registry.close()
+
+
+def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_path, token_file, redis_url):
+    from test_fleet_e2e import RobotThread
+
+    data = tmp_path / "store"
+    operators = tmp_path / "operators.txt"
+    operators.write_text("alice alice-token-0123\n")
+    a = IngestProcess(data, token_file, tmp_path / "a.log", redis_url, "replica-a", dashboard=True,
+                      operator_tokens=operators).start()
+    b = IngestProcess(data, token_file, tmp_path / "b.log", redis_url, "replica-b").start()
+    publish_small_policy_in_redis(data, redis_url)
+    index = RedisStoreReader(data, redis_url)
+    # arm-1 starts on A, arm-2 on B; each lists the other replica to fail over to.
+    robots = [RobotThread(tmp_path / "robots", f"{a.address},{b.address}", "arm-1", max_steps=60, help_gate="off",
+                          realtime=True),
+              RobotThread(tmp_path / "robots", f"{b.address},{a.address}", "arm-2", max_steps=40, help_gate="off")]
+    try:
+        for robot in robots:
+            robot.start()
+        wait_for(lambda: index.client.get("fleet:at:arm-2") == b"replica-b", 60, "arm-2's control stream at B")
+
+        # A person on A's dashboard takes over arm-2, whose control stream is at B (the takeover
+        # lasts until the person hands back or the episode ends).
+        base = f"http://127.0.0.1:{a.dashboard_port}/api/robots/arm-2"
+        taken = post(f"{base}/take_over", "alice-token-0123")
+        assert [c["robot_id"] for c in taken["commands"]] == ["arm-2"]
+        wait_for(lambda: any(r["human_steps"] > 0 for r in index.episodes("arm-2") if r.get("complete")), 60,
+                 "an arm-2 episode with the takeover relayed through A")
+        assert "relayed take_over for arm-2" in b.log_path.read_text()
+        # A command for a robot connected nowhere is refused with 404, through the relay too.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post(f"http://127.0.0.1:{a.dashboard_port}/api/robots/arm-9/pause", "alice-token-0123")
+        assert refused.value.code == 404
+
+        # kill -9 replica A while arm-1 (in real time, 10 Hz) is mid-episode on it: arm-1 fails over to B.
+        def half_stored_at_a():
+            for row in index.episodes("arm-1"):
+                if not row.get("complete") and any(c["replica"] == "replica-a" for c in index.chunks(row)):
+                    return row
+        split = wait_for(half_stored_at_a, 60, "an arm-1 episode partly stored via A")
+        a.kill()
+        wait_for(lambda: robots[0].client.uplink.failovers >= 1, 30, "arm-1 to fail over")
+        assert robots[0].client.uplink.learner == b.address
+        wait_for(lambda: index.episodes("arm-1") and [r for r in index.episodes("arm-1")
+                 if r["episode_id"] == split["episode_id"] and r.get("complete")], 60,
+                 "the split episode to complete via B")
+        replicas = [c["replica"] for c in index.chunks(split)]
+        assert replicas[0] == "replica-a" and replicas[-1] == "replica-b", replicas
+    finally:
+        for robot in robots:
+            if robot.client is not None:
+                robot.stop()
+        a.stop()
+
+    # Every episode each robot ran is stored complete, every step exactly once.
+    for robot in robots:
+        ran = json.loads((robot.config.work_dir / "stats.json").read_text())["episodes"]
+        rows = [r for r in index.episodes(robot.config.robot_id)]
+        assert all(r["complete"] for r in rows), [r for r in rows if not r["complete"]]
+        assert len(rows) == ran
+        for row in rows:
+            steps = index.load_episode(row).arrays["step_index"].tolist()
+            assert steps == list(range(row["num_steps"])), (row["episode_id"], steps)
+        assert not list((robot.config.work_dir / "spool").glob("*.chunk")), "chunks left unsent"
+    b.stop()
+    index.close()
