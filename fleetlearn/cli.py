@@ -39,7 +39,8 @@ def _trainer_settings(args) -> dict:
                    algorithm=args.algorithm, sampler=args.sampler,
                    use_autonomous_successes=args.use_autonomous_successes,
                    tasks=tuple(args.tasks.split(",")) if args.tasks else None,
-                   policy_overrides=POLICY_PRESETS[args.policy], head_updates=args.head_updates)
+                   policy_overrides=POLICY_PRESETS[args.policy], head_updates=args.head_updates,
+                   batch_size=args.batch_size)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     if args.algorithm == "rl_co":
@@ -294,6 +295,7 @@ def _trainer_flags(p: argparse.ArgumentParser) -> None:
                    help="with --policy ptp: stage-3 head updates on cached embeddings for version 0")
     p.add_argument("--publish-every-updates", type=int, default=800)
     p.add_argument("--publish-every-s", type=float, default=60.0)
+    p.add_argument("--batch-size", type=int, default=64, help="windows per update (per rank under torchrun)")
     p.add_argument("--publish-until", type=float, help="Unix time after which no version is published")
 
 

@@ -103,8 +103,7 @@ class DataParallel:
         the ranks, and building it broadcasts rank 0's weights."""
         if not self.active:
             return lambda batch: algorithm.loss(policy, batch)
-        # Parameters a step leaves unused (PTP's past tokens off, a frozen part) must not stall the reduction.
-        return DistributedDataParallel(_Loss(policy, algorithm), find_unused_parameters=True)
+        return DistributedDataParallel(_Loss(policy, algorithm))
 
     def gather_digests(self, module: torch.nn.Module) -> list[str]:
         """Every rank's weights digest, on every rank."""
