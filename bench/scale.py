@@ -7,8 +7,9 @@ stream with a heartbeat a second, and streams real-sized chunks: 10 steps, each 
 RGB frames (~560 kB a chunk), episodes of `--episode-chunks` chunks.
 
 1. Throughput: `--robots` robots sending as fast as `--inflight` unacknowledged chunks allow,
-   for `--seconds`, against 1 replica (the baseline) and against 2; robots are spread over the
-   replicas. Figures per arm: acknowledged steps/s, ack latency p50/p99 (send to durable ack).
+   for `--seconds`, against 1 replica (the baseline) and against 2, robots spread over the
+   replicas; and, for comparison, against the embedded learner (SQLite, no Redis). Figures per
+   arm: acknowledged steps/s, ack latency p50/p99 (send to durable ack).
 2. Soak: `--soak-robots` robots at 10 Hz (one chunk a second) for `--soak-minutes` against the
    2 replicas. Figures: steps sent, steps stored (the index's count, and each robot's episodes
    read back), ack p99, steps lost.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import shutil
 import socket
 import subprocess
@@ -57,11 +57,17 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 
 class Cluster:
-    """redis-server and K `fleet ingest` replicas on one temporary store."""
+    """redis-server and K `fleet ingest` replicas on one temporary store; with K = 0, the
+    embedded default instead (`fleet learner`, SQLite, no trainer), for comparison."""
 
     def __init__(self, root: Path, replicas: int):
         self.root = root
         self.procs: list[subprocess.Popen] = []
+        self.redis = None
+        (root / "tokens").write_text(TOKEN + "\n")
+        if replicas == 0:
+            self.addresses = [self._serve("learner", "embedded", ["--no-train"])]
+            return
         binary = shutil.which("redis-server")
         if binary is None:
             sys.exit("fleet bench scale needs redis-server (Debian: apt-get install redis-server)")
@@ -82,25 +88,36 @@ class Cluster:
                 return False
 
         _wait(up, 10, "redis-server")
-        (root / "tokens").write_text(TOKEN + "\n")
-        self.addresses = []
-        for i in range(replicas):
-            port_file = root / f"replica-{i}.port"
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "fleetlearn.cli", "ingest", "--redis", self.redis_url, "--data",
-                 str(root / "store"), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-                 "--token-file", str(root / "tokens"), "--dashboard-port", "-1", "--replica-id", f"replica-{i}"],
-                stdout=open(root / f"replica-{i}.log", "w"), stderr=subprocess.STDOUT))
-            _wait(lambda: port_file.exists() and port_file.read_text().strip(), 60, f"replica {i}")
-            self.addresses.append(f"127.0.0.1:{port_file.read_text().strip()}")
+        self.addresses = [self._serve("ingest", f"replica-{i}", ["--redis", self.redis_url, "--replica-id",
+                                                                 f"replica-{i}"]) for i in range(replicas)]
+
+    def _serve(self, command: str, name: str, extra: list[str]) -> str:
+        port_file = self.root / f"{name}.port"
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "fleetlearn.cli", command, "--data", str(self.root / "store"), "--host", "127.0.0.1",
+             "--port", "0", "--port-file", str(port_file), "--token-file", str(self.root / "tokens"),
+             "--dashboard-port", "-1", *extra],
+            stdout=open(self.root / f"{name}.log", "w"), stderr=subprocess.STDOUT))
+        _wait(lambda: port_file.exists() and port_file.read_text().strip(), 60, name)
+        return f"127.0.0.1:{port_file.read_text().strip()}"
 
     def stored(self) -> dict[str, int]:
+        """Chunks and steps the index holds, each counted once."""
+        if self.redis is None:
+            from learner.store import StoreReader
+
+            reader = StoreReader(self.root / "store")
+            row = reader.db.execute("SELECT COUNT(*) AS chunks, COALESCE(SUM(num_steps), 0) AS steps FROM chunks")
+            totals = dict(row.fetchone())
+            reader.close()
+            return totals
         from learner.redis_plane import stored_totals
 
         return stored_totals(self.redis)
 
     def close(self) -> None:
-        self.redis.close()
+        if self.redis is not None:
+            self.redis.close()
         for proc in reversed(self.procs):
             proc.terminate()
             try:
@@ -262,26 +279,29 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--processes", type=int, default=4, help="client processes the robots are spread over")
     args = parser.parse_args(argv)
     figures: dict = {"steps_per_s": {}, "ack_p50_ms": {}, "ack_p99_ms": {}}
-    for replicas in (1, 2):
+    for replicas in (0, 1, 2):  # 0: the embedded default, for comparison
         with tempfile.TemporaryDirectory(prefix="fleet-scale-") as tmp:
             cluster = Cluster(Path(tmp), replicas)
             try:
-                print(f"scale: {args.robots} robots flat out for {args.seconds:g} s against {replicas} replica(s)...",
-                      flush=True)
+                against = f"{replicas} replica(s) on Redis" if replicas else "the embedded learner (SQLite)"
+                print(f"scale: {args.robots} robots flat out for {args.seconds:g} s against {against}...", flush=True)
                 arm = run_robots(cluster, args.robots, args.seconds, None, args.inflight, args.episode_chunks,
                                  args.processes, "flat")
                 stored = cluster.stored()["steps"]
             finally:
                 cluster.close()
-        if stored != arm["steps_acked"] - 0 or arm["unacked_chunks"]:
+        if stored != arm["steps_acked"] or arm["unacked_chunks"]:
             raise AssertionError(f"{replicas} replica(s): {arm['steps_acked']} steps acked, {stored} stored")
         print(f"  {arm['steps_per_s']:.0f} steps/s, ack p50 {arm['ack_p50_ms']:.1f} ms, p99 {arm['ack_p99_ms']:.1f} ms",
               flush=True)
-        figures["steps_per_s"][str(replicas)] = round(arm["steps_per_s"], 1)
-        figures["ack_p50_ms"][str(replicas)] = round(arm["ack_p50_ms"], 2)
-        figures["ack_p99_ms"][str(replicas)] = round(arm["ack_p99_ms"], 2)
+        key = str(replicas) if replicas else "embedded"
+        figures["steps_per_s"][key] = round(arm["steps_per_s"], 1)
+        figures["ack_p50_ms"][key] = round(arm["ack_p50_ms"], 2)
+        figures["ack_p99_ms"][key] = round(arm["ack_p99_ms"], 2)
     figures["ratio_2_to_1"] = round(figures["steps_per_s"]["2"] / figures["steps_per_s"]["1"], 3)
-    print(f"scale: 2 replicas give {figures['ratio_2_to_1']:.2f}x the steps/s of 1", flush=True)
+    figures["ratio_1_to_embedded"] = round(figures["steps_per_s"]["1"] / figures["steps_per_s"]["embedded"], 3)
+    print(f"scale: 2 replicas give {figures['ratio_2_to_1']:.2f}x the steps/s of 1; 1 replica on Redis "
+          f"{figures['ratio_1_to_embedded']:.2f}x the embedded learner", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fleet-soak-") as tmp:
         cluster = Cluster(Path(tmp), 2)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,10 @@ class PercentileBook:
         if calibrator.percentile == self.get(task):
             return None  # already at the bound
         self.percentiles[task] = calibrator.percentile
-        if self.path is not None:
-            self.path.write_text(json.dumps(self.percentiles, indent=1))
+        if self.path is not None:  # whole or not at all: scaled-out replicas share the directory
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.percentiles, indent=1))
+            os.replace(tmp, self.path)
         log.info("FLOAT percentile for %s -> %.0f (%s)", task, calibrator.percentile,
                  "false alarm" if success else "missed failure")
         return calibrator.percentile
