@@ -216,13 +216,17 @@ class Dashboard:
                 raise HTTPException(404, f"no robot command {action!r}")
             if robot_id != "all":
                 return await self._command(operator, action, robot_id, action)
+            # Every robot at once; one that cannot be reached (its replica just died) stops no other.
             targets = set(control.sessions)
             if self.relay is not None:
                 targets |= set(await self.relay.connected_robots())
-            commands = []
-            for target in sorted(targets):
-                commands += (await self._command(operator, action, target, action))["commands"]
-            return {"commands": commands}
+            outcomes = await asyncio.gather(*(self._command(operator, action, target, action)
+                                              for target in sorted(targets)), return_exceptions=True)
+            refused = {target: o.detail for target, o in zip(sorted(targets), outcomes) if isinstance(o, HTTPException)}
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, HTTPException):
+                    raise outcome
+            return {"commands": [c for o in outcomes if isinstance(o, dict) for c in o["commands"]], "refused": refused}
 
         @app.get("/api/learning")
         async def learning(operator: str = auth):

@@ -241,7 +241,8 @@ def cmd_bench(args) -> None:
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
     """A server's flags: `fleet learner` and `fleet ingest`."""
-    p.add_argument("--data", default="runs/learner", help="episode store and checkpoints directory")
+    p.add_argument("--data", "--store", dest="data", default="runs/learner",
+                   help="episode store and checkpoints directory (scaled out: the volume the replicas share)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=50051)
     p.add_argument("--port-file", help="write the bound port here (useful with --port 0)")
@@ -316,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="scale-out: the trainer alone, following the episode stream in --redis; "
                        "under torchrun --nproc-per-node K it trains data-parallel and rank 0 publishes")
-    p.add_argument("--data", default="runs/learner", help="the shared store and checkpoints directory")
+    p.add_argument("--data", "--store", dest="data", default="runs/learner",
+                   help="the shared store and checkpoints directory")
     p.add_argument("--redis", required=True, metavar="URL", help="the Redis the ingest replicas index episodes in")
     _trainer_flags(p)
     p.set_defaults(fn=cmd_train)

@@ -156,7 +156,7 @@ def write_rank_status(data_dir: Path, dp: DataParallel, status: dict) -> None:
 
 def train_main(config, redis_url: str | None = None) -> None:
     """`fleet train`: one rank of the trainer (torchrun sets RANK / WORLD_SIZE), or the only one."""
-    from learner.trainer import Trainer, trainer_main
+    from learner.trainer import run_trainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -169,12 +169,9 @@ def train_main(config, redis_url: str | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        if config.algorithm == "rl_co":
-            if world > 1:
-                raise SystemExit("rl_co trains on one rank: its PPO iterations are not data-parallel yet")
-            trainer_main(config, stop)
-        else:
-            Trainer(config).run(should_stop=stop.is_set)
+        if config.algorithm == "rl_co" and world > 1:
+            raise SystemExit("rl_co trains on one rank: its PPO iterations are not data-parallel yet")
+        run_trainer(config, stop.is_set)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from learner.store import EpisodeArrays, safe_name
+from learner.store import EpisodeArrays, private_tmp, safe_name
 from policy import VLAPolicy
 
 log = logging.getLogger("fleetlearn.embeddings")
@@ -67,7 +67,7 @@ class EmbeddingCache:
             self.memory[key] = frames
         else:
             path = self._path(episode)
-            tmp = path.with_suffix(".tmp")
+            tmp = private_tmp(path)  # ranks of a torchrun trainer may embed the same episode at once
             save_file({"frames": frames}, str(tmp))
             os.replace(tmp, path)  # a cache: a torn write is recomputed, so no fsync
         return frames

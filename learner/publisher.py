@@ -43,8 +43,10 @@ class WeightPublisher:
             return None
         return self.current_dir / name
 
-    def poll_once(self) -> bool:
-        publication = self.registry.current()
+    def poll_once(self, publication: Publication | None | object = ...) -> bool:
+        """Announces the registry's current publication if it is new (`publication`: already read)."""
+        if publication is ...:
+            publication = self.registry.current()
         if publication is None or publication.id == self._publication_id:
             return False
         self.current = announcement_for(publication)
@@ -58,8 +60,8 @@ class WeightPublisher:
 
     async def run(self) -> None:
         while True:
-            try:
-                self.poll_once()
+            try:  # the registry may be across the network (Redis): read it off the event loop
+                self.poll_once(await asyncio.to_thread(self.registry.current))
             except Exception:  # a half-visible version or a locked database: try again next tick
                 log.exception("publisher poll failed")
             await asyncio.sleep(self.poll_s)

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -295,10 +296,11 @@ class RedisVersionRegistry:
     def publish(self, version: int, note: str = "", rollback: bool = False) -> None:
         if not self.client.hexists("fleet:versions", str(version)):
             raise KeyError(f"policy version {version} does not exist; known: {self.all()}")
-        publication_id = self.client.incr("fleet:publication_id")
-        self.client.rpush("fleet:publications", json.dumps(
-            {"id": publication_id, "version": version, "published_at": time.time(), "rollback": rollback,
-             "note": note}))
+        # The id and the append in one step, so publications from several writers stay in id order.
+        self.client.eval("local p = cjson.decode(ARGV[1]); p.id = redis.call('INCR', KEYS[1]); "
+                         "return redis.call('RPUSH', KEYS[2], cjson.encode(p))", 2, "fleet:publication_id",
+                         "fleet:publications", json.dumps({"version": version, "published_at": time.time(),
+                                                          "rollback": rollback, "note": note}))
 
     def publications(self) -> list[dict]:
         return [json.loads(p) for p in self.client.lrange("fleet:publications", 0, -1)]
@@ -312,6 +314,42 @@ class RedisVersionRegistry:
         return Publication(p["id"], p["version"], self.root / entry["path"], p["published_at"], p["rollback"], p["note"])
 
     def close(self) -> None:
+        self.client.close()
+
+
+class TrainerLease:
+    """One trainer per store: its rank 0 holds `fleet:trainer` in Redis, renewed while it runs.
+    A second trainer (another `fleet train`, or a `fleet learner --redis` that trains) is refused
+    instead of publishing the same version numbers over the first one's."""
+
+    TTL_S = 30
+
+    def __init__(self, url: str):
+        self.client = connect(url)
+        self.owner = f"{default_replica_id()}-{uuid.uuid4().hex[:8]}"
+        if not self.client.set("fleet:trainer", self.owner, nx=True, ex=self.TTL_S):
+            holder = _text(self.client.get("fleet:trainer") or b"?")
+            raise RuntimeError(f"another trainer ({holder}) is training on this store; run one trainer "
+                               f"(`fleet train`, under torchrun for several ranks) and `fleet ingest` replicas")
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="trainer-lease", daemon=True)
+        self._renewer.start()
+
+    _RENEW = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end "
+              "return 0")
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.TTL_S / 3):
+            try:
+                if not self.client.eval(self._RENEW, 1, "fleet:trainer", self.owner, self.TTL_S):
+                    log.error("the trainer lease was lost (Redis restarted without it, or it lapsed)")
+            except redis.RedisError as exc:
+                log.warning("trainer lease renewal failed: %s", exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        self.client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+                         "return 0", 1, "fleet:trainer", self.owner)
         self.client.close()
 
 
@@ -426,5 +464,8 @@ class ControlRelay:
             log.info("relayed %s for %s", request["op"], request["robot_id"])
         except ControlError as exc:
             answer = {"error": str(exc), "kind": "not_connected" if isinstance(exc, RobotNotConnected) else "refused"}
+        except Exception as exc:  # a malformed request: the asker learns why instead of waiting out the timeout
+            log.warning("control relay: bad request %s: %s", request, exc)
+            answer = {"error": f"bad relayed command: {exc!r}", "kind": "refused"}
         await self.client.publish(request["reply"], json.dumps(answer))
 

@@ -222,9 +222,6 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             log.warning("control stream from unknown robot %r", robot_id)
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown robot {robot_id!r}: call Register first")
         session = self.control.open(robot_id)
-        if self.relay is not None:
-            await self.relay.robot_here(robot_id, force=True)
-        self._on_message(robot_id, first)
 
         async def forward_commands():
             while True:
@@ -232,20 +229,33 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
 
         sender = asyncio.create_task(forward_commands())
         try:
+            await self._registry("robot_here", robot_id, True)
+            self._on_message(robot_id, first)
             while True:
                 message = await asyncio.wait_for(context.read(), timeout=10 * HEARTBEAT_INTERVAL_S)
                 if message is grpc.aio.EOF:
                     break
                 self._on_message(robot_id, message)
-                if self.relay is not None:
-                    await self.relay.robot_here(robot_id)
+                await self._registry("robot_here", robot_id)
         except asyncio.TimeoutError:
             log.warning("robot %s stopped sending heartbeats; closing its control stream", robot_id)
         finally:
             sender.cancel()
-            if self.relay is not None and self.control.sessions.get(robot_id) is session:
-                await self.relay.robot_left(robot_id)
-            self.control.close(robot_id, session)
+            try:
+                if self.control.sessions.get(robot_id) is session:
+                    await self._registry("robot_left", robot_id)
+            finally:
+                self.control.close(robot_id, session)
+
+    async def _registry(self, method: str, *args) -> None:
+        """The robot registry in Redis (scale-out): an outage there costs other replicas the
+        route to this robot for a while, never the robot its control stream."""
+        if self.relay is None:
+            return
+        try:
+            await getattr(self.relay, method)(*args)
+        except Exception as exc:
+            log.warning("robot registry: %s(%s) failed: %s", method, args[0], exc)
 
     def _on_message(self, robot_id: str, message: pb.RobotMessage) -> None:
         if self.board is not None:

@@ -305,7 +305,7 @@ class EpisodeStore:
         rel = f"episodes/{safe_name(chunk.robot_id)}/{safe_name(chunk.episode_id)}/{chunk.sequence:06d}.safetensors"
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = private_tmp(path)
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -326,6 +326,12 @@ def _set_result(future: asyncio.Future, value) -> None:
 def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def private_tmp(path: Path) -> Path:
+    """A temporary name beside `path` that no other writer uses: replicas (and trainer ranks)
+    sharing a volume may write the same file at once, and each must rename its own whole copy."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def safe_name(name: str) -> str:

@@ -337,7 +337,7 @@ class Trainer:
     def resume_or_wait_for_demos(self, should_stop) -> bool:
         """Resumes from the latest published version, or waits for `min_demos` demonstrations;
         False if told to stop meanwhile. Then loads what the store holds."""
-        latest = self.registry.latest()
+        latest = self.dp.broadcast_json(self.registry.latest() if self.dp.leader else None)  # one answer for all ranks
         if latest is not None:
             self._resume(latest)
         else:
@@ -393,16 +393,34 @@ class Trainer:
             losses.append(self.train_step()["denoise_loss"])
 
 
+def run_trainer(config: TrainerConfig, should_stop) -> None:
+    """The trainer the config names, until told to stop. Scaled out, its rank 0 first takes the
+    store's trainer lease: one trainer per store."""
+    lease = None
+    if config.redis_url and DataParallel.current().leader:
+        from learner.redis_plane import TrainerLease
+
+        lease = TrainerLease(config.redis_url)
+    try:
+        if config.algorithm == "rl_co":
+            from learner.rl_trainer import RLCoTrainer
+
+            RLCoTrainer(config).run(should_stop=should_stop)
+        else:
+            Trainer(config).run(should_stop=should_stop)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
 def trainer_main(config: TrainerConfig, stop_event) -> None:
     """Entry point of the spawned trainer process."""
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    if config.algorithm == "rl_co":
-        from learner.rl_trainer import RLCoTrainer
-
-        RLCoTrainer(config).run(should_stop=stop_event.is_set)
-    else:
-        Trainer(config).run(should_stop=stop_event.is_set)
+    try:
+        run_trainer(config, stop_event.is_set)
+    except RuntimeError as exc:  # the lease is another trainer's: this learner serves without training
+        log.error("trainer not started: %s", exc)
 
 
 def fit_offline(episodes: list[EpisodeArrays], updates: int, config: TrainerConfig | None = None) -> VLAPolicy:

@@ -194,3 +194,13 @@ def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_
         assert not list((robot.config.work_dir / "spool").glob("*.chunk")), "chunks left unsent"
     b.stop()
     index.close()
+
+
+def test_one_trainer_per_store(redis_url):
+    from learner.redis_plane import TrainerLease
+
+    first = TrainerLease(redis_url)
+    with pytest.raises(RuntimeError, match="another trainer"):
+        TrainerLease(redis_url)
+    first.release()
+    TrainerLease(redis_url).release()
