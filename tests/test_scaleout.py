@@ -117,15 +117,15 @@ def post(url: str, token: str) -> dict:
         raise
 
 
-def publish_small_policy_in_redis(data_dir: Path, redis_url: str) -> None:
+def publish_small_policy_in_redis(data_dir: Path, redis_url: str, version: int) -> None:
     from policy import PolicyConfig, VLAPolicy, save_checkpoint
     from test_fleet_e2e import SMALL_POLICY
 
     registry = RedisVersionRegistry(data_dir, redis_url)
     config = PolicyConfig(vocab=("push", "the", "red", "cube", "onto", "green", "target"), **SMALL_POLICY)
-    save_checkpoint(registry.checkpoint_dir(0), VLAPolicy(config).eval(), 0)
-    registry.add(0, {"test": True})
-    registry.publish(0, note="test")
+    save_checkpoint(registry.checkpoint_dir(version), VLAPolicy(config).eval(), version)
+    registry.add(version, {"test": True})
+    registry.publish(version, note="test")
     registry.close()
 
 
@@ -138,7 +138,7 @@ def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_
     a = IngestProcess(data, token_file, tmp_path / "a.log", redis_url, "replica-a", dashboard=True,
                       operator_tokens=operators).start()
     b = IngestProcess(data, token_file, tmp_path / "b.log", redis_url, "replica-b").start()
-    publish_small_policy_in_redis(data, redis_url)
+    publish_small_policy_in_redis(data, redis_url, 0)
     index = RedisStoreReader(data, redis_url)
     # arm-1 starts on A, arm-2 on B; each lists the other replica to fail over to.
     robots = [RobotThread(tmp_path / "robots", f"{a.address},{b.address}", "arm-1", max_steps=60, help_gate="off",
@@ -148,6 +148,10 @@ def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_
         for robot in robots:
             robot.start()
         wait_for(lambda: index.client.get("fleet:at:arm-2") == b"replica-b", 60, "arm-2's control stream at B")
+        wait_for(lambda: index.client.get("fleet:at:arm-1") == b"replica-a", 60, "arm-1's control stream at A")
+        # A version published once in Redis is announced by both replicas, so both robots run it.
+        publish_small_policy_in_redis(data, redis_url, 1)
+        wait_for(lambda: all(r.client.version == 1 for r in robots), 60, "both robots to run version 1")
 
         # A person on A's dashboard takes over arm-2, whose control stream is at B (the takeover
         # lasts until the person hands back or the episode ends).
