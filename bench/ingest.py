@@ -135,7 +135,7 @@ def _serve(kind: str, data_dir: str, token_file: str, port_queue, stop_event, op
             from learner.server import Learner, LearnerConfig
 
             learner = Learner(LearnerConfig(
-                data_dir=Path(data_dir), host="127.0.0.1", port=0, token_file=Path(token_file), train=False,
+                data_dir=Path(data_dir), host="127.0.0.1", port=0, token_file=Path(token_file), train=False, insecure=True,
                 dashboard_port=0 if operator_token_file else None,
                 operator_token_file=Path(operator_token_file) if operator_token_file else None))
             port = await learner.start()

@@ -61,7 +61,7 @@ def _learner(data: Path, port: int, extra: list[str], logs: Path, env: dict, nam
     tokens = data.parent / "tokens.txt"
     tokens.write_text(TOKEN + "\n")
     proc = _fleet(["learner", "--data", str(data), "--host", "127.0.0.1", "--port", str(port), "--token-file",
-                   str(tokens), "--dashboard-port", "-1", *extra], logs / f"{name}-learner.log", env)
+                   str(tokens), "--dashboard-port", "-1", "--insecure", *extra], logs / f"{name}-learner.log", env)
     deadline = time.time() + 60
     while b"listening" not in (logs / f"{name}-learner.log").read_bytes():
         if proc.poll() is not None or time.time() > deadline:
@@ -73,7 +73,7 @@ def _learner(data: Path, port: int, extra: list[str], logs: Path, env: dict, nam
 def _robot(port: int, robot_id: str, tasks: str, work: Path, logs: Path, env: dict, extra: list[str]) -> subprocess.Popen:
     return _fleet(["robot", "--sim", tasks, "--learner", f"127.0.0.1:{port}", "--token-file",
                    str(work.parent / "tokens.txt"), "--robot-id", robot_id, "--work-dir", str(work / robot_id),
-                   "--fast", "--help-gate", "off", "--preview-hz", "0", *extra], logs / f"{robot_id}.log", env)
+                   "--fast", "--help-gate", "off", "--preview-hz", "0", "--insecure", *extra], logs / f"{robot_id}.log", env)
 
 
 def record_demonstrations(data: Path, tasks: list[str], args, seed: int, logs: Path, env: dict) -> None:

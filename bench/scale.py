@@ -96,7 +96,7 @@ class Cluster:
         self.procs.append(subprocess.Popen(
             [sys.executable, "-m", "fleetlearn.cli", command, "--data", str(self.root / "store"), "--host", "127.0.0.1",
              "--port", "0", "--port-file", str(port_file), "--token-file", str(self.root / "tokens"),
-             "--dashboard-port", "-1", *extra],
+             "--dashboard-port", "-1", "--insecure", *extra],
             stdout=open(self.root / f"{name}.log", "w"), stderr=subprocess.STDOUT))
         _wait(lambda: port_file.exists() and port_file.read_text().strip(), 60, name)
         return f"127.0.0.1:{port_file.read_text().strip()}"

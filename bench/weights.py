@@ -87,7 +87,7 @@ def _serve(data_dir: str, token_file: str, port_queue, stop_event) -> None:
 
     async def main():
         learner = Learner(LearnerConfig(data_dir=Path(data_dir), host="127.0.0.1", port=0,
-                                        token_file=Path(token_file), train=False))
+                                        token_file=Path(token_file), train=False, insecure=True))
         port_queue.put(await learner.start())
         while not stop_event.is_set():
             await asyncio.sleep(0.1)

@@ -82,7 +82,9 @@ class Login(BaseModel):
 
 
 class Dashboard:
-    def __init__(self, board: FleetBoard, control: FleetControl, registry, tokens: dict[str, str], relay=None):
+    def __init__(self, board: FleetBoard, control: FleetControl, registry, tokens: dict[str, str], relay=None,
+                 auth=None):
+        self.auth = auth  # stored operator credentials (learner/credentials.py), besides `tokens`
         self.board = board
         self.control = control
         self.relay = relay  # scale-out: commands for robots held by other replicas go through it
@@ -104,7 +106,8 @@ class Dashboard:
         for known, name in self.tokens.items():
             if hmac.compare_digest(token.encode(), known.encode()):
                 return name
-        return None
+        identity = self.auth.identify(token) if self.auth is not None else None
+        return identity.subject if identity is not None and identity.kind == "operator" else None
 
     def _authenticate(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -266,7 +269,8 @@ class Dashboard:
 
     # -- serving -------------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, tls=None) -> int:
+        """Serves on host:port (0: a free port); HTTPS with `tls` (fleetlearn.tls.ServerTLS)."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -276,7 +280,8 @@ class Dashboard:
             raise RuntimeError(f"dashboard cannot bind {host}:{port} ({exc}); choose another --dashboard-port") from exc
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, ssl_certfile=str(tls.cert) if tls else None,
+                                ssl_keyfile=str(tls.key) if tls else None)
         self.server = _EmbeddedServer(config)
         self._serving = asyncio.create_task(self.server.serve(sockets=[sock]))
         self._refresher = asyncio.create_task(self._refresh_history())

@@ -54,14 +54,64 @@ def _trainer_settings(args) -> dict:
 def _serve(args, train: bool, trainer: dict) -> None:
     from learner.server import LearnerConfig, serve
 
-    serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port, token_file=Path(args.token_file),
+    serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port,
+                        token_file=Path(args.token_file) if args.token_file else None,
                         operators=args.operators, operator_priority=args.operator_priority,
                         min_operator_s=args.min_operator_s, train=train, trainer=trainer,
                         port_file=Path(args.port_file) if args.port_file else None,
                         dashboard_port=None if args.dashboard_port < 0 else args.dashboard_port,
                         dashboard_host=args.dashboard_host,
                         operator_token_file=Path(args.operator_token_file) if args.operator_token_file else None,
-                        redis_url=args.redis, replica_id=args.replica_id))
+                        redis_url=args.redis, replica_id=args.replica_id, tls=_server_tls(args),
+                        insecure=args.insecure))
+
+
+def _server_tls(args):
+    from fleetlearn.tls import ServerTLS
+
+    if not (args.tls_cert or args.tls_key):
+        if args.tls_client_ca:
+            sys.exit("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+        if not args.insecure:
+            sys.exit("give the server a certificate (--tls-cert, --tls-key; `fleet certs` makes a development CA) "
+                     "or serve plaintext with --insecure")
+        return None
+    if not (args.tls_cert and args.tls_key):
+        sys.exit("TLS needs both --tls-cert and --tls-key")
+    if args.insecure:
+        sys.exit("--insecure and --tls-cert contradict each other")
+    return ServerTLS(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
+
+
+def _client_tls(args):
+    from fleetlearn.tls import ClientTLS
+
+    if not args.tls_ca:
+        if args.tls_cert or args.tls_key:
+            sys.exit("--tls-cert/--tls-key (mTLS) need --tls-ca, the CA of the learner's certificate")
+        if not args.insecure:
+            sys.exit("give the robot the learner's CA (--tls-ca) or connect in plaintext with --insecure")
+        from fleetlearn.tls import warn_insecure
+
+        warn_insecure(f"robot {args.robot_id}")
+        return None
+    if args.insecure:
+        sys.exit("--insecure and --tls-ca contradict each other")
+    return ClientTLS(Path(args.tls_ca), Path(args.tls_cert) if args.tls_cert else None,
+                     Path(args.tls_key) if args.tls_key else None)
+
+
+def cmd_certs(args) -> None:
+    from fleetlearn.tls import make_certs
+
+    hosts = [h for h in (args.hosts or "").split(",") if h]
+    clients = [c for c in (args.clients or "").split(",") if c]
+    written = make_certs(Path(args.out), hosts, clients, days=args.days)
+    for stem, path in written.items():
+        print(f"{stem:24s} {path}  (key: {path.with_suffix('.key')})")
+    print(f"learner: --tls-cert {written['server']} --tls-key {written['server'].with_suffix('.key')}"
+          f" [--tls-client-ca {written['ca']} for mTLS]")
+    print(f"robot:   --tls-ca {written['ca']} [--tls-cert/--tls-key client-NAME.pem/.key for mTLS]")
 
 
 def cmd_learner(args) -> None:
@@ -201,7 +251,8 @@ def cmd_robot(args) -> None:
                          work_dir=Path(args.work_dir or f"runs/robots/{args.robot_id}"), demos=args.demos,
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
                          operator_segment_steps=args.operator_steps, help_gate=args.help_gate,
-                         help_wait_s=args.help_wait_s, preview_hz=args.preview_hz, seed=args.seed)
+                         help_wait_s=args.help_wait_s, preview_hz=args.preview_hz, seed=args.seed,
+                         tls=_client_tls(args))
     client = RobotClient(config, driver, teleop, expert_action=help_reference)
     # SIGTERM (the demo, a process manager) stops the robot cleanly: the running episode ends as
     # "stopped", the spool drains for a moment and the loop's figures are written.
@@ -233,6 +284,34 @@ def cmd_rollback(args) -> None:
     print(f"published version {args.version} again; connected robots swap at their next episode boundary")
 
 
+def cmd_token(args) -> None:
+    import datetime
+
+    from learner.credentials import CredentialStore
+
+    store = CredentialStore(Path(args.data))
+    if args.action == "create":
+        if bool(args.robot) == bool(args.operator):
+            sys.exit("fleet token create needs exactly one of --robot ID or --operator NAME")
+        kind, subject = ("robot", args.robot) if args.robot else ("operator", args.operator)
+        credential_id, token = store.create(kind, subject)
+        print(f"created {kind} credential {credential_id} for {subject!r}; the token (shown once, keep it secret):")
+        print(token)
+    elif args.action == "revoke":
+        if not args.id:
+            sys.exit("fleet token revoke needs --id (fleet token list shows them)")
+        try:
+            row = store.revoke(args.id)
+        except KeyError as exc:
+            sys.exit(str(exc.args[0]))
+        print(f"revoked {row['kind']} credential {args.id} of {row['subject']!r}; running servers refuse it within 5 s")
+    else:
+        for c in store.list():
+            created = datetime.datetime.fromtimestamp(c["created_at"]).strftime("%Y-%m-%d %H:%M")
+            state = "revoked" if c["revoked_at"] else "active"
+            print(f"{c['id']}  {c['kind']:8s}  {c['subject']:24s}  {created}  {state}")
+
+
 def cmd_bench(args) -> None:
     from bench import run_benchmark
 
@@ -246,7 +325,8 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=50051)
     p.add_argument("--port-file", help="write the bound port here (useful with --port 0)")
-    p.add_argument("--token-file", required=True, help="accepted robot bearer tokens, one per line")
+    p.add_argument("--token-file", help="fleet-wide robot tokens, one per line, each good for any robot id (per-robot "
+                   "credentials: fleet token create --robot ID)")
     p.add_argument("--operators", type=int, default=0, help="simulated operators to allocate to help requests")
     p.add_argument("--operator-priority", choices=["fifo", "float"], default="fifo",
                    help="help queue order: first come first served, or the highest FLOAT index first")
@@ -262,6 +342,11 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
                    "and policy versions in this Redis (redis://HOST:PORT/DB), shared by ingest replicas on one "
                    "--data volume (deploy/README.md)")
     p.add_argument("--replica-id", help="with --redis: this replica's name (default: HOSTNAME-PID)")
+    p.add_argument("--tls-cert", help="TLS: the server's certificate (PEM), for gRPC and the dashboard")
+    p.add_argument("--tls-key", help="TLS: its private key (PEM)")
+    p.add_argument("--tls-client-ca", help="mTLS: accept only robots with a certificate signed by this CA")
+    p.add_argument("--insecure", action="store_true", help="serve plaintext (logged as a warning): a trusted "
+                   "loopback or a network TLS is terminated in front of")
 
 
 def _trainer_flags(p: argparse.ArgumentParser) -> None:
@@ -355,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robot-id", default=f"robot-{os.getpid()}")
     p.add_argument("--token")
     p.add_argument("--token-file")
+    p.add_argument("--tls-ca", help="TLS: the CA that signed the learner's certificate (PEM)")
+    p.add_argument("--tls-cert", help="mTLS: this robot's certificate (PEM)")
+    p.add_argument("--tls-key", help="mTLS: this robot's private key (PEM)")
+    p.add_argument("--insecure", action="store_true", help="connect in plaintext (logged as a warning)")
     p.add_argument("--work-dir", help="spool and weight cache (default runs/robots/ROBOT_ID)")
     p.add_argument("--demos", type=int, default=0, help="record this many expert demonstrations first")
     p.add_argument("--eval-seeds", type=int, default=20, help="size of the fleet's fixed evaluation seed list")
@@ -416,6 +505,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note")
     p.add_argument("--redis", metavar="URL", help="scale-out: the Redis that holds the policy versions")
     p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("certs", help="make a development CA, a server certificate and robot client certificates")
+    p.add_argument("--out", required=True, help="directory for the PEM files")
+    p.add_argument("--hosts", help="the learner's names and addresses, comma-separated (localhost and 127.0.0.1 "
+                   "are always included)")
+    p.add_argument("--clients", help="robot ids to make client certificates for (mTLS), comma-separated")
+    p.add_argument("--days", type=int, default=365)
+    p.set_defaults(fn=cmd_certs)
+
+    p = sub.add_parser("token", help="robot and operator credentials: create (the token is shown once), list, revoke")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("--data", "--store", dest="data", default="runs/learner", help="the learner's data directory")
+    p.add_argument("--robot", metavar="ID", help="create: a credential that may act as this robot only")
+    p.add_argument("--operator", metavar="NAME", help="create: a dashboard credential for this person")
+    p.add_argument("--id", help="revoke: the credential's id")
+    p.set_defaults(fn=cmd_token)
 
     p = sub.add_parser("bench", help="run a benchmark (ingest, weights); other flags go to the benchmark")
     p.add_argument("name")

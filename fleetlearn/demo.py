@@ -130,7 +130,8 @@ def run_demo(config: DemoConfig) -> dict:
            "--bootstrap-updates", str(config.bootstrap_updates), "--policy", config.policy,
            "--head-updates", str(config.head_updates),
            "--publish-every-s", str(config.publish_every_s), "--publish-every-updates", "100000",
-           "--dashboard-port", str(dashboard_port), "--operator-token-file", str(out / "operators.txt")],
+           "--dashboard-port", str(dashboard_port), "--operator-token-file", str(out / "operators.txt"),
+           "--insecure"],  # everything on this machine's loopback
           "learner.log")
     dashboard_url = f"http://127.0.0.1:{dashboard_port}/?token={operator_token}" if dashboard_port >= 0 else None
     if dashboard_url:
@@ -139,7 +140,8 @@ def run_demo(config: DemoConfig) -> dict:
         spawn(["robot", "--sim", tasks, "--learner", f"127.0.0.1:{port}", "--robot-id", f"robot-{i + 1}",
                "--token-file", str(token_file), "--work-dir", str(out / "robots" / f"robot-{i + 1}"),
                "--demos", str(per_robot_demos), "--eval-seeds", str(config.seeds_per_task), "--eval-index", str(i),
-               "--eval-stride", str(config.robots), "--seed", str(i + 1), "--help-gate", config.help_gate],
+               "--eval-stride", str(config.robots), "--seed", str(i + 1), "--help-gate", config.help_gate,
+               "--insecure"],
               f"robot-{i + 1}.log")
 
     db_path = out / "learner" / "index.sqlite"

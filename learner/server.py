@@ -4,7 +4,6 @@ the EpisodeStore, the WeightPublisher and FleetControl."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import multiprocessing
 import re
@@ -21,6 +20,8 @@ from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from fleetlearn import wire
 from dashboard.board import FleetBoard
 from learner.control import FleetControl
+from fleetlearn.tls import ServerTLS, warn_insecure
+from learner.credentials import Authenticator
 from learner.publisher import WeightPublisher
 from learner.store import EpisodeStore
 from learner.trainer import TrainerConfig, trainer_main
@@ -49,24 +50,26 @@ def read_tokens(path: Path) -> set[str]:
     return tokens
 
 
+def bearer(metadata) -> str | None:
+    header = dict(metadata or ()).get("authorization")
+    return header[len("Bearer "):] if header and header.startswith("Bearer ") else None
+
+
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects every call whose `authorization` metadata is not `Bearer <known token>`."""
+    """Rejects every call whose `authorization` metadata is not `Bearer <a robot's token>`: a
+    robot credential or a fleet token. (Which robot a credential may act as is checked by the
+    servicer, which sees the robot id.)"""
 
-    def __init__(self, tokens: set[str]):
-        self._tokens = [t.encode() for t in tokens]
-
-    def _valid(self, header: str | None) -> bool:
-        if not header or not header.startswith("Bearer "):
-            return False
-        offered = header[len("Bearer "):].encode()
-        return any(hmac.compare_digest(offered, t) for t in self._tokens)
+    def __init__(self, auth: Authenticator):
+        self.auth = auth
 
     async def intercept_service(self, continuation, details):
-        metadata = dict(details.invocation_metadata or ())
         handler = await continuation(details)
-        if self._valid(metadata.get("authorization")) or handler is None:
+        identity = self.auth.identify(bearer(details.invocation_metadata))
+        if handler is None or (identity is not None and identity.kind in ("robot", "fleet")):
             return handler
-        message = "missing or unknown bearer token: pass the robot's token with --token-file"
+        message = ("operator credentials are for the dashboard, not the robots' RPCs" if identity is not None else
+                   "missing, unknown or revoked bearer token: give the robot its token (fleet token create --robot ID)")
 
         async def deny(request, context):
             log.warning("rejected %s: bad token from %s", details.method, context.peer())
@@ -83,7 +86,9 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     def __init__(self, store: EpisodeStore, publisher: WeightPublisher, control: FleetControl,
-                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES, board: FleetBoard | None = None, relay=None):
+                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES, board: FleetBoard | None = None, relay=None,
+                 auth: Authenticator | None = None):
+        self.auth = auth  # None: every caller the interceptor let in may act as any robot
         self.store = store
         self.publisher = publisher
         self.control = control
@@ -91,7 +96,19 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         self.relay = relay  # scale-out: the robot registry and the control relay in Redis
         self.max_message_bytes = max_message_bytes
 
+    async def _acting_as(self, robot_id: str, context) -> None:
+        """Aborts with PERMISSION_DENIED unless the caller's credential may act as `robot_id`."""
+        if self.auth is None:
+            return
+        identity = self.auth.identify(bearer(context.invocation_metadata()))
+        if identity is None or not identity.may_act_as_robot(robot_id):
+            who = f"{identity.kind} {identity.subject}" if identity else "an unknown caller"
+            log.warning("refused %s acting as robot %r from %s", who, robot_id, context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this credential belongs to {who}, not robot {robot_id!r}")
+
     async def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
+        await self._acting_as(request.robot_id, context)
         e = request.embodiment
         problem = None
         if not ROBOT_ID.fullmatch(request.robot_id) or request.robot_id in RESERVED_ROBOT_IDS:
@@ -138,7 +155,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         failure: tuple[grpc.StatusCode, str, pb.EpisodeChunk | None] | None = None
         try:
             async for chunk in request_iterator:
-                failure = await self._check_chunk(chunk, embodiments)
+                failure = await self._check_chunk(chunk, embodiments, context)
                 if failure:
                     break
                 arrays = wire.decode_chunk_steps(chunk, embodiments[chunk.robot_id])
@@ -168,13 +185,18 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                                                ("fleet-rejected-sequence", str(chunk.sequence))))
             await context.abort(code, message)
 
-    async def _check_chunk(self, chunk: pb.EpisodeChunk, embodiments: dict):
+    async def _check_chunk(self, chunk: pb.EpisodeChunk, embodiments: dict, context):
         size = chunk.ByteSize()
         if size > self.max_message_bytes:
             return (grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"chunk of {size} bytes exceeds max_message_bytes {self.max_message_bytes}; seal chunks smaller", chunk)
         if not chunk.robot_id or not chunk.episode_id:
             return grpc.StatusCode.INVALID_ARGUMENT, "chunk needs robot_id and episode_id", chunk
+        if chunk.robot_id not in embodiments and self.auth is not None:
+            identity = self.auth.identify(bearer(context.invocation_metadata()))
+            if identity is None or not identity.may_act_as_robot(chunk.robot_id):
+                return (grpc.StatusCode.PERMISSION_DENIED,
+                        f"this credential may not write episodes of robot {chunk.robot_id!r}", chunk)
         if chunk.sequence < 0:
             return grpc.StatusCode.INVALID_ARGUMENT, f"negative sequence {chunk.sequence}", chunk
         if chunk.robot_id not in embodiments:
@@ -218,6 +240,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         if first.WhichOneof("body") != "heartbeat" or not first.heartbeat.robot_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the control stream must open with a heartbeat")
         robot_id = first.heartbeat.robot_id
+        await self._acting_as(robot_id, context)
         if await asyncio.to_thread(self.store.robot_embodiment, robot_id) is None:
             log.warning("control stream from unknown robot %r", robot_id)
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown robot {robot_id!r}: call Register first")
@@ -283,15 +306,26 @@ class LearnerConfig:
     # this Redis, shared with other replicas on the same data_dir volume. None: all embedded.
     redis_url: str | None = None
     replica_id: str | None = None
+    # TLS for gRPC and the dashboard (mTLS when tls.client_ca is set); plaintext only with insecure.
+    tls: ServerTLS | None = None
+    insecure: bool = False
 
 
 class Learner:
     """Server + publisher + control plane in this process, trainer in a spawned one."""
 
     def __init__(self, config: LearnerConfig):
-        if config.token_file is None:
-            raise ValueError("the learner needs --token-file: robots authenticate with a bearer token")
+        if config.tls is None and not config.insecure:
+            raise ValueError("the learner needs --tls-cert and --tls-key (fleet certs makes a development CA), "
+                             "or --insecure to serve plaintext")
         self.config = config
+        # Robots authenticate with their own credential (fleet token create --robot ID) or a
+        # fleet-wide token from --token-file.
+        self.auth = Authenticator(config.data_dir, read_tokens(config.token_file) if config.token_file else set())
+        if config.token_file is None and not any(c["kind"] == "robot" and not c["revoked_at"]
+                                                 for c in self.auth.store.list()):
+            log.warning("no --token-file and no robot credentials yet: robots are refused until one is made "
+                        "(fleet token create --robot ID --data %s)", config.data_dir)
         self.relay = None
         if config.redis_url:
             from learner.redis_plane import RedisIndex, default_replica_id
@@ -319,16 +353,22 @@ class Learner:
 
     async def start(self) -> int:
         self.server = grpc.aio.server(
-            interceptors=[TokenAuthInterceptor(read_tokens(self.config.token_file))],
+            interceptors=[TokenAuthInterceptor(self.auth)],
             options=[("grpc.max_receive_message_length", TRANSPORT_MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES),
                      ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
                      ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                      ("grpc.keepalive_permit_without_calls", 1)])
         pb_grpc.add_FleetLearnerServicer_to_server(
-            FleetLearnerServicer(self.store, self.publisher, self.control, board=self.board, relay=self.relay),
+            FleetLearnerServicer(self.store, self.publisher, self.control, board=self.board, relay=self.relay,
+                                 auth=self.auth),
             self.server)
-        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address = f"{self.config.host}:{self.config.port}"
+        if self.config.tls is not None:
+            self.port = self.server.add_secure_port(address, self.config.tls.grpc_credentials())
+        else:
+            warn_insecure(f"the learner on {address}")
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"cannot bind {self.config.host}:{self.config.port}; is another learner running?")
         if self.relay is not None:
@@ -359,11 +399,11 @@ class Learner:
         c = self.config
         given = c.operator_token_file is not None
         tokens = read_operator_tokens(c.operator_token_file) if given else default_operator_token(c.data_dir)
-        self.dashboard = Dashboard(self.board, self.control, self.registry, tokens, relay=self.relay)
+        self.dashboard = Dashboard(self.board, self.control, self.registry, tokens, relay=self.relay, auth=self.auth)
         host = c.dashboard_host or c.host
-        port = await self.dashboard.start(host, c.dashboard_port)
+        port = await self.dashboard.start(host, c.dashboard_port, tls=c.tls)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        self.dashboard_url = f"http://{shown}:{port}/"
+        self.dashboard_url = f"{'https' if c.tls else 'http'}://{shown}:{port}/"
         if given:
             log.info("operator dashboard on %s (log in with your operator token)", self.dashboard_url)
         else:  # like a notebook server: the one local token is in the link

@@ -37,6 +37,7 @@ from robot_client.help import HelpRule, HelpRuleConfig
 from robot_client.monitoring import RobotMonitor
 from robot_client.takeover import Mode, TakeoverController
 from robot_client.teleop import RemoteJog
+from fleetlearn.tls import ClientTLS
 from robot_client.uplink import Uplink, UplinkConfig
 
 log = logging.getLogger("fleetlearn.robot")
@@ -93,6 +94,7 @@ class RobotConfig:
     help_wait_s: float = 60.0  # a robot holding for help gives up waiting after this long
     preview_hz: float = 4.0  # live camera pictures for the dashboard (0: none)
     seed: int = 0
+    tls: ClientTLS | None = None  # the learner's CA (and this robot's certificate for mTLS); None: plaintext
 
     def __post_init__(self):
         if self.help_gate not in HELP_GATES:
@@ -166,7 +168,8 @@ class RobotClient:
                                               driver.action_dim, driver.control_hz)
         self.uplink = Uplink(
             UplinkConfig(address=config.learner, token=config.token, robot_id=config.robot_id,
-                         spool_dir=config.work_dir / "spool", weights_dir=config.work_dir / "weights"),
+                         spool_dir=config.work_dir / "spool", weights_dir=config.work_dir / "weights",
+                         tls=config.tls),
             embodiment, driver.tasks, self._heartbeat)
         self.uplink.running_version = lambda: self.version
         self._spool_writer = threading.Thread(target=self._write_spool, name="spool-writer", daemon=True)

@@ -28,6 +28,7 @@ import grpc
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from fleetlearn import wire
+from fleetlearn.tls import ClientTLS
 from robot_client.spool import Spool
 from robot_client.weights import StandbySlot, download_version, load_downloaded
 
@@ -64,6 +65,7 @@ class UplinkConfig:
     spool_dir: Path
     weights_dir: Path
     inflight_chunks: int = 32
+    tls: ClientTLS | None = None  # None: plaintext (the CLI asks for --insecure)
 
 
 class Uplink:
@@ -84,7 +86,7 @@ class Uplink:
         self._learner = 0      # index in addresses of the learner in use
         self._generation = 0   # bumped at every failover
         self._channel_lock = threading.Lock()
-        self.channel = grpc.insecure_channel(self.addresses[0], options=_CHANNEL_OPTIONS)
+        self.channel = self._open_channel(self.addresses[0])
         self.stub = pb_grpc.FleetLearnerStub(self.channel)
         self.failovers = 0
         self.stop_event = threading.Event()
@@ -126,6 +128,11 @@ class Uplink:
 
     # -- learners --------------------------------------------------------------------------------
 
+    def _open_channel(self, address: str) -> grpc.Channel:
+        if self.config.tls is None:
+            return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.secure_channel(address, self.config.tls.grpc_credentials(), options=_CHANNEL_OPTIONS)
+
     @property
     def learner(self) -> str:
         return self.addresses[self._learner]
@@ -144,7 +151,7 @@ class Uplink:
             self._learner = (self._learner + 1) % len(self.addresses)
             self._generation += 1
             self.failovers += 1
-            self.channel = grpc.insecure_channel(self.learner, options=_CHANNEL_OPTIONS)
+            self.channel = self._open_channel(self.learner)
             self.stub = pb_grpc.FleetLearnerStub(self.channel)
             self._registered = False
         log.warning("%s: learner %s unreachable; failing over to %s", self.config.robot_id, previous, self.learner)

@@ -51,7 +51,8 @@ class LearnerThread:
     def __init__(self, data_dir: Path, token_file: Path, **config):
         from learner.server import LearnerConfig
 
-        self.config = LearnerConfig(data_dir=data_dir, host="127.0.0.1", port=0, token_file=token_file, **config)
+        self.config = LearnerConfig(data_dir=data_dir, host="127.0.0.1", port=0, token_file=token_file,
+                                    **{"insecure": True, **config})
         self.learner = None
         self.port = None
         self._ready = threading.Event()
@@ -104,7 +105,7 @@ class LearnerProcess:
 
     def __init__(self, data_dir: Path, token_file: Path, port: int, log_path: Path, extra: list[str]):
         self.args = [sys.executable, "-m", "fleetlearn.cli", "learner", "--data", str(data_dir), "--host", "127.0.0.1",
-                     "--port", str(port), "--token-file", str(token_file), "--dashboard-port", "0", *extra]
+                     "--port", str(port), "--token-file", str(token_file), "--dashboard-port", "0", "--insecure", *extra]
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None

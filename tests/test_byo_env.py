@@ -104,7 +104,7 @@ def expert_episode_length(seed: int) -> int:
 def robot_command(learner_address: str, token_file: Path, work_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "fleetlearn.cli", "robot", "--env", "tests.test_byo_env:make_env",
             "--learner", learner_address, "--token-file", str(token_file), "--robot-id", "byo-arm",
-            "--work-dir", str(work_dir), "--fast", *extra]
+            "--work-dir", str(work_dir), "--fast", "--insecure", *extra]
 
 
 def test_module_is_importable_from_the_repo_root():

@@ -18,7 +18,7 @@ def test_fleet_robot_runs_a_task_list_on_real_proxy(learner_process, token_file,
     command = [sys.executable, "-m", "fleetlearn.cli", "robot", "--sim", "reach,press_button",
                "--variant", "real-proxy", "--learner", learner.address, "--token-file", str(token_file),
                "--robot-id", "proxy-arm", "--work-dir", str(tmp_path / "robot"), "--fast",
-               "--demos", "2", "--max-episodes", "2"]
+               "--demos", "2", "--max-episodes", "2", "--insecure"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -52,7 +52,7 @@ def test_fleet_robot_runs_a_task_list_on_real_proxy(learner_process, token_file,
 
 def test_unknown_variant_is_a_message(token_file, tmp_path):
     command = [sys.executable, "-m", "fleetlearn.cli", "robot", "--sim", "reach", "--variant", "reality",
-               "--learner", "127.0.0.1:1", "--token-file", str(token_file), "--work-dir", str(tmp_path)]
+               "--learner", "127.0.0.1:1", "--token-file", str(token_file), "--work-dir", str(tmp_path), "--insecure"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "reality" in result.stderr and "Traceback" not in result.stderr

@@ -6,6 +6,10 @@
   ships (vendor.compose-spec), with jsonschema.
 - Every `fleet ...` command line in them (and the `torchrun ... -m fleetlearn.cli train ...` ones)
   is parsed with fleetlearn.cli.build_parser(), so the manifests cannot drift from the CLI.
+- Secure by default: every server (`fleet ingest`/`fleet learner`) in compose, Kubernetes, the
+  systemd units and deploy/README.md serves TLS, every robot verifies it (`--tls-ca`), and the
+  certificate files they name are provided read-only at that path (the compose `certs` service's
+  volume, the Kubernetes Secret fleet-tls). `--insecure` appears only with loopback addresses.
 - Each validator is shown to reject a broken document, so these tests can fail.
 
 No network, no docker, no cluster.
@@ -37,6 +41,8 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
+README = DEPLOY / "README.md"
+SYSTEMD = DEPLOY / "systemd"
 
 # The oldest Kubernetes release the manifests are meant for, and the newest schemas shipped.
 K8S_VERSIONS = ["1.30", kubernetes_validate.utils.latest_version()]
@@ -73,10 +79,39 @@ def parse_fleet(argv: list[str]):
     return args
 
 
+SHELL_SEPARATORS = (";", "&&", "||")
+
+
+def shell_words(script: str) -> list[str]:
+    """Words and operators (`;`, `&&`, `||`, `|`, `>`, ...) of a POSIX sh script, comments dropped."""
+    lexer = shlex.shlex(script.replace("\n", " ; "), posix=True, punctuation_chars=";&|<>")
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def shell_commands(script: str) -> list[list[str]]:
+    """The simple commands of an `sh -c` script: lines, or commands joined by `;`, `&&`, `||`.
+    Pipes, redirections and background jobs are not expected in a container's command."""
+    commands, current = [], []
+    for word in shell_words(script):
+        if word in SHELL_SEPARATORS:
+            if current:
+                commands.append(current)
+            current = []
+        elif word and set(word) <= set(";&|<>"):
+            raise CommandError(f"sh -c {script!r}: unexpected {word!r}")
+        else:
+            current.append(word)
+    if current:
+        commands.append(current)
+    return commands
+
+
 def parse_command(argv: list[str]):
     """A container's command line -> the parsed `fleet` arguments.
 
-    Understands `fleet ...`, `torchrun ... -m fleetlearn.cli ...` and `sh -c 'exec fleet ...'`.
+    Understands `fleet ...`, `torchrun ... -m fleetlearn.cli ...` and `sh -c SCRIPT`, where the
+    script runs exactly one `[exec] fleet ...` among other simple commands (`set -e`, `test`, `cp`).
     """
     if not argv:
         raise CommandError("empty command")
@@ -98,11 +133,36 @@ def parse_command(argv: list[str]):
             raise CommandError(f"{shlex.join(argv)}: --nproc-per-node must be a number of ranks")
         return parse_fleet(launch.training_script_args)
     if prog in ("sh", "bash") and len(argv) == 3 and argv[1] == "-c":
-        words = shlex.split(argv[2])
-        if words and words[0] == "exec":
-            words = words[1:]
-        return parse_command(words)
+        commands = [words[1:] if words[0] == "exec" else words for words in shell_commands(argv[2])]
+        fleet = [words for words in commands if Path(words[0]).name in ("fleet", "torchrun")]
+        if len(fleet) != 1:
+            raise CommandError(f"{shlex.join(argv)}: expected one fleet command, found {len(fleet)}")
+        return parse_command(fleet[0])
     raise CommandError(f"{shlex.join(argv)}: not a fleet command")
+
+
+TLS_FILE_FLAGS = ("tls_cert", "tls_key", "tls_client_ca", "tls_ca")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def tls_problems(args) -> list[str]:
+    """Why a parsed server or robot command would not use TLS ([] for other commands)."""
+    need = {"ingest": ("tls_cert", "tls_key"), "learner": ("tls_cert", "tls_key"), "robot": ("tls_ca",)}
+    if args.command not in need:
+        return []
+    problems = [f"no --{flag.replace('_', '-')}" for flag in need[args.command] if not getattr(args, flag)]
+    if args.insecure:
+        problems.append("--insecure")
+    return problems
+
+
+def tls_files(args) -> list[str]:
+    """The certificate and key paths a parsed command reads."""
+    return [path for path in (getattr(args, flag, None) for flag in TLS_FILE_FLAGS) if path]
+
+
+def learner_hosts(args) -> set[str]:
+    return {address.rsplit(":", 1)[0] for address in args.learner.split(",")}
 
 
 def load_yaml_docs(path: Path) -> list[dict]:
@@ -120,21 +180,49 @@ def test_command_parser_accepts_each_form():
     assert (args.command, args.data) == ("train", "/data")
     args = parse_command(["sh", "-c", 'exec fleet robot --sim push_cube --learner a:1,b:2 --robot-id "x-$(hostname)"'])
     assert (args.command, args.robot_id) == ("robot", "x-$(hostname)")
+    args = parse_command(["sh", "-c", "set -e\ntest -f /c/server.pem || fleet certs --out /c --hosts a,b\n"
+                                      "cp /c/ca.pem /ca/ca.pem  # the CA certificate alone\n"])
+    assert (args.command, args.out, args.hosts) == ("certs", "/c", "a,b")
+    assert shell_commands("set -e\ntest -f /c/x || fleet certs --out /c\ncp /c/ca.pem /ca/") == [
+        ["set", "-e"], ["test", "-f", "/c/x"], ["fleet", "certs", "--out", "/c"], ["cp", "/c/ca.pem", "/ca/"]]
 
 
 @pytest.mark.parametrize("argv", [
     ["fleet", "ingest", "--redis", "redis://r:6379/0", "--token-file", "t", "--reddis", "x"],  # unknown flag
     ["fleet", "ingest", "--redis", "redis://r:6379/0", "--token-file", "t", "--replica", "a"],  # abbreviation
-    ["fleet", "ingest", "--redis", "redis://r:6379/0"],                                          # missing required
+    ["fleet", "robot", "--sim", "push_cube", "--tls-ca", "ca.pem"],                              # missing --learner
     ["fleet", "ingest", "--token-file", "t", "--port", "fifty"],                                 # wrong type
     ["fleet", "train", "--data", "/data"],                                                       # train needs --redis
     ["torchrun", "--nproc-per-node", "2", "-m", "fleetlearn.cli", "train", "--redis", "r", "--typo"],
     ["torchrun", "--nproc-per-node", "2", "-m", "other.module", "train", "--redis", "r"],
     ["python", "-m", "fleetlearn.cli", "train"],
+    ["sh", "-c", "exec flet robot --sim push_cube --learner a:1"],                               # no fleet command
+    ["sh", "-c", "fleet certs --out /c; fleet certs --out /d"],                                  # two of them
+    ["sh", "-c", "fleet robot --sim push_cube --learner a:1 | tee log"],                         # a pipe
 ])
 def test_command_parser_rejects_drift(argv):
     with pytest.raises(CommandError):
         parse_command(argv)
+
+
+def test_tls_policy():
+    ok = ["--tls-cert", "/c/server.pem", "--tls-key", "/c/server.key"]
+    assert tls_problems(parse_command(["fleet", "ingest", "--redis", "redis://r:6379/0", *ok])) == []
+    assert tls_problems(parse_command(["fleet", "learner", *ok, "--tls-client-ca", "/c/ca.pem"])) == []
+    assert tls_problems(parse_command(["fleet", "robot", "--sim", "push_cube", "--learner", "a:1",
+                                       "--tls-ca", "/c/ca.pem"])) == []
+    assert tls_problems(parse_command(["fleet", "certs", "--out", "/c"])) == []
+    assert tls_files(parse_command(["fleet", "learner", *ok, "--tls-client-ca", "/c/ca.pem"])) == [
+        "/c/server.pem", "/c/server.key", "/c/ca.pem"]
+    # ... and what the policy refuses (the CLI accepts all of these; some exit at start).
+    assert tls_problems(parse_command(["fleet", "ingest", "--redis", "redis://r:6379/0"])) == [
+        "no --tls-cert", "no --tls-key"]
+    assert tls_problems(parse_command(["fleet", "ingest", "--redis", "redis://r:6379/0", "--insecure"])) == [
+        "no --tls-cert", "no --tls-key", "--insecure"]
+    assert tls_problems(parse_command(["fleet", "learner", "--tls-cert", "/c/server.pem"])) == ["no --tls-key"]
+    assert tls_problems(parse_command(["fleet", "robot", "--sim", "push_cube", "--learner", "a:1"])) == ["no --tls-ca"]
+    assert tls_problems(parse_command(["fleet", "robot", "--sim", "push_cube", "--learner", "a:1", "--insecure",
+                                       "--tls-ca", "/c/ca.pem"])) == ["--insecure"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +298,7 @@ def test_k8s_manifests_cover_the_deployment():
     for expected in [("Namespace", "fleetlearn"), ("ConfigMap", "fleet-settings"), ("Secret", "fleet-tokens"),
                      ("PersistentVolumeClaim", "fleet-data"), ("StatefulSet", "redis"), ("Service", "redis"),
                      ("Deployment", "fleet-ingest"), ("Service", "fleet-ingest"), ("Job", "fleet-trainer"),
-                     ("Deployment", "fleet-robot")]:
+                     ("Deployment", "fleet-robot"), ("Secret", "fleet-tls")]:
         assert expected in kinds
 
 
@@ -261,13 +349,36 @@ def test_k8s_validator_rejects_broken_manifests():
     assert container_problems(bad["spec"]["template"]["spec"]) == ["container 'x' has no image"]
 
 
-def test_k8s_commands_parse_with_the_cli():
+def k8s_secrets() -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for _, doc in k8s_documents() if doc["kind"] == "Secret"}
+
+
+def secret_keys(secret: dict) -> set[str]:
+    return set(secret.get("stringData") or {}) | set(secret.get("data") or {})
+
+
+def k8s_secret_file(path: str, mounts: dict[str, tuple[dict, bool]], secrets: dict[str, dict]) -> tuple[str, str]:
+    """(Secret name, key) of the file at `path`, which must come from a Secret volume mounted
+    read-only on its directory (with `items`, only the listed keys are there, at their paths)."""
+    directory, _, filename = path.rpartition("/")
+    assert directory in mounts, f"{path}: nothing is mounted on {directory}"
+    volume, read_only = mounts[directory]
+    assert "secret" in volume, f"{path}: {directory} is not a Secret volume"
+    assert read_only, f"{path}: mount {directory} read-only"
+    name = volume["secret"]["secretName"]
+    assert name in secrets, f"{path}: deploy/k8s defines no Secret {name}"
+    items = volume["secret"].get("items")
+    files = {i["path"]: i["key"] for i in items} if items else {k: k for k in secret_keys(secrets[name])}
+    assert filename in files, f"{path}: not a file of Secret {name}'s volume (it has {sorted(files)})"
+    assert files[filename] in secret_keys(secrets[name]), f"{path}: Secret {name} has no key {files[filename]}"
+    return name, files[filename]
+
+
+def k8s_fleet_containers() -> list[tuple[str, dict, dict, argparse.Namespace, dict[str, tuple[dict, bool]]]]:
+    """(file, document, container, parsed args, {mountPath: (volume, readOnly)}) per fleet container."""
     docs = k8s_documents()
     configmaps = {doc["metadata"]["name"]: doc.get("data", {}) for _, doc in docs if doc["kind"] == "ConfigMap"}
-    secrets = {doc["metadata"]["name"]: set((doc.get("stringData") or doc.get("data") or {}))
-               for _, doc in docs if doc["kind"] == "Secret"}
-    pvcs = {doc["metadata"]["name"]: doc for _, doc in docs if doc["kind"] == "PersistentVolumeClaim"}
-    roles: dict[str, list] = {}
+    found = []
     for name, doc in docs:
         spec = pod_spec(doc)
         if spec is None:
@@ -281,23 +392,27 @@ def test_k8s_commands_parse_with_the_cli():
             argv = [expand_k8s_vars(a, env) for a in c["args"]]
             unresolved = [a for a in argv if "$(" in a]
             assert not unresolved, f"{name}: unresolved variables {unresolved}"
-            args = parse_command(argv)
-            roles.setdefault(args.command, []).append((doc, c, args))
+            mounts = {m["mountPath"]: (volumes[m["name"]], m.get("readOnly", False)) for m in c.get("volumeMounts", [])}
+            found.append((name, doc, c, parse_command(argv), mounts))
+    return found
 
-            mounts = {m["mountPath"]: volumes[m["name"]] for m in c.get("volumeMounts", [])}
-            if args.command in ("ingest", "train"):
-                assert args.data == SHARED_DATA
-                claim = mounts[SHARED_DATA]["persistentVolumeClaim"]["claimName"]
-                assert "ReadWriteMany" in pvcs[claim]["spec"]["accessModes"], "the store is shared: RWX"
-                assert args.redis.startswith("redis://")
-            for flag in ("token_file", "operator_token_file"):
-                path = getattr(args, flag, None)
-                if path is None:
-                    continue
-                mount, _, key = path.rpartition("/")
-                secret = mounts[mount]["secret"]
-                keys = [i["key"] for i in secret.get("items", [])] or secrets[secret["secretName"]]
-                assert key in keys, f"{name}: {path} is not a key of Secret {secret['secretName']}"
+
+def test_k8s_commands_parse_with_the_cli():
+    docs = k8s_documents()
+    secrets = k8s_secrets()
+    pvcs = {doc["metadata"]["name"]: doc for _, doc in docs if doc["kind"] == "PersistentVolumeClaim"}
+    roles: dict[str, list] = {}
+    for name, doc, c, args, mounts in k8s_fleet_containers():
+        roles.setdefault(args.command, []).append((doc, c, args))
+        if args.command in ("ingest", "train"):
+            assert args.data == SHARED_DATA
+            claim = mounts[SHARED_DATA][0]["persistentVolumeClaim"]["claimName"]
+            assert "ReadWriteMany" in pvcs[claim]["spec"]["accessModes"], "the store is shared: RWX"
+            assert args.redis.startswith(("redis://", "rediss://"))
+        for flag in ("token_file", "operator_token_file"):
+            path = getattr(args, flag, None)
+            if path is not None:
+                k8s_secret_file(path, mounts, secrets)
 
     assert set(roles) == {"ingest", "train", "robot"}
     (ingest_doc, ingest_c, ingest_args), = roles["ingest"]
@@ -327,9 +442,48 @@ def test_k8s_redis_persists_every_write():
 
 
 def test_k8s_secret_holds_placeholders_only():
-    (secret,) = [doc for _, doc in k8s_documents() if doc["kind"] == "Secret"]
-    for key, value in secret["stringData"].items():
-        assert "PLACEHOLDER" in value, f"{key}: real tokens do not belong in the repository"
+    secrets = k8s_secrets()
+    assert set(secrets) == {"fleet-tokens", "fleet-tls"}
+    for name, secret in secrets.items():
+        assert "data" not in secret, name
+        for key, value in secret["stringData"].items():
+            assert "PLACEHOLDER" in value, f"{name}/{key}: real tokens and keys do not belong in the repository"
+
+
+def test_k8s_servers_and_robots_use_tls():
+    secrets = k8s_secrets()
+    tls_secret = secrets["fleet-tls"]
+    # The keys cert-manager writes, so that a Certificate can manage the same Secret.
+    assert tls_secret.get("type") == "kubernetes.io/tls", "fleet-tls: type kubernetes.io/tls"
+    assert secret_keys(tls_secret) == {"tls.crt", "tls.key", "ca.crt"}, "fleet-tls: cert-manager's keys"
+    roles = {}
+    for name, doc, c, args, mounts in k8s_fleet_containers():
+        roles[args.command] = args
+        assert tls_problems(args) == [], f"{name}: {tls_problems(args)}"
+        files = {flag: k8s_secret_file(path, mounts, secrets)
+                 for flag in TLS_FILE_FLAGS if (path := getattr(args, flag, None))}
+        if args.command in ("ingest", "learner"):
+            assert files["tls_cert"] == ("fleet-tls", "tls.crt") and files["tls_key"] == ("fleet-tls", "tls.key"), name
+        if args.command == "robot":
+            assert files["tls_ca"] == ("fleet-tls", "ca.crt"), name
+            # A robot gets the CA certificate, never the server's private key.
+            for volume, _ in mounts.values():
+                if volume.get("secret", {}).get("secretName") == "fleet-tls":
+                    keys = [i["key"] for i in volume["secret"].get("items", [])]
+                    assert keys == ["ca.crt"], f"{name}: mount only ca.crt of fleet-tls on robots, not {keys or 'all'}"
+        if args.command == "train":
+            assert not files, "the trainer talks only to Redis and the volume"
+    assert {"ingest", "robot"} <= set(roles)
+
+    # The `fleet certs` command in tls-secret.yaml's instructions names the host robots dial.
+    text = (K8S / "tls-secret.yaml").read_text()
+    comment = "\n".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    commands = [line for line in re.sub(r"\\\n\s*", " ", comment).splitlines() if line.startswith("fleet certs")]
+    assert commands, "tls-secret.yaml explains how to make the files with fleet certs"
+    for line in commands:
+        certs = parse_command(shlex.split(line))
+        names = LOOPBACK | set(certs.hosts.split(","))
+        assert learner_hosts(roles["robot"]) <= names, f"{line}: the certificate must name {roles['robot'].learner}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,14 +545,56 @@ def test_compose_references_resolve(compose):
                 assert source in compose["volumes"], f"{name}: undeclared volume {source}"
 
 
-def test_compose_commands_parse_with_the_cli(compose):
-    services = compose["services"]
-    roles: dict[str, list] = {}
-    for name, svc in services.items():
+def compose_fleet_services(compose) -> list[tuple[str, dict, argparse.Namespace]]:
+    found = []
+    for name, svc in compose["services"].items():
         if not str(svc.get("image", "")).startswith("fleetlearn"):
             continue
         assert "entrypoint" not in svc, f"{name}: keep the image's tini entrypoint"
-        args = parse_command([compose_unescape(w) for w in svc["command"]])
+        found.append((name, svc, parse_command([compose_unescape(w) for w in svc["command"]])))
+    return found
+
+
+def compose_mounts(svc: dict) -> dict[str, tuple[str, bool]]:
+    """{container path: (volume or host path, read-only)} of a service's short-syntax volumes."""
+    mounts = {}
+    for volume in svc.get("volumes", []):
+        source, target, *options = volume.split(":")
+        mounts[target] = (source, "ro" in (options[0].split(",") if options else []))
+    return mounts
+
+
+def compose_certs_volumes(compose) -> tuple[str, argparse.Namespace, dict[str, set[str]]]:
+    """The service that runs `fleet certs`, its arguments, and what it leaves in each volume:
+    the files `fleet certs --out` writes, and those its script copies elsewhere with `cp`."""
+    (name, svc, args), = [(n, s, a) for n, s, a in compose_fleet_services(compose) if a.command == "certs"]
+    mounts = compose_mounts(svc)
+    assert args.out in mounts and not mounts[args.out][1], f"{name}: --out {args.out} must be a writable volume"
+    clients = [c for c in (args.clients or "").split(",") if c]
+    written = ["ca", "server"] + [f"client-{c}" for c in clients]
+    volumes = {mounts[args.out][0]: {f"{stem}{ext}" for stem in written for ext in (".pem", ".key")}}
+    script = compose_unescape(svc["command"][2])
+    commands = shell_commands(script)
+    assert commands[0] == ["set", "-e"], f"{name}: a failed step must fail the service"
+    # Files are made once: server.pem (written last) is the guard.
+    assert re.search(rf"test -f {re.escape(args.out)}/server\.pem\s*\|\|\s*(exec )?fleet certs", script), \
+        f"{name}: run fleet certs only when {args.out}/server.pem is missing (`test -f ... || fleet certs ...`)"
+    for words in commands:
+        if words[0] != "cp":
+            continue
+        (src, dst) = words[1:]
+        src_dir, _, src_file = src.rpartition("/")
+        assert src_file in volumes.get(mounts[src_dir][0], set()), f"{name}: cp {src}: no such file"
+        dst_dir, dst_file = (dst.rstrip("/"), src_file) if dst.endswith("/") or dst in mounts else dst.rsplit("/", 1)
+        assert dst_dir in mounts, f"{name}: cp to {dst}: not a volume"
+        volumes.setdefault(mounts[dst_dir][0], set()).add(dst_file)
+    return name, args, volumes
+
+
+def test_compose_commands_parse_with_the_cli(compose):
+    services = compose["services"]
+    roles: dict[str, list] = {}
+    for name, svc, args in compose_fleet_services(compose):
         roles.setdefault(args.command, []).append((name, args))
         mounts = {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes", [])}
         if args.command in ("ingest", "train"):
@@ -409,7 +605,7 @@ def test_compose_commands_parse_with_the_cli(compose):
             if path is not None:
                 assert path.startswith("/run/secrets/") and path.rsplit("/", 1)[1] in svc["secrets"], (name, path)
 
-    assert set(roles) == {"ingest", "train", "robot"}
+    assert set(roles) == {"ingest", "train", "robot", "certs"}
     ingest = dict(roles["ingest"])
     assert len(ingest) == 2
     assert len({a.replica_id for a in ingest.values()}) == 2, "replica ids must differ"
@@ -423,10 +619,96 @@ def test_compose_commands_parse_with_the_cli(compose):
     assert "--nproc-per-node" in services[trainer_name]["command"]
 
 
+def test_compose_servers_and_robots_use_tls(compose):
+    services = compose["services"]
+    certs_name, certs, volumes = compose_certs_volumes(compose)
+    assert services[certs_name].get("restart", "no") == "no", "a one-shot service"
+    names = LOOPBACK | set((certs.hosts or "").split(","))
+    roles = {}
+    for name, svc, args in compose_fleet_services(compose):
+        roles.setdefault(args.command, []).append(args)
+        assert tls_problems(args) == [], f"{name}: {tls_problems(args)}"
+        mounts = compose_mounts(svc)
+        for path in tls_files(args):
+            directory, _, filename = path.rpartition("/")
+            assert directory in mounts, f"{name}: {path}: nothing is mounted on {directory}"
+            volume, read_only = mounts[directory]
+            assert read_only, f"{name}: mount {volume} on {directory} read-only"
+            assert filename in volumes.get(volume, set()), f"{name}: {path}: {certs_name} puts no {filename} in {volume}"
+        if tls_files(args):
+            condition = svc.get("depends_on", {}).get(certs_name, {}).get("condition")
+            assert condition == "service_completed_successfully", f"{name}: start after {certs_name} has made the files"
+        if args.command == "robot":
+            # Robots get the CA certificate, not the server's or the CA's private key.
+            for volume, _ in mounts.values():
+                assert not {f for f in volumes.get(volume, set()) if f.endswith(".key")}, \
+                    f"{name}: volume {volume} holds private keys"
+            assert learner_hosts(args) <= names, f"{name}: the server certificate must name {args.learner}"
+        if args.command == "train":
+            assert not any(m[0] in volumes for m in mounts.values()), "the trainer needs no certificate"
+    assert {"ingest", "robot"} <= set(roles)
+
+
 def test_compose_redis_persists_every_write(compose):
     command = " ".join(compose["services"]["redis"]["command"])
     assert "--appendonly yes" in command and "--appendfsync always" in command
     assert any(v.endswith(":/data") for v in compose["services"]["redis"]["volumes"])
+
+
+# ---------------------------------------------------------------------------------------------
+# systemd units and the README's commands
+
+
+def systemd_exec_start(path: Path) -> list[str]:
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    (line,) = [l for l in text.splitlines() if l.startswith("ExecStart=")]
+    # Specifiers and environment variables as systemd would fill them in for an example instance.
+    line = line.replace("%i", "lab-arm-1").replace("${FLEET_LEARNER}", "learner.lab:50051")
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+def test_systemd_units_use_tls():
+    units = sorted(SYSTEMD.glob("*.service"))
+    assert len(units) == 2
+    for unit in units:
+        args = parse_command(systemd_exec_start(unit))
+        assert tls_problems(args) == [], f"{unit.name}: {tls_problems(args)}"
+        assert all(path.startswith("/etc/fleetlearn/tls/") for path in tls_files(args)), unit.name
+
+
+def readme_fleet_commands(text: str) -> list[list[str]]:
+    """`fleet ...` (or `.venv/bin/fleet ...`) invocations in the sh blocks of a Markdown text, up to
+    the first shell operator; also after `--` (`kubectl exec ... -- fleet ...`) or in `docker compose exec`."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            words = shell_words(line)
+            starts = [i for i, w in enumerate(words) if Path(w).name == "fleet"]
+            if not starts:
+                continue
+            words = words[starts[0]:]
+            ends = [i for i, w in enumerate(words) if set(w) <= set(";&|<>")]
+            commands.append(words[:ends[0]] if ends else words)
+    return commands
+
+
+def test_readme_commands_parse_and_use_tls():
+    commands = readme_fleet_commands(README.read_text())
+    assert readme_fleet_commands("```sh\n.venv/bin/fleet robot --sim a \\\n  --learner h:1 | tail -n 1 > x  # c\n```\n") \
+        == [[".venv/bin/fleet", "robot", "--sim", "a", "--learner", "h:1"]]
+    seen = set()
+    for argv in commands:
+        args = parse_command(argv)
+        seen.add(args.command)
+        problems = tls_problems(args)
+        if problems == ["no --tls-cert", "no --tls-key", "--insecure"]:
+            assert args.host in LOOPBACK and (args.dashboard_host or args.host) in LOOPBACK, \
+                f"{shlex.join(argv)}: plaintext only on the loopback"
+        elif problems == ["no --tls-ca", "--insecure"]:
+            assert learner_hosts(args) <= LOOPBACK, f"{shlex.join(argv)}: plaintext only on the loopback"
+        else:
+            assert problems == [], f"{shlex.join(argv)}: {problems}"
+    assert {"learner", "ingest", "robot", "certs", "token"} <= seen
 
 
 # ---------------------------------------------------------------------------------------------

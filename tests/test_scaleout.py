@@ -100,7 +100,7 @@ class IngestProcess(LearnerProcess):
         super().__init__(data_dir, token_file, free_port(), log_path, [])
         self.args = [sys.executable, "-m", "fleetlearn.cli", "ingest", "--data", str(data_dir), "--host", "127.0.0.1",
                      "--port", str(self.port), "--token-file", str(token_file), "--redis", redis_url,
-                     "--replica-id", name]
+                     "--replica-id", name, "--insecure"]
         self.dashboard_port = free_port() if dashboard else None
         self.args += ["--dashboard-port", str(self.dashboard_port) if dashboard else "-1"]
         if operator_tokens is not None:
