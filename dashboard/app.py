@@ -22,6 +22,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -127,6 +128,13 @@ class Dashboard:
         app = FastAPI(title="fleetlearn dashboard", docs_url=None, redoc_url=None, openapi_url=None)
         auth = Depends(self._authenticate)
         board, control = self.board, self.control
+
+        @app.exception_handler(RequestValidationError)
+        async def invalid(request: Request, exc: RequestValidationError):
+            """422 naming the fields, without echoing the input (which may not even be valid JSON:
+            a NaN or an Infinity made the default handler fail with a 500)."""
+            return JSONResponse(status_code=422, content={"detail": [
+                {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]})
 
         @app.get("/", response_class=HTMLResponse)
         async def index(request: Request, token: str | None = None):

@@ -35,6 +35,8 @@ WEIGHTS_CHUNK_BYTES = 1 << 20
 # the dashboard uses for the whole fleet.
 ROBOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED_ROBOT_IDS = frozenset({"all", "fleet"})
+# Episode ids are the robot's choice (a UUID's hex by default): printable, path- and header-safe.
+EPISODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 HEARTBEAT_INTERVAL_S = 1.0
 # The transport accepts messages up to twice the announced limit so that the servicer, not the
 # transport, refuses most oversized chunks: with RESOURCE_EXHAUSTED, the chunk named, and a log line.
@@ -82,6 +84,48 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             (True, True): grpc.stream_stream_rpc_method_handler,
         }
         return kinds[(handler.request_streaming, handler.response_streaming)](deny)
+
+
+class _Malformed:
+    """A request whose bytes did not parse: carried to the handler, which refuses it."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Bytes that are not the method's request message get INVALID_ARGUMENT naming the message,
+    instead of gRPC's INTERNAL for a deserializer that raised. (The streaming methods read their
+    messages themselves and refuse malformed ones there.)"""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming:
+            return handler
+        parse = handler.request_deserializer
+        method = details.method.rsplit("/", 1)[-1]
+
+        def tolerant(data: bytes):
+            try:
+                return parse(data)
+            except DecodeError as exc:
+                return _Malformed(f"malformed {method} request: {exc}")
+
+        if handler.response_streaming:
+            async def streaming(request, context):
+                if isinstance(request, _Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
+                async for response in handler.unary_stream(request, context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(streaming, tolerant, handler.response_serializer)
+
+        async def unary(request, context):
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error)
+            return await handler.unary_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, tolerant, handler.response_serializer)
 
 
 class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
@@ -180,7 +224,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         if failure:
             code, message, chunk = failure
             log.warning("episode stream from %s rejected: %s: %s", context.peer(), code.name, message)
-            if chunk is not None:
+            if chunk is not None and EPISODE_ID.fullmatch(chunk.episode_id):  # a header carries it: only a valid id
                 context.set_trailing_metadata((("fleet-rejected-episode", chunk.episode_id),
                                                ("fleet-rejected-sequence", str(chunk.sequence))))
             await context.abort(code, message)
@@ -192,6 +236,9 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     f"chunk of {size} bytes exceeds max_message_bytes {self.max_message_bytes}; seal chunks smaller", chunk)
         if not chunk.robot_id or not chunk.episode_id:
             return grpc.StatusCode.INVALID_ARGUMENT, "chunk needs robot_id and episode_id", chunk
+        if not EPISODE_ID.fullmatch(chunk.episode_id):
+            return (grpc.StatusCode.INVALID_ARGUMENT, f"episode_id {chunk.episode_id!r} must be 1-128 letters, digits, "
+                    "'.', '_', ':' or '-'", chunk)
         if chunk.robot_id not in embodiments and self.auth is not None:
             identity = self.auth.identify(bearer(context.invocation_metadata()))
             if identity is None or not identity.may_act_as_robot(chunk.robot_id):
@@ -234,6 +281,12 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                 offset += len(data)
 
     async def Control(self, request_iterator, context) -> None:
+        try:
+            await self._control(context)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed RobotMessage: {exc}")
+
+    async def _control(self, context) -> None:
         first = await context.read()
         if first is grpc.aio.EOF:
             return
@@ -353,7 +406,7 @@ class Learner:
 
     async def start(self) -> int:
         self.server = grpc.aio.server(
-            interceptors=[TokenAuthInterceptor(self.auth)],
+            interceptors=[TokenAuthInterceptor(self.auth), MalformedRequestInterceptor()],
             options=[("grpc.max_receive_message_length", TRANSPORT_MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES),
                      ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
