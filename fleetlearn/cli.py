@@ -52,6 +52,7 @@ def _trainer_settings(args) -> dict:
 
 
 def _serve(args, train: bool, trainer: dict) -> None:
+    from learner.canary import CanarySettings
     from learner.server import LearnerConfig, serve
 
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port,
@@ -63,7 +64,8 @@ def _serve(args, train: bool, trainer: dict) -> None:
                         dashboard_host=args.dashboard_host,
                         operator_token_file=Path(args.operator_token_file) if args.operator_token_file else None,
                         redis_url=args.redis, replica_id=args.replica_id, tls=_server_tls(args),
-                        insecure=args.insecure))
+                        insecure=args.insecure, canary=CanarySettings(args.canary_fraction, args.canary_episodes,
+                                                                      args.canary_alpha)))
 
 
 def _server_tls(args):
@@ -252,7 +254,7 @@ def cmd_robot(args) -> None:
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
                          operator_segment_steps=args.operator_steps, help_gate=args.help_gate,
                          help_wait_s=args.help_wait_s, preview_hz=args.preview_hz, seed=args.seed,
-                         tls=_client_tls(args))
+                         tls=_client_tls(args), ack_log=args.ack_log)
     client = RobotClient(config, driver, teleop, expert_action=help_reference)
     # SIGTERM (the demo, a process manager) stops the robot cleanly: the running episode ends as
     # "stopped", the spool drains for a moment and the loop's figures are written.
@@ -345,6 +347,12 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", help="TLS: the server's certificate (PEM), for gRPC and the dashboard")
     p.add_argument("--tls-key", help="TLS: its private key (PEM)")
     p.add_argument("--tls-client-ca", help="mTLS: accept only robots with a certificate signed by this CA")
+    p.add_argument("--canary-fraction", type=float, default=0.0,
+                   help="a new version goes to this fraction of the robots first (0: to all at once)")
+    p.add_argument("--canary-episodes", type=int, default=10,
+                   help="episodes per arm before the canary's verdict (promote, or roll back)")
+    p.add_argument("--canary-alpha", type=float, default=0.05,
+                   help="roll back when a one-sided Fisher exact test says the new version succeeds less often, p < this")
     p.add_argument("--insecure", action="store_true", help="serve plaintext (logged as a warning): a trusted "
                    "loopback or a network TLS is terminated in front of")
 
@@ -444,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="mTLS: this robot's certificate (PEM)")
     p.add_argument("--tls-key", help="mTLS: this robot's private key (PEM)")
     p.add_argument("--insecure", action="store_true", help="connect in plaintext (logged as a warning)")
+    p.add_argument("--ack-log", action="store_true", help="log each chunk's ack latency to WORK_DIR/acks.csv")
     p.add_argument("--work-dir", help="spool and weight cache (default runs/robots/ROBOT_ID)")
     p.add_argument("--demos", type=int, default=0, help="record this many expert demonstrations first")
     p.add_argument("--eval-seeds", type=int, default=20, help="size of the fleet's fixed evaluation seed list")

@@ -19,6 +19,7 @@ from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from fleetlearn import wire
 from dashboard.board import FleetBoard
+from learner.canary import CanarySettings
 from learner.control import FleetControl
 from fleetlearn.tls import ServerTLS, warn_insecure
 from learner.credentials import Authenticator
@@ -191,6 +192,9 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     self.board.ingested(len(chunk.steps))
                 if status == "stored" and chunk.episode_end and chunk.kind == pb.EPISODE_KIND_TRAINING:
                     self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
+                if status == "stored" and chunk.episode_end and chunk.kind in (pb.EPISODE_KIND_TRAINING,
+                                                                               pb.EPISODE_KIND_EVALUATION):
+                    self.publisher.episode_outcome(chunk.policy_version, chunk.outcome.success)
                 await context.write(pb.ChunkAck(
                     robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
                     status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
@@ -254,7 +258,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         return None
 
     async def WatchPolicy(self, request: pb.WatchPolicyRequest, context):
-        queue = self.publisher.watch()
+        queue = self.publisher.watch(request.robot_id)
         try:
             while True:
                 yield await queue.get()
@@ -265,8 +269,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         path = self.publisher.file_path(request.version, request.file_name)
         if path is None:
             await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"version {request.version} file {request.file_name!r} is not the published version's")
-        announced = {f.name: f for f in self.publisher.current.files}[request.file_name]
+                                f"version {request.version} file {request.file_name!r} is not an announced version's")
+        announced = {f.name: f for f in self.publisher.announced(request.version)[0].files}[request.file_name]
         if not 0 <= request.offset <= announced.size_bytes:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} outside 0..{announced.size_bytes}")
         with open(path, "rb") as f:
@@ -362,6 +366,7 @@ class LearnerConfig:
     # TLS for gRPC and the dashboard (mTLS when tls.client_ca is set); plaintext only with insecure.
     tls: ServerTLS | None = None
     insecure: bool = False
+    canary: CanarySettings = field(default_factory=CanarySettings)  # off unless canary.fraction > 0
 
 
 class Learner:
@@ -388,7 +393,7 @@ class Learner:
         else:
             self.store = EpisodeStore(config.data_dir)
         self.registry = open_registry(config.data_dir, config.redis_url)
-        self.publisher = WeightPublisher(self.registry)
+        self.publisher = WeightPublisher(self.registry, canary=config.canary, data_dir=config.data_dir)
         self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)],
                                     priority=config.operator_priority, min_assignment_s=config.min_operator_s,
                                     percentiles=PercentileBook(Path(config.data_dir) / "float_percentiles.json"))

@@ -95,6 +95,7 @@ class RobotConfig:
     preview_hz: float = 4.0  # live camera pictures for the dashboard (0: none)
     seed: int = 0
     tls: ClientTLS | None = None  # the learner's CA (and this robot's certificate for mTLS); None: plaintext
+    ack_log: bool = False  # log every chunk's ack latency to work_dir/acks.csv (soak benchmarks)
 
     def __post_init__(self):
         if self.help_gate not in HELP_GATES:
@@ -154,6 +155,7 @@ class RobotClient:
         self.checkpoint: Checkpoint | None = None
         self.eval_pending: list[tuple[str, int]] = []  # (task, index into the evaluation seed list)
         self.episodes_run = 0
+        self.steps_spooled = 0  # steps handed to the uplink (every one must reach the learner)
         self.task = config.tasks[0]
         self._turns = {"demonstration": 0, "training": 0}
         self._group: tuple[int, int, str, int] | None = None  # RL rollout group: (version, seed, task, repeat)
@@ -169,7 +171,7 @@ class RobotClient:
         self.uplink = Uplink(
             UplinkConfig(address=config.learner, token=config.token, robot_id=config.robot_id,
                          spool_dir=config.work_dir / "spool", weights_dir=config.work_dir / "weights",
-                         tls=config.tls),
+                         tls=config.tls, ack_log=config.work_dir / "acks.csv" if config.ack_log else None),
             embodiment, driver.tasks, self._heartbeat)
         self.uplink.running_version = lambda: self.version
         self._spool_writer = threading.Thread(target=self._write_spool, name="spool-writer", daemon=True)
@@ -293,6 +295,7 @@ class RobotClient:
         and the demo read it): missed ticks are ticks that overran their period."""
         worker = self.monitor.worker
         stats = dict(ticks=self.ticks, missed_ticks=self.missed_ticks, episodes=self.episodes_run,
+                     steps_spooled=self.steps_spooled,
                      float_chunks_scored=worker.processed if worker else 0,
                      float_chunks_dropped=worker.dropped if worker else 0)
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
@@ -521,6 +524,7 @@ class RobotClient:
             num_steps = step + 1
             if sealed is not None:
                 self._spool_queue.put(sealed)
+                self.steps_spooled += len(sealed.steps)
             obs = next_obs
             self._status["step"] = step
             self._status["mode"] = _MODE_TO_PROTO[self.takeover.mode] if kind != "demonstration" else pb.ROBOT_MODE_DEMONSTRATING
@@ -557,7 +561,9 @@ class RobotClient:
                         human_steps=0, takeovers=0, sources=[], termination=termination)
         outcome = pb.EpisodeOutcome(success=success, total_reward=total_reward, num_steps=num_steps,
                                     termination=termination, float_summary=self.monitor.summary())
-        self._spool_queue.put(builder.seal(outcome))
+        last = builder.seal(outcome)
+        self._spool_queue.put(last)
+        self.steps_spooled += len(last.steps)
         self.episodes_run += 1
         summary = dict(episode_id=episode_id, kind=kind, task=task, version=self.version, success=success,
                        steps=num_steps, human_steps=human_steps, takeovers=takeovers, sources=sources,

@@ -66,6 +66,7 @@ class UplinkConfig:
     weights_dir: Path
     inflight_chunks: int = 32
     tls: ClientTLS | None = None  # None: plaintext (the CLI asks for --insecure)
+    ack_log: Path | None = None   # append "time,latency_ms,steps" per acknowledged chunk (soak benchmarks)
 
 
 class Uplink:
@@ -192,7 +193,7 @@ class Uplink:
                 self.spool.changed.clear()
                 continue
             attempt_done = threading.Event()
-            inflight: set[tuple[str, int]] = set()
+            inflight: dict[tuple[str, int], tuple[float, int]] = {}  # -> (sent at, steps)
             generation, stub = self._link()
             try:
                 self._ensure_registered(stub)
@@ -200,7 +201,11 @@ class Uplink:
                                                      metadata=self.metadata)
                 for ack in responses:
                     self.spool.ack(ack.episode_id, ack.sequence)
-                    inflight.discard((ack.episode_id, ack.sequence))
+                    sent = inflight.pop((ack.episode_id, ack.sequence), None)
+                    if sent is not None and self.config.ack_log is not None:
+                        now = time.time()
+                        with open(self.config.ack_log, "a") as log_file:
+                            log_file.write(f"{now:.3f},{(now - sent[0]) * 1000:.2f},{sent[1]}\n")
                     backoff.reset()
             except grpc.RpcError as exc:
                 self._on_rpc_error("episode stream", exc, generation)
@@ -212,7 +217,7 @@ class Uplink:
             if not self.stop_event.is_set():
                 backoff.wait(self.stop_event)
 
-    def _chunk_requests(self, inflight: set, attempt_done: threading.Event):
+    def _chunk_requests(self, inflight: dict, attempt_done: threading.Event):
         sent: set[str] = set()
         while not (attempt_done.is_set() or self.stop_event.is_set()):
             for path in self.spool.pending():
@@ -225,7 +230,7 @@ class Uplink:
                 except FileNotFoundError:
                     continue
                 sent.add(path.name)
-                inflight.add((chunk.episode_id, chunk.sequence))
+                inflight[(chunk.episode_id, chunk.sequence)] = (time.time(), len(chunk.steps))
                 yield chunk
             self.spool.changed.wait(0.05)
             self.spool.changed.clear()

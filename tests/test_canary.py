@@ -1,0 +1,97 @@
+"""Canary releases: the statistical test against hand-computed cases, and a deliberately bad
+version (trained on corrupted labels) rolled back automatically, never run by more robots than
+the canary fraction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from conftest import wait_for
+from learner.canary import CanarySettings, CanaryTrial, fisher_less
+from learner.store import StoreReader
+from learner.trainer import TrainerConfig, fit_offline
+from learner.versions import VersionRegistry
+from policy import save_checkpoint
+from test_fleet_e2e import RobotThread
+
+
+def test_fisher_exact_one_sided_matches_hand_computed_tables():
+    # 0/5 against 5/5: only the observed table is as extreme, 1 / C(10, 5).
+    assert fisher_less(0, 5, 5, 5) == pytest.approx(1 / 252)
+    # 3/5 against 3/5: P(X <= 3) with 6 successes among 10, 5 drawn = (6 + 60 + 120) / 252.
+    assert fisher_less(3, 5, 3, 5) == pytest.approx(186 / 252)
+    # A candidate doing better is never evidence against it.
+    assert fisher_less(5, 5, 0, 5) == pytest.approx(1.0)
+
+
+def test_trial_waits_for_both_arms_then_promotes_or_rolls_back():
+    settings = CanarySettings(fraction=0.25, episodes=5, alpha=0.05)
+    assert settings.canary_count(4) == 1 and settings.canary_count(10) == 3 and settings.canary_count(1) == 1
+    same = CanaryTrial(candidate=2, stable=1, robots=frozenset({"a"}))
+    for _ in range(5):
+        same.record(2, True)
+        assert same.decision(settings) is None  # the stable arm has nothing yet
+    for success in (True, True, False, True, True):
+        same.record(1, success)
+    verdict = same.decision(settings)
+    assert verdict["promote"] and verdict["candidate_success"] == "5/5" and verdict["stable_success"] == "4/5"
+    worse = CanaryTrial(candidate=2, stable=1, robots=frozenset({"a"}))
+    for _ in range(5):
+        worse.record(2, False)
+        worse.record(1, True)
+        worse.record(7, True)  # another version's episodes do not count
+    verdict = worse.decision(settings)
+    assert not verdict["promote"] and verdict["p_value"] == pytest.approx(1 / 252)
+
+
+def demonstrations(n: int):
+    from bench.sim import _demonstration
+
+    return [_demonstration(("reach", seed)) for seed in range(n)]
+
+
+def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner_thread, tmp_path):
+    demos = demonstrations(20)
+    config = TrainerConfig(data_dir=None, batch_size=32,
+                           policy_overrides=dict(d_model=64, n_heads=2, n_layers=1, encoder_image_size=32))
+    good = fit_offline(demos, 2500, config)
+    # The bad version learns the same demonstrations with corrupted labels: every action negated.
+    corrupted = [dataclasses.replace(d, arrays={**d.arrays, "action": -d.arrays["action"]}) for d in demos]
+    bad = fit_offline(corrupted, 300, config)
+
+    # reach: the good version succeeds about 40% (8/20 measured), the bad one about never; 25 episodes
+    # per arm make a false promotion unlikely (the stable arm would need 4 or fewer successes: ~1%).
+    settings = CanarySettings(fraction=0.25, episodes=25, alpha=0.05)
+    learner = learner_thread(train=False, canary=settings)
+    data = learner.config.data_dir
+    registry = VersionRegistry(data)
+    save_checkpoint(registry.checkpoint_dir(0), good, 0)
+    registry.add(0, {"test": "good"})
+    registry.publish(0, note="good")
+    robots = [RobotThread(tmp_path / "robots", learner.address, f"arm-{i}", tasks=("reach",), help_gate="off",
+                          preview_hz=0, seed=i).start() for i in range(4)]
+    try:
+        wait_for(lambda: all(r.client.version == 0 for r in robots), 60, "every robot on version 0")
+        save_checkpoint(registry.checkpoint_dir(1), bad, 1)
+        registry.add(1, {"test": "corrupted labels"})
+        registry.publish(1, note="trained on corrupted labels")
+        publisher = learner.learner.publisher
+        wait_for(lambda: publisher.decisions, 240, "the canary's verdict")
+        verdict = publisher.decisions[0]
+        assert not verdict["promote"], verdict
+        assert registry.current().version == 0 and registry.current().rollback
+        wait_for(lambda: all(r.client.version == 0 for r in robots), 60, "every robot back on version 0")
+    finally:
+        for robot in robots:
+            robot.stop()
+    reader = StoreReader(data)
+    on_bad = {row["robot_id"] for row in reader.db.execute("SELECT robot_id FROM episodes WHERE policy_version=1")}
+    reader.close()
+    assert 1 <= len(on_bad) <= math.ceil(settings.fraction * len(robots)), on_bad
+    assert on_bad == set(verdict["canary_robots"])
+    assert (data / "canary.jsonl").read_text().count("\n") == 1
+    assert np.isfinite(verdict["p_value"]) and verdict["p_value"] < settings.alpha
