@@ -408,6 +408,8 @@ class Learner:
         self.port: int | None = None
         self.trainer_process = None
         self.trainer_stop = None
+        self.trainer_restarts = 0
+        self._supervisor_task = None
 
     async def start(self) -> int:
         self.server = grpc.aio.server(
@@ -436,13 +438,9 @@ class Learner:
         self._control_task = asyncio.create_task(self._tick_control())
         await self.server.start()
         if self.config.train:
-            ctx = multiprocessing.get_context("spawn")
-            self.trainer_stop = ctx.Event()
-            trainer_config = TrainerConfig(data_dir=self.config.data_dir, redis_url=self.config.redis_url,
-                                           **self.config.trainer)
-            self.trainer_process = ctx.Process(target=trainer_main, args=(trainer_config, self.trainer_stop),
-                                               name="fleet-trainer", daemon=True)
-            self.trainer_process.start()
+            self.trainer_stop = multiprocessing.get_context("spawn").Event()
+            self._start_trainer()
+            self._supervisor_task = asyncio.create_task(self._supervise_trainer())
         if self.config.dashboard_port is not None:
             await self._start_dashboard()
         if self.config.port_file:
@@ -450,6 +448,29 @@ class Learner:
         log.info("learner listening on %s:%d (data in %s%s)", self.config.host, self.port, self.config.data_dir,
                  f"; index in {self.config.redis_url} as replica {self.replica_id}" if self.relay else "")
         return self.port
+
+    def _start_trainer(self) -> None:
+        trainer_config = TrainerConfig(data_dir=self.config.data_dir, redis_url=self.config.redis_url,
+                                       **self.config.trainer)
+        self.trainer_process = multiprocessing.get_context("spawn").Process(
+            target=trainer_main, args=(trainer_config, self.trainer_stop), name="fleet-trainer", daemon=True)
+        self.trainer_process.start()
+
+    async def _supervise_trainer(self) -> None:
+        """A trainer that dies (killed, out of memory) is started again: it resumes from the latest
+        version and reloads the store. Restarts back off to one a minute if it keeps dying."""
+        delay = 2.0
+        while not self.trainer_stop.is_set():
+            await asyncio.sleep(1.0)
+            if self.trainer_process.is_alive() or self.trainer_stop.is_set():
+                continue
+            code = self.trainer_process.exitcode
+            log.error("the trainer exited (code %s); starting it again in %.0f s", code, delay)
+            await asyncio.sleep(delay)
+            if not self.trainer_stop.is_set():
+                self._start_trainer()
+                self.trainer_restarts += 1
+                delay = min(delay * 2, 60.0)
 
     async def _start_dashboard(self) -> None:
         from dashboard.app import Dashboard, default_operator_token, read_operator_tokens
@@ -475,6 +496,8 @@ class Learner:
     async def stop(self) -> None:
         if self.trainer_stop is not None:
             self.trainer_stop.set()
+        if self._supervisor_task is not None:
+            self._supervisor_task.cancel()
         if self.dashboard is not None:
             await self.dashboard.stop()
         if self.server is not None:

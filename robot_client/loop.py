@@ -156,6 +156,7 @@ class RobotClient:
         self.eval_pending: list[tuple[str, int]] = []  # (task, index into the evaluation seed list)
         self.episodes_run = 0
         self.steps_spooled = 0  # steps handed to the uplink (every one must reach the learner)
+        self.spool_write_failures = 0
         self.task = config.tasks[0]
         self._turns = {"demonstration": 0, "training": 0}
         self._group: tuple[int, int, str, int] | None = None  # RL rollout group: (version, seed, task, repeat)
@@ -217,11 +218,23 @@ class RobotClient:
                             max_steps=self.driver.max_steps)
 
     def _write_spool(self) -> None:
+        """Sealed chunks to the spool. A write that fails (disk full, I/O error) is retried until
+        it succeeds; the chunk waits in memory meanwhile, so no step is dropped."""
         while True:
             chunk = self._spool_queue.get()
             if chunk is None:
                 return
-            self.uplink.spool.put(chunk)
+            delay = 0.1
+            while True:
+                try:
+                    self.uplink.spool.put(chunk)
+                    break
+                except OSError as exc:
+                    self.spool_write_failures += 1
+                    log.error("%s: cannot spool chunk %s/%d (%s); retrying in %.1f s", self.config.robot_id,
+                              chunk.episode_id, chunk.sequence, exc, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -295,7 +308,7 @@ class RobotClient:
         and the demo read it): missed ticks are ticks that overran their period."""
         worker = self.monitor.worker
         stats = dict(ticks=self.ticks, missed_ticks=self.missed_ticks, episodes=self.episodes_run,
-                     steps_spooled=self.steps_spooled,
+                     steps_spooled=self.steps_spooled, spool_write_failures=self.spool_write_failures,
                      float_chunks_scored=worker.processed if worker else 0,
                      float_chunks_dropped=worker.dropped if worker else 0)
         self.config.work_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,13 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
 from fleet.v1 import fleet_pb2 as pb
+
+
+class CorruptChunk(ValueError):
+    """A spool file that is not a readable chunk: moved to rejected/, never sent."""
 
 
 class Spool:
@@ -39,10 +45,14 @@ class Spool:
     def put(self, chunk: pb.EpisodeChunk) -> None:
         path = self.dir / self._name(chunk.episode_id, chunk.sequence)
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(chunk.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(chunk.SerializeToString())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a partial file must not use up what space is left
+            raise
         os.replace(tmp, path)
         with self._lock:
             self._pending[path.name] = None
@@ -57,9 +67,23 @@ class Spool:
         with self._lock:
             return len(self._pending)
 
-    @staticmethod
-    def read(path: Path) -> pb.EpisodeChunk:
-        return pb.EpisodeChunk.FromString(path.read_bytes())
+    def read(self, path: Path) -> pb.EpisodeChunk:
+        """The chunk in `path`; a file that is not the chunk its name says (corrupt on disk) is
+        moved to rejected/ with the reason and CorruptChunk raised."""
+        try:
+            chunk = pb.EpisodeChunk.FromString(path.read_bytes())
+            problem = None if self._name(chunk.episode_id, chunk.sequence) == path.name else (
+                f"holds {chunk.episode_id!r}/{chunk.sequence}, not what its name says")
+        except DecodeError as exc:
+            problem = f"unreadable: {exc}"
+        if problem is not None:
+            with self._lock:
+                self._pending.pop(path.name, None)
+            if path.exists():
+                os.replace(path, self.dir / "rejected" / path.name)
+                (self.dir / "rejected" / (path.name + ".reason.txt")).write_text(f"corrupt in the spool: {problem}\n")
+            raise CorruptChunk(f"{path.name}: {problem}")
+        return chunk
 
     def ack(self, episode_id: str, sequence: int) -> None:
         name = self._name(episode_id, sequence)

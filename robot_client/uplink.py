@@ -29,7 +29,7 @@ from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from fleetlearn import wire
 from fleetlearn.tls import ClientTLS
-from robot_client.spool import Spool
+from robot_client.spool import CorruptChunk, Spool
 from robot_client.weights import StandbySlot, download_version, load_downloaded
 
 log = logging.getLogger("fleetlearn.uplink")
@@ -228,6 +228,9 @@ class Uplink:
                 try:
                     chunk = self.spool.read(path)
                 except FileNotFoundError:
+                    continue
+                except CorruptChunk as exc:
+                    log.error("%s: spool file %s; moved to %s", self.config.robot_id, exc, self.spool.dir / "rejected")
                     continue
                 sent.add(path.name)
                 inflight[(chunk.episode_id, chunk.sequence)] = (time.time(), len(chunk.steps))

@@ -129,6 +129,7 @@ def publish_small_policy_in_redis(data_dir: Path, redis_url: str, version: int) 
     registry.close()
 
 
+@pytest.mark.faults  # kill -9 of an ingest replica
 def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_path, token_file, redis_url):
     from test_fleet_e2e import RobotThread
 

@@ -204,7 +204,7 @@ def test_spool_index_survives_a_restart_and_follows_acks(tmp_path):
     assert [p.name for p in reopened.pending()] == ["e__000000.chunk", "e__000002.chunk"]
     reopened.reject("e", 0, "bad chunk")
     assert len(reopened) == 1 and (tmp_path / "spool" / "rejected" / "e__000000.chunk").exists()
-    assert Spool.read(reopened.pending()[0]).sequence == 2
+    assert reopened.read(reopened.pending()[0]).sequence == 2
 
 
 def test_ptp_loss_mask_covers_exactly_the_configured_tokens():
