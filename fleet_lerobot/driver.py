@@ -14,6 +14,7 @@ episodes end at `max_steps` or on the teleoperator's "terminate"/"success" event
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,7 @@ class LeRobotDriver:
         self.episodes = 0
         self.last_action: np.ndarray | None = None
         self.last_sent: np.ndarray | None = None  # what the robot reported it executed, last step
+        self._send_lock = threading.Lock()  # the watchdog's hold() comes from its own thread
         self.teleop = None  # a LeRobotTeleop may end episodes through its events
         self._steps = 0
         if not robot.is_connected:
@@ -87,7 +89,8 @@ class LeRobotDriver:
         action = np.asarray(action, np.float32)
         if action.shape != (self.action_dim,):
             raise ValueError(f"action of shape {action.shape}, expected ({self.action_dim},)")
-        sent = self.robot.send_action({k: float(v) for k, v in zip(self.action_keys, action)})
+        with self._send_lock:
+            sent = self.robot.send_action({k: float(v) for k, v in zip(self.action_keys, action)})
         self.last_action = action
         self.last_sent = np.array([float(sent.get(k, v)) for k, v in zip(self.action_keys, action)], np.float32)
         self._steps += 1
@@ -100,6 +103,13 @@ class LeRobotDriver:
             terminated = True
         truncated = not terminated and (truncated or self._steps >= self.max_steps)
         return self._observation(), float(reward), bool(terminated), truncated, {"is_success": bool(success)}
+
+    def hold(self) -> None:
+        """The control loop stalled (robot_client/safety.py's watchdog): the last executed target
+        again, which a position-controlled arm holds."""
+        if self.last_sent is not None:
+            with self._send_lock:
+                self.robot.send_action({k: float(v) for k, v in zip(self.action_keys, self.last_sent)})
 
     def close(self) -> None:
         if self.robot.is_connected:

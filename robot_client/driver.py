@@ -48,6 +48,9 @@ class Driver(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional (robot_client/safety.py): `action_bounds` (low, high), `max_action_rate` (per
+    # second), and `hold()`, which keeps a physical arm where it is when the loop stalls.
+
 
 class EnvContractError(ValueError):
     """An environment does not follow the contract `GymDriver` needs (see its docstring)."""
@@ -234,6 +237,11 @@ class GymDriver:
         self._envs.clear()
 
     # -- optional hooks the loop and the operators use -----------------------------------------
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current task's Box: the safety shield clips every action into it."""
+        return self.env.action_space.low, self.env.action_space.high
 
     def task_distance(self) -> float | None:
         """The env's progress measure (`env.task_distance()`, lower is better), if it has one."""

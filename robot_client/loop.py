@@ -38,6 +38,7 @@ from robot_client.monitoring import RobotMonitor
 from robot_client.takeover import Mode, TakeoverController
 from robot_client.teleop import RemoteJog
 from fleetlearn.tls import ClientTLS
+from robot_client.safety import ActionLimits, SafetyShield, Watchdog
 from robot_client.uplink import Uplink, UplinkConfig
 
 log = logging.getLogger("fleetlearn.robot")
@@ -156,6 +157,10 @@ class RobotClient:
         self.eval_pending: list[tuple[str, int]] = []  # (task, index into the evaluation seed list)
         self.episodes_run = 0
         self.steps_spooled = 0  # steps handed to the uplink (every one must reach the learner)
+        # Every action passes the shield; the watchdog holds the arm if the loop stops acting.
+        self.shield = SafetyShield(ActionLimits.of(driver))
+        self.watchdog = Watchdog(getattr(driver, "hold", lambda: None), bound_s=max(0.5, 5.0 / driver.control_hz),
+                                 name=config.robot_id)
         self.spool_write_failures = 0
         self.task = config.tasks[0]
         self._turns = {"demonstration": 0, "training": 0}
@@ -297,6 +302,7 @@ class RobotClient:
         self._spool_writer.join(timeout=10)
         self.uplink.stop(drain_s=drain_s)
         self.monitor.close()
+        self.watchdog.close()
         self.driver.close()
         close_teleop = getattr(self.teleop, "close", None)  # a device of its own (LeRobot) disconnects too
         if close_teleop is not None:
@@ -309,6 +315,7 @@ class RobotClient:
         worker = self.monitor.worker
         stats = dict(ticks=self.ticks, missed_ticks=self.missed_ticks, episodes=self.episodes_run,
                      steps_spooled=self.steps_spooled, spool_write_failures=self.spool_write_failures,
+                     watchdog_holds=self.watchdog.holds, shield=dict(self.shield.counts),
                      float_chunks_scored=worker.processed if worker else 0,
                      float_chunks_dropped=worker.dropped if worker else 0)
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
@@ -468,6 +475,8 @@ class RobotClient:
         self._status.update(episode_id=episode_id, step=0, kind=kind,
                             mode=pb.ROBOT_MODE_DEMONSTRATING if kind == "demonstration" else pb.ROBOT_MODE_AUTONOMOUS)
         obs = self.driver.reset(task, seed)
+        self.shield.reset()
+        self.watchdog.arm(True)
         if self._pending_takeover is not None and kind == "training":  # a person asked for it meanwhile
             command, self._pending_takeover = self._pending_takeover, None
             self._acknowledge(command, *self._take_over(command, True, kind, episode_id, 0), episode_id, 0)
@@ -479,6 +488,7 @@ class RobotClient:
         for step in range(self.driver.max_steps):
             self._apply_commands(True, episode_id, kind, step)
             while self.takeover.mode is Mode.PAUSED and not self.stopped.is_set():
+                self.watchdog.beat()  # paused on purpose: the arm holds, the loop is alive
                 time.sleep(self.period)
                 self._apply_commands(True, episode_id, kind, step)
                 next_tick = time.perf_counter()
@@ -516,11 +526,13 @@ class RobotClient:
                     if help_needed:
                         self._request_help(episode_id, step, *help_needed)
 
+            action = self.shield(action)  # bounds, rate, and never a NaN to the arm
             if runner and source != "autonomous":
                 runner.executed_instead(action)  # a long-context policy remembers what was really done
             rl_extras = runner.rl_extras() if runner is not None and kind == "training" else None
             distance_before = self._task_distance() if rl_extras is not None else None
             next_obs, reward, terminated, truncated, info = self.driver.step(action)
+            self.watchdog.beat()
             sent = getattr(self.driver, "last_sent", None)  # a robot that reports what it really executed
             if sent is not None:
                 action = sent
@@ -567,6 +579,7 @@ class RobotClient:
             takeovers += 1
             self._end_takeover(episode_id, step)
         self._cancel_help(episode_id, "the episode ended")
+        self.watchdog.arm(False)
         self._status.update(mode=pb.ROBOT_MODE_IDLE, kind="")
         if num_steps == 0:  # stopped before its first step: nothing happened, nothing to send
             self.monitor.summary()
@@ -618,6 +631,7 @@ class RobotClient:
         deadline = time.monotonic() + cfg.help_wait_s
         next_preview = 0.0
         while self._answer is None:
+            self.watchdog.beat()  # holding still on purpose while a person decides
             if self._preview_every and time.monotonic() >= next_preview:  # the dashboard shows what it holds
                 self._send_preview(obs, episode_id, step)
                 next_preview = time.monotonic() + 1.0
