@@ -53,6 +53,7 @@ def _trainer_settings(args) -> dict:
 
 def _serve(args, train: bool, trainer: dict) -> None:
     from learner.canary import CanarySettings
+    from learner.limits import RobotLimits
     from learner.server import LearnerConfig, serve
 
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port,
@@ -65,7 +66,8 @@ def _serve(args, train: bool, trainer: dict) -> None:
                         operator_token_file=Path(args.operator_token_file) if args.operator_token_file else None,
                         redis_url=args.redis, replica_id=args.replica_id, tls=_server_tls(args),
                         insecure=args.insecure, canary=CanarySettings(args.canary_fraction, args.canary_episodes,
-                                                                      args.canary_alpha)))
+                                                                      args.canary_alpha),
+                        limits=RobotLimits(mb_per_s=args.robot_mb_per_s, previews_per_s=args.robot_previews_per_s)))
 
 
 def _server_tls(args):
@@ -347,6 +349,10 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", help="TLS: the server's certificate (PEM), for gRPC and the dashboard")
     p.add_argument("--tls-key", help="TLS: its private key (PEM)")
     p.add_argument("--tls-client-ca", help="mTLS: accept only robots with a certificate signed by this CA")
+    p.add_argument("--robot-mb-per-s", type=float, default=16.0,
+                   help="episode data one robot may stream per second; above it the server reads it more slowly")
+    p.add_argument("--robot-previews-per-s", type=float, default=10.0,
+                   help="live pictures kept per robot per second; the rest are dropped")
     p.add_argument("--canary-fraction", type=float, default=0.0,
                    help="a new version goes to this fraction of the robots first (0: to all at once)")
     p.add_argument("--canary-episodes", type=int, default=10,

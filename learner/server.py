@@ -21,6 +21,7 @@ from fleetlearn import wire
 from dashboard.board import FleetBoard
 from learner.canary import CanarySettings
 from learner.control import FleetControl
+from learner.limits import FleetLimits, RobotLimits
 from fleetlearn.tls import ServerTLS, warn_insecure
 from learner.credentials import Authenticator
 from learner.publisher import WeightPublisher
@@ -132,7 +133,8 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
 class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     def __init__(self, store: EpisodeStore, publisher: WeightPublisher, control: FleetControl,
                  max_message_bytes: int = wire.MAX_MESSAGE_BYTES, board: FleetBoard | None = None, relay=None,
-                 auth: Authenticator | None = None):
+                 auth: Authenticator | None = None, limits: RobotLimits | None = None):
+        self.limits = FleetLimits(limits or RobotLimits())
         self.auth = auth  # None: every caller the interceptor let in may act as any robot
         self.store = store
         self.publisher = publisher
@@ -206,6 +208,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                 failure = await self._check_chunk(chunk, embodiments, context)
                 if failure:
                     break
+                await self.limits.episodes(chunk.robot_id).take(chunk.ByteSize())  # over its rate: it waits
                 arrays = wire.decode_chunk_steps(chunk, embodiments[chunk.robot_id])
                 pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays))))
         except wire.WireError as exc:
@@ -338,6 +341,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             log.warning("robot registry: %s(%s) failed: %s", method, args[0], exc)
 
     def _on_message(self, robot_id: str, message: pb.RobotMessage) -> None:
+        if message.WhichOneof("body") == "preview" and not self.limits.preview_allowed(robot_id):
+            return  # above its picture rate: the next picture replaces this one anyway
         if self.board is not None:
             self.board.on_robot_message(robot_id, message)
         if message.WhichOneof("body") != "preview":  # pictures are the dashboard's alone
@@ -367,6 +372,7 @@ class LearnerConfig:
     tls: ServerTLS | None = None
     insecure: bool = False
     canary: CanarySettings = field(default_factory=CanarySettings)  # off unless canary.fraction > 0
+    limits: RobotLimits = field(default_factory=RobotLimits)        # per robot: episode bytes/s, pictures/s
 
 
 class Learner:
@@ -419,10 +425,9 @@ class Learner:
                      ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
                      ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                      ("grpc.keepalive_permit_without_calls", 1)])
-        pb_grpc.add_FleetLearnerServicer_to_server(
-            FleetLearnerServicer(self.store, self.publisher, self.control, board=self.board, relay=self.relay,
-                                 auth=self.auth),
-            self.server)
+        self.servicer = FleetLearnerServicer(self.store, self.publisher, self.control, board=self.board,
+                                             relay=self.relay, auth=self.auth, limits=self.config.limits)
+        pb_grpc.add_FleetLearnerServicer_to_server(self.servicer, self.server)
         address = f"{self.config.host}:{self.config.port}"
         if self.config.tls is not None:
             self.port = self.server.add_secure_port(address, self.config.tls.grpc_credentials())

@@ -1,0 +1,82 @@
+"""Per-robot limits: one runaway or hostile client cannot starve the others.
+
+Episode streams: each robot id has a token bucket of bytes per second (with a burst). A robot
+over its rate is not refused: the server waits before reading its next chunk, so gRPC's flow
+control pushes back on that robot alone (its spool holds what it cannot send yet) while every
+other stream is read as before. Control streams: live pictures beyond `previews_per_s` are
+dropped (they are replaced by the next one anyway); heartbeats, help requests and command
+acknowledgements always pass. Message and chunk sizes are bounded by wire.MAX_MESSAGE_BYTES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class RobotLimits:
+    mb_per_s: float = 16.0       # episode bytes per robot (a 10 Hz robot with two 96x96 cameras sends ~0.6)
+    burst_mb: float = 8.0
+    previews_per_s: float = 10.0
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.updated = time.monotonic()
+        self.waited_s = 0.0
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def try_take(self, amount: float) -> bool:
+        self._refill()
+        if self.tokens >= amount:
+            self.tokens -= amount
+            return True
+        return False
+
+    async def take(self, amount: float) -> None:
+        """Waits until `amount` is available (an amount above the burst waits for a full bucket)."""
+        amount = min(amount, self.burst)
+        self._refill()
+        while self.tokens < amount:
+            wait = (amount - self.tokens) / self.rate
+            self.waited_s += wait
+            await asyncio.sleep(wait)
+            self._refill()
+        self.tokens -= amount
+
+
+class FleetLimits:
+    """The buckets of every robot id seen."""
+
+    def __init__(self, limits: RobotLimits):
+        self.limits = limits
+        self._episodes: dict[str, TokenBucket] = {}
+        self._previews: dict[str, TokenBucket] = {}
+        self.previews_dropped = 0
+
+    def episodes(self, robot_id: str) -> TokenBucket:
+        bucket = self._episodes.get(robot_id)
+        if bucket is None:
+            bucket = self._episodes[robot_id] = TokenBucket(self.limits.mb_per_s * 1e6, self.limits.burst_mb * 1e6)
+        return bucket
+
+    def preview_allowed(self, robot_id: str) -> bool:
+        bucket = self._previews.get(robot_id)
+        if bucket is None:
+            rate = self.limits.previews_per_s
+            bucket = self._previews[robot_id] = TokenBucket(rate, max(1.0, rate))
+        allowed = bucket.try_take(1)
+        self.previews_dropped += not allowed
+        return allowed
+
+    def throttled_s(self, robot_id: str) -> float:
+        bucket = self._episodes.get(robot_id)
+        return bucket.waited_s if bucket else 0.0
