@@ -54,7 +54,8 @@ class CommandRecord:
     action: str
     issued_at: float
     detail: str = ""
-    applied_at: float | None = None
+    applied_at: float | None = None   # when the robot's acknowledgement reached the learner
+    effective_at: float | None = None  # when the robot applied it (the robot's clock)
     accepted: bool | None = None
     result: str = ""
     step: int | None = None
@@ -143,6 +144,7 @@ class FleetBoard:
             record = self._by_id.get(applied.command_id)
             if record is not None:
                 record.applied_at, record.accepted = live.last_message_at, applied.accepted
+                record.effective_at = applied.applied_at or None
                 record.result, record.step = applied.detail, applied.step_index
 
     def record(self, operator: str, action: str, commands: list[pb.LearnerCommand], detail: str = "",
