@@ -299,7 +299,9 @@ def cmd_token(args) -> None:
             sys.exit("fleet token create needs exactly one of --robot ID or --operator NAME")
         kind, subject = ("robot", args.robot) if args.robot else ("operator", args.operator)
         credential_id, token = store.create(kind, subject)
-        print(f"created {kind} credential {credential_id} for {subject!r}; the token (shown once, keep it secret):")
+        # The token alone on stdout (`> arm-1.token` makes a --token-file); the rest on stderr.
+        print(f"created {kind} credential {credential_id} for {subject!r}; its token, shown once, follows on stdout",
+              file=sys.stderr)
         print(token)
     elif args.action == "revoke":
         if not args.id:
