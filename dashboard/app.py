@@ -86,6 +86,7 @@ class Dashboard:
     def __init__(self, board: FleetBoard, control: FleetControl, registry, tokens: dict[str, str], relay=None,
                  auth=None):
         self.auth = auth  # stored operator credentials (learner/credentials.py), besides `tokens`
+        self.https = False  # set when served with TLS: the login cookie is then Secure
         self.board = board
         self.control = control
         self.relay = relay  # scale-out: commands for robots held by other replicas go through it
@@ -259,7 +260,8 @@ class Dashboard:
         return app
 
     def _set_cookie(self, response: Response, token: str) -> None:
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=7 * 24 * 3600)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=7 * 24 * 3600,
+                            secure=self.https)
 
     async def _command(self, operator: str, action: str, robot_id: str, op: str, args: dict | None = None,
                        detail: str = "", visible: bool = True):
@@ -279,6 +281,7 @@ class Dashboard:
 
     async def start(self, host: str, port: int, tls=None) -> int:
         """Serves on host:port (0: a free port); HTTPS with `tls` (fleetlearn.tls.ServerTLS)."""
+        self.https = tls is not None
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

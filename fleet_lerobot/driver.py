@@ -52,7 +52,8 @@ class LeRobotDriver:
         self.episodes = 0
         self.last_action: np.ndarray | None = None
         self.last_sent: np.ndarray | None = None  # what the robot reported it executed, last step
-        self._send_lock = threading.Lock()  # the watchdog's hold() comes from its own thread
+        self._bus = threading.Lock()  # the watchdog's hold() comes from its own thread
+        self._raw: dict | None = None
         self.teleop = None  # a LeRobotTeleop may end episodes through its events
         self._steps = 0
         if not robot.is_connected:
@@ -61,7 +62,9 @@ class LeRobotDriver:
                  dict(self.cameras), self.action_keys)
 
     def _observation(self) -> Observation:
-        raw = self.robot.get_observation()
+        with self._bus:  # one transaction on the motor bus at a time (the watchdog's hold() too)
+            raw = self.robot.get_observation()
+        self._raw = raw
         missing = [k for k in (*self.state_keys, *self.cameras) if k not in raw]
         if missing:
             raise ValueError(f"LeRobot {self.robot.name} observation lacks {missing}")
@@ -89,7 +92,7 @@ class LeRobotDriver:
         action = np.asarray(action, np.float32)
         if action.shape != (self.action_dim,):
             raise ValueError(f"action of shape {action.shape}, expected ({self.action_dim},)")
-        with self._send_lock:
+        with self._bus:
             sent = self.robot.send_action({k: float(v) for k, v in zip(self.action_keys, action)})
         self.last_action = action
         self.last_sent = np.array([float(sent.get(k, v)) for k, v in zip(self.action_keys, action)], np.float32)
@@ -104,12 +107,26 @@ class LeRobotDriver:
         truncated = not terminated and (truncated or self._steps >= self.max_steps)
         return self._observation(), float(reward), bool(terminated), truncated, {"is_success": bool(success)}
 
+    def hold_action(self) -> np.ndarray | None:
+        """The action that keeps the arm where it is: the last target sent, or else the joint
+        positions last observed (for action keys the observation also has)."""
+        if self.last_sent is not None:
+            return self.last_sent
+        raw = self._raw or {}
+        if all(k in raw for k in self.action_keys):
+            return np.array([float(raw[k]) for k in self.action_keys], np.float32)
+        return None
+
     def hold(self) -> None:
         """The control loop stalled (robot_client/safety.py's watchdog): the last executed target
-        again, which a position-controlled arm holds."""
-        if self.last_sent is not None:
-            with self._send_lock:
-                self.robot.send_action({k: float(v) for k, v in zip(self.action_keys, self.last_sent)})
+        again, which a position-controlled arm holds. Skipped while the loop is itself on the bus
+        (it is not stalled then, and the bus takes one transaction at a time)."""
+        target = self.hold_action()
+        if target is not None and self._bus.acquire(blocking=False):
+            try:
+                self.robot.send_action({k: float(v) for k, v in zip(self.action_keys, target)})
+            finally:
+                self._bus.release()
 
     def close(self) -> None:
         if self.robot.is_connected:

@@ -13,7 +13,10 @@ many since the candidate appeared, the two success rates are compared:
 So a version is promoted unless the data show, at level alpha, that it is worse. With 10
 episodes per arm and alpha 0.05 that catches a collapse (for example 80% -> 20%) but not a
 drop of a few points; raise `episodes` for finer guarantees. Robots on the candidate never
-exceed ceil(fraction x robots watching when it was published).
+exceed ceil(fraction x robots watching when it was published); one trial runs at a time (a
+version published meanwhile waits for the verdict, and the newest waiting one is tried next).
+The trial lives in the learner's memory: a learner restarted mid-trial takes the registry's
+latest publication as stable.
 """
 
 from __future__ import annotations
@@ -48,8 +51,18 @@ class CanarySettings:
     def enabled(self) -> bool:
         return self.fraction > 0
 
+    def __post_init__(self):
+        if not 0 <= self.fraction < 1:
+            raise ValueError(f"the canary fraction must be in [0, 1), got {self.fraction}")
+        if self.episodes < 1 or not 0 < self.alpha < 1:
+            raise ValueError("canary episodes must be at least 1 and alpha in (0, 1)")
+
     def canary_count(self, robots: int) -> int:
-        return max(1, math.ceil(self.fraction * robots))
+        """Robots that get a candidate: ceil(fraction x robots), at least 1 and never all (the
+        stable arm needs robots too); 0 below two robots, where there is nothing to compare."""
+        if robots < 2:
+            return 0
+        return min(robots - 1, max(1, math.ceil(self.fraction * robots)))
 
 
 @dataclass
@@ -62,8 +75,11 @@ class CanaryTrial:
     started_at: float = field(default_factory=time.time)
     outcomes: dict[int, list[bool]] = field(default_factory=dict)
 
-    def record(self, version: int, success: bool) -> None:
-        if version in (self.candidate, self.stable):
+    def record(self, robot_id: str, version: int, success: bool) -> None:
+        """Candidate outcomes count from the canary robots only, stable ones from the others: a
+        robot cannot vote for a version it was not given."""
+        on_trial = robot_id in self.robots
+        if (version == self.candidate and on_trial) or (version == self.stable and not on_trial):
             self.outcomes.setdefault(version, []).append(bool(success))
 
     def decision(self, settings: CanarySettings) -> dict | None:

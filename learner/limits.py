@@ -21,6 +21,10 @@ class RobotLimits:
     burst_mb: float = 8.0
     previews_per_s: float = 10.0
 
+    def __post_init__(self):
+        if self.mb_per_s <= 0 or self.burst_mb <= 0 or self.previews_per_s <= 0:
+            raise ValueError("robot limits must be positive")
+
 
 class TokenBucket:
     def __init__(self, rate: float, burst: float):
@@ -42,11 +46,12 @@ class TokenBucket:
         return False
 
     async def take(self, amount: float) -> None:
-        """Waits until `amount` is available (an amount above the burst waits for a full bucket)."""
-        amount = min(amount, self.burst)
+        """Waits until `amount` is available. An amount above the burst waits for a full bucket
+        and leaves it in debt, so large messages are charged in full."""
+        needed = min(amount, self.burst)
         self._refill()
-        while self.tokens < amount:
-            wait = (amount - self.tokens) / self.rate
+        while self.tokens < needed:
+            wait = (needed - self.tokens) / self.rate
             self.waited_s += wait
             await asyncio.sleep(wait)
             self._refill()

@@ -42,6 +42,7 @@ class WeightPublisher:
         self.candidate: pb.PolicyAnnouncement | None = None    # on trial on the canary robots
         self.candidate_dir: Path | None = None
         self.trial: CanaryTrial | None = None
+        self.waiting: tuple[pb.PolicyAnnouncement, Path] | None = None  # published during a trial
         self.decisions: list[dict] = []
         self._publication_id: int | None = None
         self._watchers: dict[asyncio.Queue, str] = {}           # queue -> robot id
@@ -74,18 +75,32 @@ class WeightPublisher:
         announcement = announcement_for(publication)
         if self.canary.enabled and self.current is not None and not publication.rollback \
                 and publication.version != self.current.version:
-            self._start_trial(announcement, publication.directory)
+            if self.trial is not None:  # one trial at a time: the newest waiting version is tried next
+                self.waiting = (announcement, publication.directory)
+                log.info("canary: version %d waits for the verdict on version %d", announcement.version,
+                         self.trial.candidate)
+            else:
+                self._start_trial(announcement, publication.directory)
             return True
-        self.current, self.current_dir = announcement, publication.directory
-        self.candidate = self.candidate_dir = self.trial = None
+        self._make_stable(announcement, publication.directory)
         log.info("announcing policy version %d to %d watchers%s", publication.version, len(self._watchers),
                  " (rollback)" if publication.rollback else "")
-        self._announce(lambda robot_id: True)
         return True
+
+    def _make_stable(self, announcement: pb.PolicyAnnouncement, directory: Path) -> None:
+        """Every robot gets `announcement`; a trial, and a version waiting for one, end."""
+        self.current, self.current_dir = announcement, directory
+        self.candidate = self.candidate_dir = self.trial = self.waiting = None
+        self._announce(lambda robot_id: True)
 
     def _start_trial(self, announcement: pb.PolicyAnnouncement, directory: Path) -> None:
         robots = sorted(set(self._watchers.values()))
-        chosen = frozenset(robots[:self.canary.canary_count(len(robots))]) if robots else frozenset()
+        chosen = frozenset(robots[:self.canary.canary_count(len(robots))])
+        if not chosen:  # fewer than two robots: nothing to compare against
+            log.info("canary: %d robot(s) watching, too few for a trial; version %d goes to all",
+                     len(robots), announcement.version)
+            self._make_stable(announcement, directory)
+            return
         self.candidate, self.candidate_dir = announcement, directory
         self.trial = CanaryTrial(announcement.version, self.current.version, chosen)
         log.info("canary: version %d goes to %s first (%d of %d robots); version %d stays on the others",
@@ -97,30 +112,37 @@ class WeightPublisher:
             if to(robot_id) and self.for_robot(robot_id) is not None:
                 q.put_nowait(self.for_robot(robot_id))
 
-    def episode_outcome(self, version: int, success: bool) -> dict | None:
+    def episode_outcome(self, robot_id: str, version: int, success: bool) -> dict | None:
         """A finished training or evaluation episode; returns the canary's verdict when it falls."""
         if self.trial is None:
             return None
-        self.trial.record(version, success)
+        self.trial.record(robot_id, version, success)
         decision = self.trial.decision(self.canary)
         if decision is None:
             return None
         self.decisions.append(decision)
         record_decision(self.data_dir, decision)
+        waiting = self.waiting
+        summary = (f"{decision['candidate_success']} against {decision['stable_success']} on version "
+                   f"{decision['stable']}, Fisher p={decision['p_value']:.3f}")
         if decision["promote"]:
-            log.info("canary: promoting version %d (%s vs %s on version %d, p=%.3f)", decision["candidate"],
-                     decision["candidate_success"], decision["stable_success"], decision["stable"], decision["p_value"])
-            self.current, self.current_dir = self.candidate, self.candidate_dir
-            self.candidate = self.candidate_dir = self.trial = None
-            self._announce(lambda robot_id: True)
+            log.info("canary: promoting version %d (%s)", decision["candidate"], summary)
+            self._make_stable(self.candidate, self.candidate_dir)
         else:
-            log.warning("canary: rolling back version %d (%s vs %s on version %d, p=%.3f)", decision["candidate"],
-                        decision["candidate_success"], decision["stable_success"], decision["stable"],
-                        decision["p_value"])
-            note = (f"canary: version {decision['candidate']} succeeded {decision['candidate_success']} against "
-                    f"{decision['stable_success']} (Fisher p={decision['p_value']:.3f}); rolled back")
-            self.registry.publish(decision["stable"], note=note, rollback=True)  # the next poll announces it to all
+            log.warning("canary: rolling back version %d (%s)", decision["candidate"], summary)
+            self._make_stable(self.current, self.current_dir)  # every robot back on the stable version now
+            note = f"canary: version {decision['candidate']} succeeded {summary}; rolled back"
+            asyncio.get_running_loop().create_task(self._record_rollback(decision["stable"], note))
+        if waiting is not None:
+            self._start_trial(*waiting)
         return decision
+
+    async def _record_rollback(self, version: int, note: str) -> None:
+        """The rollback in the registry too, so a restart and the dashboard see it (off the loop)."""
+        try:
+            await asyncio.to_thread(self.registry.publish, version, note, True)
+        except Exception:
+            log.exception("canary: could not record the rollback to version %d in the registry", version)
 
     async def run(self) -> None:
         while True:

@@ -317,6 +317,10 @@ class RedisVersionRegistry:
         self.client.close()
 
 
+class LeaseHeld(RuntimeError):
+    """Another trainer holds the store's trainer lease."""
+
+
 class TrainerLease:
     """One trainer per store: its rank 0 holds `fleet:trainer` in Redis, renewed while it runs.
     A second trainer (another `fleet train`, or a `fleet learner --redis` that trains) is refused
@@ -324,13 +328,18 @@ class TrainerLease:
 
     TTL_S = 30
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, wait_s: float = 0.0):
+        """Takes the lease, waiting up to `wait_s` for a holder to let it lapse (a trainer killed
+        with -9 leaves its lease for up to TTL_S)."""
         self.client = connect(url)
         self.owner = f"{default_replica_id()}-{uuid.uuid4().hex[:8]}"
-        if not self.client.set("fleet:trainer", self.owner, nx=True, ex=self.TTL_S):
-            holder = _text(self.client.get("fleet:trainer") or b"?")
-            raise RuntimeError(f"another trainer ({holder}) is training on this store; run one trainer "
-                               f"(`fleet train`, under torchrun for several ranks) and `fleet ingest` replicas")
+        deadline = time.monotonic() + wait_s
+        while not self.client.set("fleet:trainer", self.owner, nx=True, ex=self.TTL_S):
+            if time.monotonic() >= deadline:
+                holder = _text(self.client.get("fleet:trainer") or b"?")
+                raise LeaseHeld(f"another trainer ({holder}) is training on this store; run one trainer "
+                                f"(`fleet train`, under torchrun for several ranks) and `fleet ingest` replicas")
+            time.sleep(1.0)
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name="trainer-lease", daemon=True)
         self._renewer.start()

@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import re
 import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
                 if status == "stored" and chunk.episode_end and chunk.kind in (pb.EPISODE_KIND_TRAINING,
                                                                                pb.EPISODE_KIND_EVALUATION):
-                    self.publisher.episode_outcome(chunk.policy_version, chunk.outcome.success)
+                    self.publisher.episode_outcome(chunk.robot_id, chunk.policy_version, chunk.outcome.success)
                 await context.write(pb.ChunkAck(
                     robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
                     status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
@@ -246,7 +247,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         if not EPISODE_ID.fullmatch(chunk.episode_id):
             return (grpc.StatusCode.INVALID_ARGUMENT, f"episode_id {chunk.episode_id!r} must be 1-128 letters, digits, "
                     "'.', '_', ':' or '-'", chunk)
-        if chunk.robot_id not in embodiments and self.auth is not None:
+        if self.auth is not None:  # every chunk: a credential revoked mid-stream stops the stream
             identity = self.auth.identify(bearer(context.invocation_metadata()))
             if identity is None or not identity.may_act_as_robot(chunk.robot_id):
                 return (grpc.StatusCode.PERMISSION_DENIED,
@@ -261,6 +262,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         return None
 
     async def WatchPolicy(self, request: pb.WatchPolicyRequest, context):
+        await self._acting_as(request.robot_id, context)  # canary membership is by robot id
         queue = self.publisher.watch(request.robot_id)
         try:
             while True:
@@ -320,6 +322,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     break
                 self._on_message(robot_id, message)
                 await self._registry("robot_here", robot_id)
+                if self.auth is not None and self.auth.identify(bearer(context.invocation_metadata())) is None:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this robot's credential was revoked")
         except asyncio.TimeoutError:
             log.warning("robot %s stopped sending heartbeats; closing its control stream", robot_id)
         finally:
@@ -464,16 +468,22 @@ class Learner:
     async def _supervise_trainer(self) -> None:
         """A trainer that dies (killed, out of memory) is started again: it resumes from the latest
         version and reloads the store. Restarts back off to one a minute if it keeps dying."""
-        delay = 2.0
+        delay, started = 2.0, time.monotonic()
         while not self.trainer_stop.is_set():
             await asyncio.sleep(1.0)
             if self.trainer_process.is_alive() or self.trainer_stop.is_set():
+                if self.trainer_process.is_alive() and time.monotonic() - started > 600:
+                    delay = 2.0  # ten healthy minutes: a later death starts again quickly
                 continue
             code = self.trainer_process.exitcode
+            if code == 0:  # it ended on purpose (another trainer holds the store): not restarted
+                log.info("the trainer ended; it is not restarted")
+                return
             log.error("the trainer exited (code %s); starting it again in %.0f s", code, delay)
             await asyncio.sleep(delay)
             if not self.trainer_stop.is_set():
                 self._start_trainer()
+                started = time.monotonic()
                 self.trainer_restarts += 1
                 delay = min(delay * 2, 60.0)
 
@@ -486,6 +496,8 @@ class Learner:
         self.dashboard = Dashboard(self.board, self.control, self.registry, tokens, relay=self.relay, auth=self.auth)
         host = c.dashboard_host or c.host
         port = await self.dashboard.start(host, c.dashboard_port, tls=c.tls)
+        if c.tls is None:
+            warn_insecure(f"the dashboard on {host}:{port} (HTTP)")
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.dashboard_url = f"{'https' if c.tls else 'http'}://{shown}:{port}/"
         if given:

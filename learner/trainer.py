@@ -400,7 +400,7 @@ def run_trainer(config: TrainerConfig, should_stop) -> None:
     if config.redis_url and DataParallel.current().leader:
         from learner.redis_plane import TrainerLease
 
-        lease = TrainerLease(config.redis_url)
+        lease = TrainerLease(config.redis_url, wait_s=TrainerLease.TTL_S + 5)
     try:
         if config.algorithm == "rl_co":
             from learner.rl_trainer import RLCoTrainer
@@ -417,9 +417,11 @@ def trainer_main(config: TrainerConfig, stop_event) -> None:
     """Entry point of the spawned trainer process."""
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    from learner.redis_plane import LeaseHeld
+
     try:
         run_trainer(config, stop_event.is_set)
-    except RuntimeError as exc:  # the lease is another trainer's: this learner serves without training
+    except LeaseHeld as exc:  # another trainer's store: this learner serves without training (exit 0)
         log.error("trainer not started: %s", exc)
 
 

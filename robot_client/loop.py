@@ -158,10 +158,11 @@ class RobotClient:
         self.episodes_run = 0
         self.steps_spooled = 0  # steps handed to the uplink (every one must reach the learner)
         # Every action passes the shield; the watchdog holds the arm if the loop stops acting.
-        self.shield = SafetyShield(ActionLimits.of(driver))
+        self.shield = SafetyShield(ActionLimits.of(driver), hold_action=getattr(driver, "hold_action", None))
         self.watchdog = Watchdog(getattr(driver, "hold", lambda: None), bound_s=max(0.5, 5.0 / driver.control_hz),
                                  name=config.robot_id)
         self.spool_write_failures = 0
+        self._closing = threading.Event()
         self.task = config.tasks[0]
         self._turns = {"demonstration": 0, "training": 0}
         self._group: tuple[int, int, str, int] | None = None  # RL rollout group: (version, seed, task, repeat)
@@ -236,6 +237,11 @@ class RobotClient:
                     break
                 except OSError as exc:
                     self.spool_write_failures += 1
+                    if self._closing.is_set() and delay >= 1.0:  # shutting down and still failing
+                        log.error("%s: DROPPING chunk %s/%d (%d steps): the spool cannot be written (%s) and "
+                                  "the robot is stopping", self.config.robot_id, chunk.episode_id, chunk.sequence,
+                                  len(chunk.steps), exc)
+                        break
                     log.error("%s: cannot spool chunk %s/%d (%s); retrying in %.1f s", self.config.robot_id,
                               chunk.episode_id, chunk.sequence, exc, delay)
                     time.sleep(delay)
@@ -298,6 +304,7 @@ class RobotClient:
         return task
 
     def close(self, drain_s: float = 5.0) -> None:
+        self._closing.set()
         self._spool_queue.put(None)
         self._spool_writer.join(timeout=10)
         self.uplink.stop(drain_s=drain_s)

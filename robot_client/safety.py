@@ -3,11 +3,13 @@ holds the arm when the control loop stops producing actions.
 
 Shield (each tick, whoever chose the action: policy, person, teleop device)
     - not finite, or the wrong shape: the previous safe action is repeated (the first tick of
-      an episode: the hold action, zeros clipped into the bounds);
+      an episode: the driver's `hold_action()`, the action that keeps the arm where it is, e.g.
+      a LeRobot arm's current joint positions; without one, zeros clipped into the bounds, which
+      is "stand still" for the velocity-commanded sim arms);
     - clipped into the driver's action bounds (`action_bounds`: a Gymnasium Box's low/high;
       none declared, none applied: a LeRobot arm's joint targets are in its own units);
     - rate-limited: no dimension moves more than `max_action_rate` per second from the previous
-      action, when the driver declares one (LeRobot arms: their max relative target).
+      action, when the driver declares one.
 The executed (shielded) action is what is recorded and streamed.
 
 Watchdog
@@ -47,8 +49,9 @@ class ActionLimits:
 
 
 class SafetyShield:
-    def __init__(self, limits: ActionLimits):
+    def __init__(self, limits: ActionLimits, hold_action=None):
         self.limits = limits
+        self._hold_action = hold_action  # the driver's: the action that keeps the arm where it is
         self.previous: np.ndarray | None = None
         self.counts = {"non_finite": 0, "clipped": 0, "rate_limited": 0}
 
@@ -57,7 +60,10 @@ class SafetyShield:
         self.previous = None
 
     def hold_action(self) -> np.ndarray:
-        return np.clip(np.zeros(self.limits.low.shape, np.float32), self.limits.low, self.limits.high)
+        held = self._hold_action() if self._hold_action is not None else None
+        if held is None:
+            held = np.zeros(self.limits.low.shape, np.float32)
+        return np.clip(np.asarray(held, np.float32), self.limits.low, self.limits.high)
 
     def __call__(self, action) -> np.ndarray:
         a = np.asarray(action, np.float32)

@@ -30,20 +30,23 @@ def test_fisher_exact_one_sided_matches_hand_computed_tables():
 
 def test_trial_waits_for_both_arms_then_promotes_or_rolls_back():
     settings = CanarySettings(fraction=0.25, episodes=5, alpha=0.05)
-    assert settings.canary_count(4) == 1 and settings.canary_count(10) == 3 and settings.canary_count(1) == 1
+    assert settings.canary_count(4) == 1 and settings.canary_count(10) == 3
+    assert settings.canary_count(1) == 0 and CanarySettings(fraction=0.9).canary_count(3) == 2  # never all
     same = CanaryTrial(candidate=2, stable=1, robots=frozenset({"a"}))
     for _ in range(5):
-        same.record(2, True)
+        same.record("a", 2, True)
+        same.record("b", 2, False)  # a robot not on trial cannot vote for the candidate
         assert same.decision(settings) is None  # the stable arm has nothing yet
     for success in (True, True, False, True, True):
-        same.record(1, success)
+        same.record("b", 1, success)
+        same.record("a", 1, False)  # nor a canary robot for the stable version
     verdict = same.decision(settings)
     assert verdict["promote"] and verdict["candidate_success"] == "5/5" and verdict["stable_success"] == "4/5"
     worse = CanaryTrial(candidate=2, stable=1, robots=frozenset({"a"}))
     for _ in range(5):
-        worse.record(2, False)
-        worse.record(1, True)
-        worse.record(7, True)  # another version's episodes do not count
+        worse.record("a", 2, False)
+        worse.record("b", 1, True)
+        worse.record("b", 7, True)  # another version's episodes do not count
     verdict = worse.decision(settings)
     assert not verdict["promote"] and verdict["p_value"] == pytest.approx(1 / 252)
 
@@ -83,7 +86,7 @@ def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner
         wait_for(lambda: publisher.decisions, 240, "the canary's verdict")
         verdict = publisher.decisions[0]
         assert not verdict["promote"], verdict
-        assert registry.current().version == 0 and registry.current().rollback
+        wait_for(lambda: registry.current().version == 0 and registry.current().rollback, 10, "the rollback recorded")
         wait_for(lambda: all(r.client.version == 0 for r in robots), 60, "every robot back on version 0")
     finally:
         for robot in robots:
