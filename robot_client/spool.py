@@ -1,7 +1,10 @@
 """On-disk spool: every sealed chunk waits here until the learner acknowledges it.
 
-A chunk is one file of serialized fleet.v1.EpisodeChunk bytes, written to a temporary name,
-fsynced and renamed, so a crash leaves either the whole chunk or nothing. The file is deleted
+A chunk is one file: an 8-byte header (magic, CRC-32 of the payload) and the serialized
+fleet.v1.EpisodeChunk, written to a temporary name, fsynced and renamed, so a crash leaves
+either the whole chunk or nothing; a file damaged later (bit rot, a truncation) fails its CRC
+and is quarantined rather than sent. Files without the header (older spools) are read as bare
+chunks. The file is deleted
 only on ack; a robot restarted with a full spool re-sends everything (the learner de-duplicates).
 Chunks the learner refuses as malformed are moved to rejected/ with the reason, never deleted.
 
@@ -13,13 +16,18 @@ frequent "anything to send?" never touches the disk.
 from __future__ import annotations
 
 import os
+import struct
 import threading
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
 from fleet.v1 import fleet_pb2 as pb
+
+
+_MAGIC = b"FLC1"
 
 
 class CorruptChunk(ValueError):
@@ -45,9 +53,10 @@ class Spool:
     def put(self, chunk: pb.EpisodeChunk) -> None:
         path = self.dir / self._name(chunk.episode_id, chunk.sequence)
         tmp = path.with_suffix(".tmp")
+        payload = chunk.SerializeToString()
         try:
             with open(tmp, "wb") as f:
-                f.write(chunk.SerializeToString())
+                f.write(_MAGIC + struct.pack("<I", zlib.crc32(payload)) + payload)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError:
@@ -70,11 +79,16 @@ class Spool:
     def read(self, path: Path) -> pb.EpisodeChunk:
         """The chunk in `path`; a file that is not the chunk its name says (corrupt on disk) is
         moved to rejected/ with the reason and CorruptChunk raised."""
+        data = path.read_bytes()
         try:
-            chunk = pb.EpisodeChunk.FromString(path.read_bytes())
+            if data[:4] == _MAGIC:
+                (crc,), data = struct.unpack("<I", data[4:8]), data[8:]
+                if zlib.crc32(data) != crc:
+                    raise DecodeError("CRC-32 mismatch (damaged or cut short)")
+            chunk = pb.EpisodeChunk.FromString(data)
             problem = None if self._name(chunk.episode_id, chunk.sequence) == path.name else (
                 f"holds {chunk.episode_id!r}/{chunk.sequence}, not what its name says")
-        except DecodeError as exc:
+        except (DecodeError, struct.error) as exc:
             problem = f"unreadable: {exc}"
         if problem is not None:
             with self._lock:

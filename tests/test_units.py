@@ -207,6 +207,31 @@ def test_spool_index_survives_a_restart_and_follows_acks(tmp_path):
     assert reopened.read(reopened.pending()[0]).sequence == 2
 
 
+def test_spool_quarantines_damaged_files_and_reads_old_bare_ones(tmp_path):
+    import pytest
+
+    from robot_client.spool import CorruptChunk, Spool
+
+    spool = Spool(tmp_path / "spool")
+    steps = [pb.Step(index=i, reward=0.5) for i in range(20)]
+    for sequence in range(3):
+        spool.put(pb.EpisodeChunk(robot_id="r", episode_id="e", sequence=sequence, steps=steps))
+    first, second, third = spool.pending()
+    raw = bytearray(first.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit
+    first.write_bytes(bytes(raw))
+    second.write_bytes(second.read_bytes()[:-7])  # cut short at any byte, even a field boundary
+    for damaged in (first, second):
+        with pytest.raises(CorruptChunk, match="CRC"):
+            spool.read(damaged)
+        assert (tmp_path / "spool" / "rejected" / damaged.name).exists()
+    assert len(spool.read(third).steps) == 20 and len(spool) == 1
+    # A chunk spooled by an older robot (bare protobuf, no header) is still read.
+    bare = pb.EpisodeChunk(robot_id="r", episode_id="old", sequence=0)
+    (tmp_path / "spool" / "old__000000.chunk").write_bytes(bare.SerializeToString())
+    assert Spool(tmp_path / "spool").read(tmp_path / "spool" / "old__000000.chunk").episode_id == "old"
+
+
 def test_ptp_loss_mask_covers_exactly_the_configured_tokens():
     def mask(**overrides):
         return PolicyConfig(horizon=8, obs_steps=3, n_action_steps=2, **overrides).loss_token_mask()
