@@ -186,6 +186,7 @@ def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_
             if robot.client is not None:
                 robot.stop()
         a.stop()
+        b.stop()  # idempotent: the checks below read the store and Redis, not B
 
     # Every episode each robot ran is stored complete, every step exactly once.
     for robot in robots:
@@ -197,7 +198,6 @@ def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_
             steps = index.load_episode(row).arrays["step_index"].tolist()
             assert steps == list(range(row["num_steps"])), (row["episode_id"], steps)
         assert not list((robot.config.work_dir / "spool").glob("*.chunk")), "chunks left unsent"
-    b.stop()
     index.close()
 
 
