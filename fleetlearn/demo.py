@@ -224,7 +224,8 @@ def save_screenshot(url: str, path: Path) -> None:
 def _robot_stats(robots_dir: Path) -> dict:
     """The robots' control-loop figures summed over the fleet (each robot writes stats.json on exit)."""
     stats = [json.loads(p.read_text()) for p in sorted(robots_dir.glob("*/stats.json"))]
-    total = {key: sum(s[key] for s in stats) for key in (stats[0] if stats else {})}
+    total = {key: sum(s.get(key, 0) for s in stats) for key, value in (stats[0] if stats else {}).items()
+             if isinstance(value, (int, float))}
     if total.get("ticks"):
         total["missed_tick_rate"] = round(total["missed_ticks"] / total["ticks"], 5)
     total["robots_reporting"] = len(stats)

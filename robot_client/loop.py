@@ -322,7 +322,7 @@ class RobotClient:
         worker = self.monitor.worker
         stats = dict(ticks=self.ticks, missed_ticks=self.missed_ticks, episodes=self.episodes_run,
                      steps_spooled=self.steps_spooled, spool_write_failures=self.spool_write_failures,
-                     watchdog_holds=self.watchdog.holds, shield=dict(self.shield.counts),
+                     watchdog_holds=self.watchdog.holds, **{f"shield_{k}": v for k, v in self.shield.counts.items()},
                      float_chunks_scored=worker.processed if worker else 0,
                      float_chunks_dropped=worker.dropped if worker else 0)
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
