@@ -40,7 +40,8 @@ TOKEN = "rlco-bench-token-0123456789"
 CHAIN = (4, 0.1)  # the evaluation sampler of every arm
 
 
-def _fleet(args: list[str], log_path: Path, env: dict) -> subprocess.Popen:
+def _fleet(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """`fleet ARGS` as a subprocess logging to `log_path`."""
     return subprocess.Popen([sys.executable, "-m", "fleetlearn.cli", *args], stdout=open(log_path, "w"),
                             stderr=subprocess.STDOUT, env=env)
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.rlco import _fleet
 
 TOKEN = "soak-token-0123456789"
 
@@ -36,11 +36,6 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
-
-
-def _fleet(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fleetlearn.cli", *args], stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT)
 
 
 def publish_policy(data: Path) -> None:

@@ -31,30 +31,11 @@ import pytest
 
 from conftest import wait_for
 from learner.store import StoreReader
-from learner.versions import VersionRegistry
-from policy import PolicyConfig, VLAPolicy, save_checkpoint
 from proxy import FaultProxy
-from test_fleet_e2e import SMALL_POLICY, RobotThread
+from test_fleet_e2e import RobotThread, publish_small_policy as publish
 
 pytestmark = pytest.mark.faults
 ROBOTS = 3
-
-
-def publish(data: Path, version: int, damage: str | None = None) -> None:
-    config = PolicyConfig(vocab=("push", "the", "red", "cube", "onto", "green", "target"), **SMALL_POLICY)
-    registry = VersionRegistry(data)
-    directory = registry.checkpoint_dir(version)
-    save_checkpoint(directory, VLAPolicy(config).eval(), version)
-    weights = directory / "policy.safetensors"
-    if damage == "tampered":  # same size, one byte changed after the hash was recorded
-        raw = bytearray(weights.read_bytes())
-        raw[len(raw) // 2] ^= 0xFF
-        weights.write_bytes(bytes(raw))
-    elif damage == "truncated":
-        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    registry.add(version, {"test": damage or "good"})
-    registry.publish(version, note=damage or "good")
-    registry.close()
 
 
 def try_tmpfs(path: Path, size_mb: int) -> bool:
@@ -147,7 +128,7 @@ def test_randomized_faults_lose_and_duplicate_nothing(learner_process, tmp_path)
             else:
                 damage = rng.choice(["tampered", "truncated"])
                 version += 1
-                publish(data, version, damage)
+                publish(data, version, damage=damage)
                 bad_versions.add(version)
                 time.sleep(2.0)
                 version += 1

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import TOKEN, free_port, wait_for
 from fleet.v1 import fleet_pb2 as pb
@@ -56,13 +55,23 @@ class RobotThread:
         assert not self.thread.is_alive()
 
 
-def publish_small_policy(data_dir: Path, version: int) -> None:
-    """Writes a real (untrained) checkpoint as `version` and publishes it."""
+def publish_small_policy(data_dir: Path, version: int, registry=None, damage: str | None = None) -> None:
+    """Writes a real (untrained) checkpoint as `version` and publishes it, in `registry` (default:
+    the store's own). `damage` spoils the weights after their hash is recorded: "tampered" (one
+    byte changed) or "truncated" (cut in half), so robots must refuse them."""
     config = PolicyConfig(vocab=("push", "the", "red", "cube", "onto", "green", "target"), **SMALL_POLICY)
-    registry = VersionRegistry(data_dir)
-    save_checkpoint(registry.checkpoint_dir(version), VLAPolicy(config).eval(), version)
-    registry.add(version, {"test": True})
-    registry.publish(version, note="test")
+    registry = registry or VersionRegistry(data_dir)
+    directory = registry.checkpoint_dir(version)
+    save_checkpoint(directory, VLAPolicy(config).eval(), version)
+    weights = directory / "policy.safetensors"
+    if damage == "tampered":
+        raw = bytearray(weights.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        weights.write_bytes(bytes(raw))
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    registry.add(version, {"test": damage or True})
+    registry.publish(version, note=damage or "test")
     registry.close()
 
 

@@ -4,7 +4,6 @@ processes, robots failing over between them, and the trainer's consumer group.""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TOKEN, LearnerProcess, free_port, wait_for
+from conftest import LearnerProcess, free_port, wait_for
 from fleet.v1 import fleet_pb2 as pb
 from learner.store import EpisodeStore
 
@@ -118,15 +117,9 @@ def post(url: str, token: str) -> dict:
 
 
 def publish_small_policy_in_redis(data_dir: Path, redis_url: str, version: int) -> None:
-    from policy import PolicyConfig, VLAPolicy, save_checkpoint
-    from test_fleet_e2e import SMALL_POLICY
+    from test_fleet_e2e import publish_small_policy
 
-    registry = RedisVersionRegistry(data_dir, redis_url)
-    config = PolicyConfig(vocab=("push", "the", "red", "cube", "onto", "green", "target"), **SMALL_POLICY)
-    save_checkpoint(registry.checkpoint_dir(version), VLAPolicy(config).eval(), version)
-    registry.add(version, {"test": True})
-    registry.publish(version, note="test")
-    registry.close()
+    publish_small_policy(data_dir, version, registry=RedisVersionRegistry(data_dir, redis_url))
 
 
 @pytest.mark.faults  # kill -9 of an ingest replica
