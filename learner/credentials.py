@@ -111,6 +111,7 @@ class Authenticator:
         self._operators = {token_hash(t): name for t, name in (operator_tokens or {}).items()}
         self._known: dict[str, Identity] = {}
         self._read_at = 0.0
+        self._refreshing = False
         self._lock = threading.Lock()
 
     def identify(self, token: str | None) -> Identity | None:
@@ -126,10 +127,22 @@ class Authenticator:
         return self._stored().get(digest)
 
     def _stored(self) -> dict[str, Identity]:
+        """The stored credentials. Read once in the caller; afterwards re-read on a thread when
+        older than REFRESH_S, so the servers' event loops (every chunk is checked) never wait on
+        SQLite."""
         if self.store is None:
             return {}
         with self._lock:
-            if time.monotonic() - self._read_at > REFRESH_S:
-                self._known = self.store.active()
-                self._read_at = time.monotonic()
+            if not self._read_at:
+                self._refresh()
+            elif time.monotonic() - self._read_at > REFRESH_S and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, name="credentials-refresh", daemon=True).start()
             return self._known
+
+    def _refresh(self) -> None:
+        try:
+            self._known = self.store.active()
+            self._read_at = time.monotonic()
+        finally:
+            self._refreshing = False
