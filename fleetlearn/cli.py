@@ -40,7 +40,7 @@ def _trainer_settings(args) -> dict:
                    use_autonomous_successes=args.use_autonomous_successes,
                    tasks=tuple(args.tasks.split(",")) if args.tasks else None,
                    policy_overrides=POLICY_PRESETS[args.policy], head_updates=args.head_updates,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, max_updates_per_s=args.max_updates_per_s)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     if args.algorithm == "rl_co":
@@ -367,9 +367,10 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
 
 def _trainer_flags(p: argparse.ArgumentParser) -> None:
     """The trainer's flags: `fleet learner` and `fleet train`."""
-    p.add_argument("--algorithm", default="hg_dagger", choices=["hg_dagger", "rl_co"],
-                   help="hg_dagger: learn from interventions; rl_co: co-train on real-proxy + sim demos, then PPO "
-                        "in sim anchored on real data")
+    p.add_argument("--algorithm", default="hg_dagger", choices=["hg_dagger", "recap", "rl_co"],
+                   help="hg_dagger: learn from interventions; recap: advantage-conditioned policy on all fleet data "
+                        "(distributional value, human steps positive); rl_co: co-train on real-proxy + sim demos, "
+                        "then PPO in sim anchored on real data")
     p.add_argument("--real-fraction", type=float, default=0.5,
                    help="rl_co stage I: share of each batch from real-proxy demonstrations")
     p.add_argument("--real-only", action="store_true", help="rl_co stage I on real-proxy demonstrations alone")
@@ -383,7 +384,12 @@ def _trainer_flags(p: argparse.ArgumentParser) -> None:
                    help="rl_co: rollouts per seed, compared with each other for a baseline (1: value head only)")
     p.add_argument("--shaping", type=float, default=10.0,
                    help="rl_co: reward per metre of progress to the goal, where the task measures it (0: success only)")
-    p.add_argument("--sampler", default="offline_online_mix", help="uniform or offline_online_mix")
+    p.add_argument("--sampler", default="offline_online_mix", choices=["uniform", "offline_online_mix", "adaptive"],
+                   help="offline_online_mix: a fixed 50/50 mix of demonstrations and fleet data; adaptive: "
+                        "task-balanced, each task's online share rising with its failures and fresh data "
+                        "(learner/samplers.py); uniform: every window alike")
+    p.add_argument("--max-updates-per-s", type=float,
+                   help="cap the trainer's update rate after version 0 (benchmarks: the same rate for every fleet size)")
     p.add_argument("--use-autonomous-successes", action="store_true",
                    help="HG-DAgger: also train on autonomous steps of successful episodes")
     p.add_argument("--tasks", help="comma-separated tasks to train the one shared policy on (default: all received)")

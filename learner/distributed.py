@@ -171,6 +171,8 @@ def train_main(config, redis_url: str | None = None) -> None:
     try:
         if config.algorithm == "rl_co" and world > 1:
             raise SystemExit("rl_co trains on one rank: its PPO iterations are not data-parallel yet")
+        if config.algorithm == "recap" and world > 1:
+            raise SystemExit("recap trains on one rank: its value network is not data-parallel yet")
         run_trainer(config, stop.is_set)
     finally:
         if dist.is_initialized():

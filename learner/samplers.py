@@ -6,6 +6,9 @@ with the observation window, so with long context the first `past` tokens are th
 already taken; with one frame the tokens are t .. t + horizon - 1). Frames before the episode
 start repeat its first frame, as a robot's observation buffer does at the start of an episode. Each token carries a label
 flag from the algorithm; padding before the episode start or past its end is never a label.
+An algorithm can also keep per-step figures in an episode's arrays as "window/NAME": each batch
+then carries NAME with the value at every window's current step t (RECAP's advantage indicator
+and value target).
 Only windows with at least one labelled token are eligible.
 
 Unlabelled tokens are masked out of the loss, and their action values are also replaced by the
@@ -16,6 +19,8 @@ actions next to a takeover would still steer what the model learns.
 
 from __future__ import annotations
 
+import collections
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,9 +52,10 @@ class WindowIndex:
     past: int = 0  # action tokens before the current step (obs_steps - 1)
     episodes: list[LabelledEpisode] = field(default_factory=list)
     windows: list[tuple[int, int]] = field(default_factory=list)  # (episode position, t)
-    # The same windows split by pool (LabelledEpisode.pool), kept as they are added so samplers
-    # never rescan.
+    # The same windows split by pool (LabelledEpisode.pool), and by task and pool, kept as they
+    # are added so samplers never rescan.
     groups: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    by_task: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
 
     def add(self, item: LabelledEpisode) -> int:
         position = len(self.episodes)
@@ -62,6 +68,7 @@ class WindowIndex:
         new = [(position, int(t)) for t in np.flatnonzero(any_label)]
         self.windows.extend(new)
         self.groups.setdefault(item.pool, []).extend(new)
+        self.by_task.setdefault(item.episode.task, {}).setdefault(item.pool, []).extend(new)
         return len(new)
 
     def batch(self, picks: list[tuple[int, int]], cameras: tuple[str, ...], tokenize,
@@ -96,6 +103,10 @@ class WindowIndex:
             batch["state"] = torch.from_numpy(np.stack(states))
             if frames == 1:  # one frame: the plain (B, ...) layout
                 batch = {k: v[:, 0] for k, v in batch.items()}
+        # Per-window figures an algorithm keeps in the episode (arrays "window/NAME"), at step t.
+        for key in [k for k in self.episodes[picks[0][0]].episode.arrays if k.startswith("window/")]:
+            batch[key.split("/", 1)[1]] = torch.from_numpy(np.stack(
+                [self.episodes[position].episode.arrays[key][t] for position, t in picks]))
         batch["action"] = torch.from_numpy(np.stack(actions))
         batch["label_mask"] = torch.from_numpy(np.stack(masks))
         batch["tokens"] = tokenize(instructions)
@@ -165,7 +176,87 @@ class OfflineOnlineMixSampler(GroupMixSampler):
         self.offline_fraction = offline_fraction
 
 
-SAMPLERS = {"uniform": UniformSampler, "offline_online_mix": OfflineOnlineMixSampler}
+class AdaptiveTaskSampler:
+    """Task-balanced online/offline mix whose online share follows each task's need.
+
+    SOP samples "a task-balanced mix of a growing online buffer and a fixed offline buffer" and
+    publishes no formula; this is ours. Each batch is split equally between the tasks that have
+    windows (so a task the fleet runs often cannot crowd out the others). Within task k, the
+    fraction drawn from fleet data (autonomous + intervention windows) is
+
+        f_k = clip(base + gain_fail * (1 - s_k) + gain_shift * d_k,  low, high)
+
+    s_k  the task's recent autonomous success: an exponential average (weight `success_alpha`)
+         of its fleet training episodes, where an episode counts as a success only if it
+         succeeded with no human step; `prior_success` before any outcome.
+    d_k  how much the task's online data is shifting: the share of its online windows that
+         arrived in the last `fresh_s` seconds (1.0 when all of it is new).
+
+    Defaults: base 0.2, gain_fail 0.6, gain_shift 0.3, clipped to [0.2, 0.8]. A failing task
+    with fresh data draws 80% of its share from the fleet; a mastered one with stale data
+    leans on its demonstrations (20% online), which keeps it from forgetting. A task without
+    online windows draws offline only, and one without demonstrations online only.
+    """
+
+    def __init__(self, base: float = 0.2, gain_fail: float = 0.6, gain_shift: float = 0.3,
+                 low: float = 0.2, high: float = 0.8, success_alpha: float = 0.1,
+                 prior_success: float = 0.5, fresh_s: float = 120.0, clock=time.monotonic):
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"need 0 <= low <= high <= 1, got low={low} high={high}")
+        self.base, self.gain_fail, self.gain_shift = base, gain_fail, gain_shift
+        self.low, self.high = low, high
+        self.success_alpha, self.prior_success = success_alpha, prior_success
+        self.fresh_s, self.clock = fresh_s, clock
+        self.success: dict[str, float] = {}
+        # Per task: (time, online windows) snapshots, one a second at most, for the shift term.
+        self._history: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+    def observe(self, task: str, success: bool) -> None:
+        """One finished fleet training episode of `task` (success: with no human step)."""
+        previous = self.success.get(task, self.prior_success)
+        self.success[task] = previous + self.success_alpha * (float(success) - previous)
+
+    def shift(self, task: str, online_windows: int) -> float:
+        now = self.clock()
+        history = self._history[task]
+        if not history or now - history[-1][0] >= 1.0:
+            history.append((now, online_windows))
+        while len(history) > 1 and history[1][0] <= now - self.fresh_s:
+            history.popleft()
+        before = history[0][1] if history[0][0] <= now - self.fresh_s else 0
+        return (online_windows - before) / online_windows if online_windows else 0.0
+
+    def online_fraction(self, task: str, online_windows: int, offline_windows: int) -> float:
+        if not online_windows:
+            return 0.0
+        if not offline_windows:
+            return 1.0
+        need = (self.base + self.gain_fail * (1.0 - self.success.get(task, self.prior_success))
+                + self.gain_shift * self.shift(task, online_windows))
+        return float(np.clip(need, self.low, self.high))
+
+    def fractions(self, index: WindowIndex) -> dict[str, float]:
+        """task -> its current online fraction (what `sample` uses; logged by the trainer)."""
+        return {task: self.online_fraction(task, len(pools.get("online", ())), len(pools.get("offline", ())))
+                for task, pools in sorted(index.by_task.items()) if pools.get("online") or pools.get("offline")}
+
+    def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        fractions = self.fractions(index)
+        if not fractions:
+            raise ValueError("no windows to sample")
+        tasks = list(fractions)
+        per_task = np.bincount(rng.integers(0, len(tasks), batch_size), minlength=len(tasks))
+        picks = []
+        for task, n in zip(tasks, per_task):
+            pools = index.by_task[task]
+            online = int(rng.binomial(n, fractions[task]))
+            for pool, count in (("online", online), ("offline", n - online)):
+                windows = pools.get(pool, ())
+                picks += [windows[i] for i in rng.integers(0, len(windows), count)] if count else []
+        return picks
+
+
+SAMPLERS = {"uniform": UniformSampler, "offline_online_mix": OfflineOnlineMixSampler, "adaptive": AdaptiveTaskSampler}
 
 
 def make_sampler(name: str) -> Sampler:

@@ -62,6 +62,9 @@ class TrainerConfig:
     publish_every_updates: int = 800
     publish_every_s: float = 60.0
     batch_size: int = 64
+    # After version 0, at most this many updates a second (None: as fast as the core allows).
+    # The scaling benchmark holds it equal for every fleet size, so only the data differs.
+    max_updates_per_s: float | None = None
     lr: float = 1e-3            # version 0, from scratch
     finetune_lr: float = 1e-3   # later versions, fine-tuning on demos + fleet data
     weight_decay: float = 1e-6
@@ -105,12 +108,13 @@ class Trainer:
         self.dp = DataParallel.current()  # rank 0 of 1 unless under torchrun (learner/distributed.py)
         self.reader = open_reader(config, self.dp)
         self.registry = open_registry(config.data_dir, config.redis_url) if config.data_dir else None
-        self.algorithm = make_algorithm(config.algorithm, use_autonomous_successes=config.use_autonomous_successes)
+        options = {"use_autonomous_successes": config.use_autonomous_successes} if config.algorithm == "hg_dagger" else {}
+        self.algorithm = make_algorithm(config.algorithm, **options)
         self.sampler = make_sampler(config.sampler)
         # Ranks draw different batches and noise; their first weights are rank 0's (broadcast).
         self.rng = np.random.default_rng(config.seed + self.dp.rank)
         torch.manual_seed(config.seed + self.dp.rank)
-        self.target = PolicyConfig(**config.policy_overrides)
+        self.target = PolicyConfig(**{**config.policy_overrides, **getattr(self.algorithm, "policy_overrides", {})})
         self.long_context = self.target.obs_steps > 1
         first = self._stage1_config() if self.long_context else self.target
         self.index = WindowIndex(horizon=first.horizon, past=first.past_tokens)
@@ -143,6 +147,8 @@ class Trainer:
                 continue
             if row["kind"] in ("training", "evaluation") and row["success"] and not row["human_steps"]:
                 self.untouched_successes[row["task"]].append(row)
+            if row["kind"] == "training" and hasattr(self.sampler, "observe"):  # the adaptive sampler's success term
+                self.sampler.observe(row["task"], bool(row["success"]) and not row["human_steps"])
             if row["kind"] != "demonstration" and not self.dp.owns(*key):
                 continue  # another rank learns from it
             if not self.algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"] or 0):
@@ -174,8 +180,9 @@ class Trainer:
     # -- model ---------------------------------------------------------------------------------
 
     def _stage1_config(self) -> PolicyConfig:
-        overrides = {**self.config.policy_overrides, "past_token_prediction": False, "ptp_past_tokens": 0,
-                     "verify_candidates": 1, **self.config.short_context}
+        overrides = {**self.config.policy_overrides, **getattr(self.algorithm, "policy_overrides", {}),
+                     "past_token_prediction": False, "ptp_past_tokens": 0, "verify_candidates": 1,
+                     **self.config.short_context}
         return PolicyConfig(**overrides)
 
     def _build_policy(self) -> None:
@@ -247,8 +254,16 @@ class Trainer:
         self.loss = self.dp.loss_function(self.policy, self.algorithm)  # under torchrun: rank 0's weights
         self.ema = copy.deepcopy(self.policy).eval()
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        if hasattr(self.algorithm, "extra_parameters"):  # e.g. RECAP's value network
+            trainable += self.algorithm.extra_parameters(self.policy)
         self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr,
                                            betas=(0.9, 0.95), weight_decay=self.config.weight_decay)
+
+    def relabel(self) -> dict[str, float]:
+        """Lets the algorithm recompute its labels (RECAP's advantages); {} for those without."""
+        if not hasattr(self.algorithm, "relabel") or self.policy is None or not self.index.episodes:
+            return {}
+        return self.algorithm.relabel(self.index, self.policy, cached=self.cache is not None)
 
     def train_step(self) -> dict[str, float]:
         picks = self.sampler.sample(self.index, self.config.batch_size, self.rng)
@@ -272,6 +287,7 @@ class Trainer:
         weights themselves, not a lagging average of them.
         """
         losses = []
+        self.relabel()
         for i in range(updates):
             losses.append(self.train_step()["denoise_loss"])
             if (i + 1) % 100 == 0:
@@ -307,6 +323,8 @@ class Trainer:
         info = {"updates": self.updates, "algorithm": self.algorithm.name, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
                 **figures}
+        if hasattr(self.sampler, "fractions"):  # the adaptive sampler: each task's online share now
+            info["online_fraction"] = self.sampler.fractions(self.index)
         bank = self.reference_bank()
         info["float"] = self.float_calibration(bank)
         save_checkpoint(self.registry.checkpoint_dir(self.version), self.ema, self.version, info=info,
@@ -377,8 +395,10 @@ class Trainer:
             if refresh_due:
                 added = self.refresh()
                 last_refresh = now
+                labels = self.relabel()
                 if added:
-                    log.info("loaded %d new windows (%d total)", added, len(self.index.windows))
+                    log.info("loaded %d new windows (%d total)%s", added, len(self.index.windows),
+                             "".join(f", {k} {v:.3g}" for k, v in labels.items()))
             if closed:
                 if self.updates > updates_at_publish:  # the last version carries every update made
                     self.publish("last version of the publishing window", {"denoise_loss": float(np.mean(losses[-100:]))})
@@ -390,7 +410,10 @@ class Trainer:
             if due and new_data and not closing:
                 self.publish("HG-DAgger update", {"denoise_loss": float(np.mean(losses[-100:]))})
                 last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
+            step_started = time.time()
             losses.append(self.train_step()["denoise_loss"])
+            if c.max_updates_per_s:  # paced (no catching up after a slow spell): the same rate for any fleet size
+                time.sleep(max(0.0, step_started + 1.0 / c.max_updates_per_s - time.time()))
 
 
 def run_trainer(config: TrainerConfig, should_stop) -> None:

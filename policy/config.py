@@ -47,6 +47,10 @@ class PolicyConfig:
     # "sample": the head predicts the clean action chunk (x0); "epsilon": the added noise.
     # x0-prediction fits small datasets in far fewer updates, which is what a CPU can afford.
     prediction: str = "sample"
+    # RECAP (learner/algorithms/recap.py): the head also sees an advantage indicator (0 none,
+    # 1 negative, 2 positive), learned with conditioning dropout; inference uses `deploy_advantage`.
+    advantage_conditioned: bool = False
+    deploy_advantage: int = 2
 
     def __post_init__(self):
         if self.obs_steps < 1 or self.horizon < self.obs_steps + self.n_action_steps - 1:

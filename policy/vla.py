@@ -50,6 +50,9 @@ class VLAPolicy(nn.Module):
         self.word_embedding = nn.Embedding(len(c.vocab) + 2, c.d_model, padding_idx=_PAD)
         self.camera_encoders = nn.ModuleDict({cam: CameraEncoder(c.d_model, c.keypoints) for cam in c.cameras})
         self.state_in = nn.Sequential(nn.Linear(c.state_dim, c.d_model), nn.Mish(), nn.Linear(c.d_model, c.d_model))
+        # RECAP: an advantage indicator (0 none, 1 negative, 2 positive) added to the text token.
+        # Outside the encoder, so it trains with the head on cached embeddings too.
+        self.advantage_embedding = nn.Embedding(3, c.d_model) if c.advantage_conditioned else None
         self.head = DiffusionTransformerHead(c.action_dim, c.horizon, c.d_model, c.n_heads, c.n_layers, c.obs_steps)
         self.state_norm = state_norm or Normalizer.identity(c.state_dim)
         self.action_norm = action_norm or Normalizer.identity(c.action_dim)
@@ -93,11 +96,23 @@ class VLAPolicy(nn.Module):
         width = max(len(row) for row in ids)
         return torch.tensor([row + [_PAD] * (width - len(row)) for row in ids], dtype=torch.long)
 
-    def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L) word ids -> (B, d_model): the mean word embedding."""
+    def embed_text(self, tokens: torch.Tensor, advantage: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) word ids -> (B, d_model): the mean word embedding, plus for an advantage-
+        conditioned policy the indicator's embedding (`advantage` (B,), by default the
+        deployment value: robots run the policy conditioned on "positive")."""
+        return self.condition(self._words(tokens), advantage)
+
+    def _words(self, tokens: torch.Tensor) -> torch.Tensor:
         words = self.word_embedding(tokens)
         present = (tokens != _PAD).float().unsqueeze(-1)
         return (words * present).sum(1) / present.sum(1).clamp(min=1)
+
+    def condition(self, text: torch.Tensor, advantage: torch.Tensor | None) -> torch.Tensor:
+        if self.advantage_embedding is None:
+            return text
+        if advantage is None:
+            advantage = torch.full((text.shape[0],), self.config.deploy_advantage, dtype=torch.long)
+        return text + self.advantage_embedding(advantage.long())
 
     def embed_frames(self, images: dict[str, torch.Tensor], state: torch.Tensor, augment: bool = False) -> torch.Tensor:
         """N frames -> (N, F, d_model): images "camera" -> (N, H, W, 3) uint8, state (N, state_dim)."""
@@ -129,7 +144,8 @@ class VLAPolicy(nn.Module):
     def _observation(self, batch: dict[str, torch.Tensor], augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
             frames = self.batch_frames(batch, augment)
-            text = self.embed_text(batch["tokens"])
+            text = self._words(batch["tokens"])
+        text = self.condition(text, batch.get("advantage"))
         if frames.shape[1] != self.config.obs_steps:
             raise ValueError(f"the batch holds {frames.shape[1]} frames per sample; this policy takes "
                              f"obs_steps = {self.config.obs_steps}")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from learner.algorithms.base import Algorithm
 from learner.algorithms.hg_dagger import HGDagger, HGDaggerConfig
+from learner.algorithms.recap import Recap, RecapConfig
 
-ALGORITHMS: dict[str, type] = {"hg_dagger": HGDagger}
+ALGORITHMS: dict[str, type] = {"hg_dagger": HGDagger, "recap": Recap}
 
 
 def make_algorithm(name: str, **overrides) -> Algorithm:
@@ -17,7 +18,9 @@ def make_algorithm(name: str, **overrides) -> Algorithm:
         raise ValueError(f"unknown algorithm {name!r}; known: {sorted(ALGORITHMS)}")
     if name == "hg_dagger":
         return HGDagger(HGDaggerConfig(**overrides))
+    if name == "recap":
+        return Recap(RecapConfig(**overrides))
     return ALGORITHMS[name](**overrides)
 
 
-__all__ = ["Algorithm", "ALGORITHMS", "make_algorithm", "HGDagger", "HGDaggerConfig"]
+__all__ = ["Algorithm", "ALGORITHMS", "make_algorithm", "HGDagger", "HGDaggerConfig", "Recap", "RecapConfig"]

@@ -21,4 +21,11 @@ class Algorithm(Protocol):
         """Bool per step: may this step's executed action be a training label?"""
 
     def loss(self, policy: VLAPolicy, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss to minimise on one sampled batch, plus named figures to log."""
+        """Loss to minimise on one sampled batch, plus named figures to log ("denoise_loss" among them)."""
+
+
+# Optional, where an algorithm needs them (RECAP does; the trainer checks with getattr):
+#   policy_overrides: dict              PolicyConfig fields the algorithm's policy must have
+#   extra_parameters(policy) -> list    more trainable parameters for the trainer's optimizer
+#   relabel(index, policy, cached)      recompute per-step labels once data or models moved;
+#                                       returns named figures to log

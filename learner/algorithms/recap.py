@@ -1,0 +1,175 @@
+"""RECAP (pi*0.6; ALGORITHMS.md section 5) as a fleet learner algorithm.
+
+Every stored step is a label (autonomous successes and failures, interventions, demonstrations),
+but the policy learns p(action | observation, instruction, advantage indicator):
+
+  value       one distributional value network for all tasks (conditioned on the instruction),
+              `bins` atoms on [-1, 0], trained by cross-entropy against the two-hot projection
+              of the step's Monte-Carlo return normalised per task (recap_labels.py)
+  advantage   A_t = n-step normalised return + V(o_{t+n}) - V(o_t), binarised per task at the
+              70th percentile; steps a human chose (interventions, demonstrations) are positive
+  policy      the usual denoising loss with the indicator (1 negative, 2 positive) added to the
+              text token; with probability `dropout` it is replaced by 0 ("none"), so the
+              unconditioned policy is learned too. Robots run it conditioned on positive
+              (PolicyConfig.deploy_advantage).
+
+The value network reads the policy's own frame and instruction embeddings, detached: it never
+shapes the encoder, and it costs one small MLP per batch. It trains with the policy (its loss is
+added to the batch's). Advantages are recomputed by `relabel`, which the trainer calls after
+each refresh: values of newly added episodes are computed in full, plus a rotating share of the
+older ones, so the labels follow the value network as it learns without a pass over the whole
+store each time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learner.algorithms.hg_dagger import HUMAN_SOURCES
+from learner.algorithms.recap_labels import binarise, n_step_advantages, returns_to_go, step_rewards, task_norm
+from learner.store import EpisodeArrays
+from policy import VLAPolicy
+
+NEGATIVE, POSITIVE = 1, 2  # the policy's advantage indicator; 0 is "none" (conditioning dropout)
+
+
+@dataclass
+class RecapConfig:
+    failure_penalty: float = -100.0  # added to the last step's reward of a failed episode
+    n_step: int = 10                 # the advantage's lookahead
+    percentile: float = 70.0         # per task: advantages at or above it are positive
+    dropout: float = 0.3             # conditioning dropout
+    bins: int = 201                  # atoms of the distributional value
+    value_weight: float = 1.0
+    revalue_per_relabel: int = 32    # older episodes whose values are recomputed per relabel
+
+
+class ValueNet(nn.Module):
+    """(current frame's embedding tokens, instruction embedding) -> logits over `bins` returns."""
+
+    def __init__(self, d_model: int, frame_tokens: int, bins: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear((frame_tokens + 1) * d_model, hidden), nn.Mish(),
+                                 nn.Linear(hidden, hidden), nn.Mish(), nn.Linear(hidden, bins))
+        self.register_buffer("support", torch.linspace(-1.0, 0.0, bins))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+    def expected(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(-1) @ self.support
+
+
+def two_hot(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """(B,) values in [support[0], support[-1]] -> (B, bins) weights on the two nearest atoms."""
+    values = values.clamp(float(support[0]), float(support[-1]))
+    step = float(support[1] - support[0])
+    position = (values - support[0]) / step
+    lower = position.floor().long().clamp(0, len(support) - 2)
+    upper_weight = (position - lower.float()).clamp(0.0, 1.0)
+    target = torch.zeros(values.shape[0], len(support))
+    target.scatter_(1, lower.unsqueeze(1), (1.0 - upper_weight).unsqueeze(1))
+    target.scatter_add_(1, (lower + 1).unsqueeze(1), upper_weight.unsqueeze(1))
+    return target
+
+
+def value_features(policy: VLAPolicy, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The value network's input, detached: the current frame's tokens and the words' mean."""
+    with torch.no_grad():
+        frames = policy.batch_frames(batch, augment=False)[:, -1].flatten(1)
+        return torch.cat([frames, policy._words(batch["tokens"])], dim=1).float()
+
+
+class Recap:
+    name = "recap"
+    policy_overrides = {"advantage_conditioned": True, "deploy_advantage": POSITIVE}
+
+    def __init__(self, config: RecapConfig | None = None):
+        self.config = config or RecapConfig()
+        self.value: ValueNet | None = None
+        self._cursor = 0  # where the rotating re-valuation goes on
+
+    # -- which data, which labels --------------------------------------------------------------
+
+    def wants_episode(self, kind: str, success: bool, human_steps: int) -> bool:
+        return kind != "evaluation"  # evaluation seeds measure versions; training on them would leak
+
+    def step_labels(self, episode: EpisodeArrays) -> np.ndarray:
+        """Every step is a label. Also attaches the episode's returns and provisional per-step
+        figures (the indicator from the human mask alone) until `relabel` computes advantages."""
+        n = episode.num_steps
+        returns = returns_to_go(step_rewards(n, episode.success, self.config.failure_penalty))
+        human = np.isin(episode.arrays["source"], HUMAN_SOURCES)
+        episode.arrays["recap/return"] = returns
+        episode.arrays["recap/value"] = np.full(n, np.nan)
+        episode.arrays["window/value_target"] = (returns / task_norm([returns])).astype(np.float32)
+        episode.arrays["window/advantage"] = np.where(human, POSITIVE, NEGATIVE).astype(np.int64)
+        return np.ones(n, bool)
+
+    # -- the value network ---------------------------------------------------------------------
+
+    def extra_parameters(self, policy: VLAPolicy) -> list[nn.Parameter]:
+        """Trained with the policy, by the same optimizer (built for this policy's shape)."""
+        c = policy.config
+        if self.value is None:
+            self.value = ValueNet(c.d_model, c.frame_tokens, self.config.bins)
+        return list(self.value.parameters())
+
+    @torch.no_grad()
+    def episode_values(self, index, position: int, policy: VLAPolicy, cached: bool) -> np.ndarray:
+        n = len(index.episodes[position].labels)
+        values = []
+        for start in range(0, n, 128):
+            picks = [(position, t) for t in range(start, min(n, start + 128))]
+            batch = index.batch(picks, policy.config.cameras, policy.tokenize, cached=cached)
+            values.append(self.value.expected(self.value(value_features(policy, batch))).numpy())
+        return np.concatenate(values).astype(np.float64)
+
+    def relabel(self, index, policy: VLAPolicy, cached: bool = False) -> dict[str, float]:
+        """Recomputes values where due, then every task's advantages and indicators."""
+        if self.value is None:
+            self.extra_parameters(policy)
+        items = index.episodes
+        due = [p for p, item in enumerate(items) if np.isnan(item.episode.arrays["recap/value"]).any()]
+        older = [p for p in range(len(items)) if p not in set(due)]
+        for _ in range(min(self.config.revalue_per_relabel, len(older))):
+            due.append(older[self._cursor % len(older)])
+            self._cursor += 1
+        for position in due:
+            items[position].episode.arrays["recap/value"] = self.episode_values(index, position, policy, cached)
+        by_task: dict[str, list[int]] = {}
+        for position, item in enumerate(items):
+            by_task.setdefault(item.episode.task, []).append(position)
+        positive, total = 0, 0
+        for positions in by_task.values():
+            arrays = [items[p].episode.arrays for p in positions]
+            norm = task_norm([a["recap/return"] for a in arrays])
+            advantages = [n_step_advantages(a["recap/return"], a["recap/value"], norm, self.config.n_step)
+                          for a in arrays]
+            humans = [np.isin(a["source"], HUMAN_SOURCES) for a in arrays]
+            for a, label in zip(arrays, binarise(advantages, humans, self.config.percentile)):
+                a["window/value_target"] = (a["recap/return"] / norm).astype(np.float32)
+                a["window/advantage"] = np.where(label, POSITIVE, NEGATIVE).astype(np.int64)
+                positive += int(label.sum())
+                total += len(label)
+        return {"positive_share": positive / max(total, 1), "revalued_episodes": len(due)}
+
+    # -- the loss ------------------------------------------------------------------------------
+
+    def loss(self, policy: VLAPolicy, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.value is None:
+            self.extra_parameters(policy)
+        indicator = batch["advantage"]
+        dropped = torch.rand(indicator.shape) < self.config.dropout
+        conditioned = {**batch, "advantage": torch.where(dropped, torch.zeros_like(indicator), indicator)}
+        denoise = policy.compute_loss(conditioned)
+        logits = self.value(value_features(policy, batch))
+        target = two_hot(batch["value_target"].float(), self.value.support)
+        value_loss = -(target * F.log_softmax(logits, -1)).sum(-1).mean()
+        return denoise + self.config.value_weight * value_loss, {
+            "denoise_loss": float(denoise.detach()), "value_loss": float(value_loss.detach())}
