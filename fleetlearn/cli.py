@@ -40,7 +40,7 @@ def _trainer_settings(args) -> dict:
                    use_autonomous_successes=args.use_autonomous_successes,
                    tasks=tuple(args.tasks.split(",")) if args.tasks else None,
                    policy_overrides=POLICY_PRESETS[args.policy], head_updates=args.head_updates,
-                   batch_size=args.batch_size, max_updates_per_s=args.max_updates_per_s)
+                   batch_size=args.batch_size, max_updates_per_s=args.max_updates_per_s, seed=args.trainer_seed)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     if args.algorithm == "rl_co":
@@ -388,6 +388,7 @@ def _trainer_flags(p: argparse.ArgumentParser) -> None:
                    help="offline_online_mix: a fixed 50/50 mix of demonstrations and fleet data; adaptive: "
                         "task-balanced, each task's online share rising with its failures and fresh data "
                         "(learner/samplers.py); uniform: every window alike")
+    p.add_argument("--trainer-seed", type=int, default=0, help="the trainer's sampling and noise seed")
     p.add_argument("--max-updates-per-s", type=float,
                    help="cap the trainer's update rate after version 0 (benchmarks: the same rate for every fleet size)")
     p.add_argument("--use-autonomous-successes", action="store_true",

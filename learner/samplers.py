@@ -235,13 +235,13 @@ class AdaptiveTaskSampler:
                 + self.gain_shift * self.shift(task, online_windows))
         return float(np.clip(need, self.low, self.high))
 
-    def fractions(self, index: WindowIndex) -> dict[str, float]:
+    def online_fractions(self, index: WindowIndex) -> dict[str, float]:
         """task -> its current online fraction (what `sample` uses; logged by the trainer)."""
         return {task: self.online_fraction(task, len(pools.get("online", ())), len(pools.get("offline", ())))
                 for task, pools in sorted(index.by_task.items()) if pools.get("online") or pools.get("offline")}
 
     def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-        fractions = self.fractions(index)
+        fractions = self.online_fractions(index)
         if not fractions:
             raise ValueError("no windows to sample")
         tasks = list(fractions)

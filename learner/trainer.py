@@ -246,6 +246,8 @@ class Trainer:
             self.policy.freeze_encoder()
             self.cache = EmbeddingCache(self.policy, self.config.data_dir)
             self.index = WindowIndex(horizon=self.policy.config.horizon, past=self.policy.config.past_tokens)
+        if hasattr(self.algorithm, "restore"):  # e.g. RECAP's value network
+            self.algorithm.restore(checkpoint.artifacts, self.policy)
         self._reset_optimizer()
         log.info("resumed from version %d (%d updates)", version, self.updates)
 
@@ -323,12 +325,13 @@ class Trainer:
         info = {"updates": self.updates, "algorithm": self.algorithm.name, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
                 **figures}
-        if hasattr(self.sampler, "fractions"):  # the adaptive sampler: each task's online share now
-            info["online_fraction"] = self.sampler.fractions(self.index)
+        if hasattr(self.sampler, "online_fractions"):  # the adaptive sampler: each task's online share now
+            info["online_fraction"] = self.sampler.online_fractions(self.index)
         bank = self.reference_bank()
         info["float"] = self.float_calibration(bank)
+        artifacts = {"float_bank": bank.as_arrays(), **(self.algorithm.artifacts() if hasattr(self.algorithm, "artifacts") else {})}
         save_checkpoint(self.registry.checkpoint_dir(self.version), self.ema, self.version, info=info,
-                        artifacts={"float_bank": bank.as_arrays()})
+                        artifacts=artifacts)
         self.registry.add(self.version, info)
         self.registry.publish(self.version, note=note)
         log.info("published version %d (%s; %d updates, %d windows)", self.version, note, self.updates,

@@ -75,6 +75,11 @@ def test_relabel_is_the_hand_checked_arithmetic_on_the_value_networks_values():
             assert (a["window/advantage"][h] == POSITIVE).all(), "a human step must be positive"
             assert a["window/value_target"] == pytest.approx(a["recap/return"] / norm)
             assert a["window/value_target"].min() >= -1.0 and a["window/value_target"].max() <= 0.0
+    # The value network travels with each version: a restarted learner values steps the same.
+    resumed = make_algorithm("recap", n_step=3)
+    resumed.restore(recap.artifacts(), policy)
+    assert resumed.episode_values(index, 1, policy, cached=False) == pytest.approx(
+        recap.episode_values(index, 1, policy, cached=False))
     # About the top 30% of each task's steps are positive (ties and human steps add to it).
     left = np.concatenate([index.episodes[p].episode.arrays["window/advantage"] for p in (0, 1)])
     assert 0.3 <= (left == POSITIVE).mean() < 0.8
@@ -170,7 +175,7 @@ def test_adaptive_sampler_balances_tasks_and_follows_need():
         sampler.observe("right", False)
     now[0] = 200.0
     index.add(LabelledEpisode(_episode("right", ["intervention"] * 10, False), np.ones(10, bool), online=True))
-    fractions = sampler.fractions(index)
+    fractions = sampler.online_fractions(index)
     # Success ~1 and no fresh data: down to the base, 0.2; demonstrations keep it from forgetting.
     assert fractions["left"] == pytest.approx(0.2, abs=1e-2)
     assert fractions["right"] == pytest.approx(0.8)  # clipped at the ceiling
@@ -178,7 +183,7 @@ def test_adaptive_sampler_balances_tasks_and_follows_need():
     assert left_online == pytest.approx(0.2, abs=0.03) and right_online == pytest.approx(0.8, abs=0.03)
     # A task with no fleet data yet draws demonstrations only.
     index.add(LabelledEpisode(_episode("up", ["offline_demo"] * 5, True), np.ones(5, bool), online=False))
-    assert sampler.fractions(index)["up"] == 0.0
+    assert sampler.online_fractions(index)["up"] == 0.0
 
 
 def test_recap_runs_in_the_fleet_loop(learner_thread, tmp_path):

@@ -29,3 +29,5 @@ class Algorithm(Protocol):
 #   extra_parameters(policy) -> list    more trainable parameters for the trainer's optimizer
 #   relabel(index, policy, cached)      recompute per-step labels once data or models moved;
 #                                       returns named figures to log
+#   artifacts() / restore(artifacts, policy)
+#                                       state saved with each version and read back on resume

@@ -120,6 +120,17 @@ class Recap:
             self.value = ValueNet(c.d_model, c.frame_tokens, self.config.bins)
         return list(self.value.parameters())
 
+    def artifacts(self) -> dict[str, dict[str, np.ndarray]]:
+        """The value network, saved with each version so a restarted learner resumes it."""
+        if self.value is None:
+            return {}
+        return {"recap_value": {k: v.detach().numpy().copy() for k, v in self.value.state_dict().items()}}
+
+    def restore(self, artifacts: dict[str, dict[str, np.ndarray]], policy: VLAPolicy) -> None:
+        self.extra_parameters(policy)
+        if "recap_value" in artifacts:
+            self.value.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in artifacts["recap_value"].items()})
+
     @torch.no_grad()
     def episode_values(self, index, position: int, policy: VLAPolicy, cached: bool) -> np.ndarray:
         n = len(index.episodes[position].labels)
