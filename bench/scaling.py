@@ -231,6 +231,7 @@ class FleetRun:
         self.learner = _learner(self.data, port, [
             "--algorithm", s.algorithm, "--sampler", s.sampler, "--operators", str(max(1, s.robots // 2)),
             "--max-updates-per-s", str(a.updates_per_s), "--publish-every-s", str(a.publish_every_s),
+            "--ema-decay", str(a.ema_decay),
             "--publish-every-updates", "1000000", "--tasks", ",".join(s.tasks), "--trainer-seed", str(s.seed)],
             self.logs, self.env, "fleet")
         self.robots = [_fleet(["robot", "--sim", ",".join(s.tasks), "--learner", f"127.0.0.1:{port}",
@@ -364,6 +365,7 @@ def summarise(results: list[dict], args) -> dict:
     sizes = sorted({r["robots"] for r in scaling})
     by_n = {n: [r for r in scaling if r["robots"] == n] for n in sizes}
     figures: dict = {"target": args.target, "tasks": args.tasks, "updates_per_s_cap": args.updates_per_s,
+                     "ema_decay": getattr(args, "ema_decay", None),
                      "publish_every_s": args.publish_every_s, "cap_minutes": args.cap_minutes,
                      "eval_seeds_per_task": args.eval_seeds, "demos_per_task": args.demos}
     time_to = {str(n): _median([r["time_to_target_s"] for r in runs]) for n, runs in by_n.items()}
@@ -439,7 +441,9 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--target", type=float, default=0.6, help="success rate that ends a run")
     parser.add_argument("--eval-seeds", type=int, default=20, help="fixed evaluation seeds per task")
     parser.add_argument("--updates-per-s", type=float, default=4.0, help="the trainer's cap, equal for every N")
-    parser.add_argument("--publish-every-s", type=float, default=45.0)
+    parser.add_argument("--publish-every-s", type=float, default=30.0)
+    parser.add_argument("--ema-decay", type=float, default=0.999,
+                        help="the trainer's weight average; its lag (~1 / (1 - d) updates) is the same for every N")
     parser.add_argument("--cap-minutes", type=float, default=20.0)
     parser.add_argument("--parts", default="scaling,algorithms,samplers")
     parser.add_argument("--compare-robots", type=int, default=2, help="fleet size of the HG-DAgger/RECAP runs")

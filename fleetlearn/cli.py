@@ -40,7 +40,8 @@ def _trainer_settings(args) -> dict:
                    use_autonomous_successes=args.use_autonomous_successes,
                    tasks=tuple(args.tasks.split(",")) if args.tasks else None,
                    policy_overrides=POLICY_PRESETS[args.policy], head_updates=args.head_updates,
-                   batch_size=args.batch_size, max_updates_per_s=args.max_updates_per_s, seed=args.trainer_seed)
+                   batch_size=args.batch_size, max_updates_per_s=args.max_updates_per_s, seed=args.trainer_seed,
+                   ema_decay=args.ema_decay)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     if args.algorithm == "rl_co":
@@ -389,6 +390,8 @@ def _trainer_flags(p: argparse.ArgumentParser) -> None:
                         "task-balanced, each task's online share rising with its failures and fresh data "
                         "(learner/samplers.py); uniform: every window alike")
     p.add_argument("--trainer-seed", type=int, default=0, help="the trainer's sampling and noise seed")
+    p.add_argument("--ema-decay", type=float, default=0.999,
+                   help="decay of the weights' moving average that robots run (about 1 / (1 - d) updates of lag)")
     p.add_argument("--max-updates-per-s", type=float,
                    help="cap the trainer's update rate after version 0 (benchmarks: the same rate for every fleet size)")
     p.add_argument("--use-autonomous-successes", action="store_true",

@@ -37,6 +37,10 @@ from torch.nn.parallel import DistributedDataParallel
 log = logging.getLogger("fleetlearn.distributed")
 
 
+
+class LeaseHeld(RuntimeError):
+    """Another trainer holds the store's trainer lease (learner/redis_plane.py)."""
+
 class _Loss(torch.nn.Module):
     """The algorithm's loss as a module's forward, which is what DistributedDataParallel wraps."""
 

@@ -44,6 +44,7 @@ from safetensors.numpy import load_file
 from fleet.v1 import fleet_pb2 as pb
 from fleetlearn.wire import PROTO_TO_KIND
 from learner.control import ControlError, FleetControl, RobotNotConnected
+from learner.distributed import LeaseHeld
 from learner.store import EpisodeArrays, chunk_summary
 from learner.versions import Publication
 
@@ -315,10 +316,6 @@ class RedisVersionRegistry:
 
     def close(self) -> None:
         self.client.close()
-
-
-class LeaseHeld(RuntimeError):
-    """Another trainer holds the store's trainer lease."""
 
 
 class TrainerLease:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from learner.algorithms import make_algorithm
-from learner.distributed import DataParallel, policy_from_spec, policy_spec, write_rank_status
+from learner.distributed import DataParallel, LeaseHeld, policy_from_spec, policy_spec, write_rank_status
 from learner.embeddings import EmbeddingCache
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
 from learner.store import EpisodeArrays, StoreReader
@@ -443,8 +443,6 @@ def trainer_main(config: TrainerConfig, stop_event) -> None:
     """Entry point of the spawned trainer process."""
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    from learner.redis_plane import LeaseHeld
-
     try:
         run_trainer(config, stop_event.is_set)
     except LeaseHeld as exc:  # another trainer's store: this learner serves without training (exit 0)
