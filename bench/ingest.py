@@ -208,7 +208,7 @@ def main(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     print(f"ingest: {args.robots} robots x {args.seconds:g} s into the learner (SQLite + fsync)...", flush=True)
     stored = run_arm("learner", args.robots, args.seconds, args.inflight, args.steps_per_chunk)
-    print(f"ingest: same clients against a bare gRPC server (no storage)...", flush=True)
+    print("ingest: same clients against a bare gRPC server (no storage)...", flush=True)
     bare = run_arm("bare", args.robots, args.seconds, args.inflight, args.steps_per_chunk)
     figures = {
         "robots": args.robots,

@@ -365,7 +365,7 @@ def summarise(results: list[dict], args) -> dict:
     sizes = sorted({r["robots"] for r in scaling})
     by_n = {n: [r for r in scaling if r["robots"] == n] for n in sizes}
     figures: dict = {"target": args.target, "tasks": args.tasks, "updates_per_s_cap": args.updates_per_s,
-                     "ema_decay": getattr(args, "ema_decay", None),
+                     "ema_decay": getattr(args, "ema_decay", None), "compare_robots": args.compare_robots,
                      "publish_every_s": args.publish_every_s, "cap_minutes": args.cap_minutes,
                      "eval_seeds_per_task": args.eval_seeds, "demos_per_task": args.demos}
     time_to = {str(n): _median([r["time_to_target_s"] for r in runs]) for n, runs in by_n.items()}
@@ -413,18 +413,22 @@ def plot(figures: dict, path: str) -> None:
     fig, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4), squeeze=False)
     for ax, (part, key, label) in zip(axes[0], present):
         colours = {}
-        for r in (r for r in runs if r["part"] == part):
+        # The HG-DAgger arm of the algorithm comparison is the scaling run at the comparison's size.
+        members = [r for r in runs if r["part"] == part or (
+            part == "algorithms" and r["part"] == "scaling" and r["robots"] == figures.get("compare_robots")
+            and r["algorithm"] == "hg_dagger")]
+        for r in sorted(members, key=lambda r: (str(r[key]), r["seed"])):
+            first = r[key] not in colours
             colour = colours.setdefault(r[key], f"C{len(colours)}")
             t, _, success = zip(*r["curve"])
             ax.step(np.array(t) / 60, success, where="post", color=colour, alpha=0.8,
-                    label=label.format(r[key]) if r[key] not in ax.get_legend_handles_labels()[1] else None)
+                    label=label.format(r[key]) if first else None)
             ax.plot(np.array(t) / 60, success, "o", color=colour, ms=3)
         ax.axhline(figures["target"], color="grey", ls="--", lw=1)
         ax.set_xlabel("minutes since the robots started")
         ax.set_ylabel("evaluated success")
         ax.set_title(part)
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend([h for h, lab in zip(handles, labels) if lab], [lab for lab in labels if lab], fontsize=8)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

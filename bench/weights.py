@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import tempfile
-import threading
 import time
 from pathlib import Path
 

@@ -8,7 +8,6 @@ from the repository root (no imports from conftest at module level).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path

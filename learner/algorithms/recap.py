@@ -46,7 +46,7 @@ class RecapConfig:
     dropout: float = 0.3             # conditioning dropout
     bins: int = 201                  # atoms of the distributional value
     value_weight: float = 1.0
-    revalue_per_relabel: int = 32    # older episodes whose values are recomputed per relabel
+    revalue_per_relabel: int = 8     # older episodes whose values are recomputed per relabel
 
 
 class ValueNet(nn.Module):
