@@ -246,6 +246,7 @@ class FleetRun:
         self.published: dict[int, float] = {0: 0.0}  # version -> seconds after the start
         self.updates: dict[int, int] = {}
         self.reached: int | None = None
+        self.closing = False  # past the cap: no version is evaluated after the one in hand
         self.done = False
         self.last_report = 0.0
 
@@ -273,21 +274,24 @@ class FleetRun:
         finished = self.evaluator.collect()
         if finished is not None and self.evaluator.results[finished] >= self.args.target and self.reached is None:
             self.reached = finished
-        if self.evaluator.pending is None and self.reached is None:
-            waiting = [v for v in self.published if v not in self.evaluator.results]
+        elapsed = time.time() - self.started
+        cap_s = self.args.cap_minutes * 60
+        if self.evaluator.pending is None and self.reached is None and not self.closing:
+            # Versions published within the cap count; past it, the newest of them is the last one evaluated.
+            waiting = [v for v, at in self.published.items() if v not in self.evaluator.results and at <= cap_s]
+            self.closing = elapsed > cap_s
             if waiting:
                 from learner.versions import VersionRegistry
 
                 registry = VersionRegistry(self.data)
                 self.evaluator.submit(max(waiting), registry.checkpoint_dir(max(waiting)))
                 registry.close()
-        elapsed = time.time() - self.started
         if time.time() - self.last_report > 30:
             self.last_report = time.time()
             curve = " ".join(f"v{v}:{self.evaluator.results[v]:.0%}" for v in sorted(self.evaluator.results))
             print(f"  {self.spec.name}: {elapsed / 60:4.1f} min, latest v{max(self.published)}, evaluated {curve}",
                   flush=True)
-        if self.reached is not None or (elapsed > self.args.cap_minutes * 60 and self.evaluator.pending is None):
+        if self.reached is not None or (self.closing and self.evaluator.pending is None):
             self.finish()
 
     def finish(self) -> None:

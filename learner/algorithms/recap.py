@@ -147,7 +147,8 @@ class Recap:
             self.extra_parameters(policy)
         items = index.episodes
         due = [p for p, item in enumerate(items) if np.isnan(item.episode.arrays["recap/value"]).any()]
-        older = [p for p in range(len(items)) if p not in set(due)]
+        fresh = set(due)
+        older = [p for p in range(len(items)) if p not in fresh]
         for _ in range(min(self.config.revalue_per_relabel, len(older))):
             due.append(older[self._cursor % len(older)])
             self._cursor += 1
