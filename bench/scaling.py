@@ -446,7 +446,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--tasks", default="reach", help="the scaling and algorithm runs' task set")
     parser.add_argument("--demos", type=int, default=12, help="demonstrations per task for the initial policy")
     parser.add_argument("--bootstrap-updates", type=int, default=2000)
-    parser.add_argument("--target", type=float, default=0.6, help="success rate that ends a run")
+    parser.add_argument("--target", type=float, default=0.3, help="success rate that ends a run")
     parser.add_argument("--eval-seeds", type=int, default=20, help="fixed evaluation seeds per task")
     parser.add_argument("--updates-per-s", type=float, default=4.0, help="the trainer's cap, equal for every N")
     parser.add_argument("--publish-every-s", type=float, default=30.0)
