@@ -457,6 +457,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--compare-robots", type=int, default=2, help="fleet size of the HG-DAgger/RECAP runs")
     parser.add_argument("--sampler-tasks", default="reach,press_button,push_cube")
     parser.add_argument("--sampler-robots", type=int, default=4)
+    parser.add_argument("--sampler-arms", default="offline_online_mix,adaptive", help="the samplers compared")
     parser.add_argument("--sampler", default="offline_online_mix", help="the sampler of the scaling runs")
     parser.add_argument("--concurrent", type=int, default=1, help="runs at the same time (a machine with cores to spare)")
     parser.add_argument("--workers", type=int, default=1, help="evaluation processes")
@@ -483,7 +484,7 @@ def main(argv: list[str]) -> dict:
     if "samplers" in parts:
         multi = tuple(args.sampler_tasks.split(","))
         specs += [RunSpec("samplers", args.sampler_robots, seed, "hg_dagger", sampler, multi)
-                  for seed in seeds for sampler in ("offline_online_mix", "adaptive")]
+                  for seed in seeds for sampler in args.sampler_arms.split(",")]
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "PYTHONUNBUFFERED": "1"}
     root = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="fleet-scaling-"))
     root.mkdir(parents=True, exist_ok=True)

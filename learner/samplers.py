@@ -194,8 +194,13 @@ class AdaptiveTaskSampler:
 
     Defaults: base 0.2, gain_fail 0.6, gain_shift 0.3, clipped to [0.2, 0.8]. A failing task
     with fresh data draws 80% of its share from the fleet; a mastered one with stale data
-    leans on its demonstrations (20% online), which keeps it from forgetting. A task without
-    online windows draws offline only, and one without demonstrations online only.
+    leans on its demonstrations (20% online), which keeps it from forgetting.
+
+    While fleet data is scarce, f_k is also held to at most its share of the task's windows,
+    online / (online + offline) (but never below `low`): a first run without that bound drew
+    80% of every batch from the first few intervention segments, since at the start all fleet
+    data is fresh, and unlearned a task the demonstrations had taught (docs/BENCHMARKS.md). A
+    task without online windows draws offline only, and one without demonstrations online only.
     """
 
     def __init__(self, base: float = 0.2, gain_fail: float = 0.6, gain_shift: float = 0.3,
@@ -233,7 +238,8 @@ class AdaptiveTaskSampler:
             return 1.0
         need = (self.base + self.gain_fail * (1.0 - self.success.get(task, self.prior_success))
                 + self.gain_shift * self.shift(task, online_windows))
-        return float(np.clip(need, self.low, self.high))
+        data_share = online_windows / (online_windows + offline_windows)
+        return float(np.clip(min(need, max(data_share, self.low)), self.low, self.high))
 
     def online_fractions(self, index: WindowIndex) -> dict[str, float]:
         """task -> its current online fraction (what `sample` uses; logged by the trainer)."""

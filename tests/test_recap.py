@@ -155,20 +155,23 @@ def test_adaptive_sampler_balances_tasks_and_follows_need():
     index.add(LabelledEpisode(_episode("left", ["offline_demo"] * 90, True), np.ones(90, bool), online=False))
     index.add(LabelledEpisode(_episode("left", ["autonomous"] * 400, False), np.ones(400, bool), online=True))
     index.add(LabelledEpisode(_episode("right", ["offline_demo"] * 10, True), np.ones(10, bool), online=False))
-    index.add(LabelledEpisode(_episode("right", ["autonomous"] * 10, False), np.ones(10, bool), online=True))
+    index.add(LabelledEpisode(_episode("right", ["autonomous"] * 30, False), np.ones(30, bool), online=True))
+    index.add(LabelledEpisode(_episode("up", ["offline_demo"] * 90, True), np.ones(90, bool), online=False))
+    index.add(LabelledEpisode(_episode("up", ["intervention"] * 10, False), np.ones(10, bool), online=True))
     rng = np.random.default_rng(0)
 
     def shares():
-        picks = sampler.sample(index, 4000, rng)
+        picks = sampler.sample(index, 6000, rng)
         tasks = np.array([index.episodes[p].episode.task for p, _ in picks])
         online = np.array([index.episodes[p].online for p, _ in picks])
         return (tasks == "left").mean(), online[tasks == "left"].mean(), online[tasks == "right"].mean()
 
-    # Task-balanced although "left" holds 490 windows and "right" 20; all data fresh, no outcome yet:
-    # 0.2 + 0.6 * (1 - 0.5) + 0.3 * 1 = 0.8.
+    # Task-balanced although "left" holds 490 windows, "right" 40 and "up" 100; all data fresh and no
+    # outcome yet: 0.2 + 0.6 * (1 - 0.5) + 0.3 * 1 = 0.8, held to the data's share where fleet data is scarce.
     left_share, left_online, right_online = shares()
-    assert left_share == pytest.approx(0.5, abs=0.03)
-    assert left_online == pytest.approx(0.8, abs=0.03) and right_online == pytest.approx(0.8, abs=0.03)
+    assert left_share == pytest.approx(1 / 3, abs=0.03)
+    assert left_online == pytest.approx(0.8, abs=0.03) and right_online == pytest.approx(0.75, abs=0.03)
+    assert sampler.online_fractions(index)["up"] == pytest.approx(0.2)  # 10 of 100 windows: the floor
     # "left" now succeeds and its data goes stale; "right" keeps failing with fresh data.
     for _ in range(60):
         sampler.observe("left", True)
@@ -182,8 +185,8 @@ def test_adaptive_sampler_balances_tasks_and_follows_need():
     _, left_online, right_online = shares()
     assert left_online == pytest.approx(0.2, abs=0.03) and right_online == pytest.approx(0.8, abs=0.03)
     # A task with no fleet data yet draws demonstrations only.
-    index.add(LabelledEpisode(_episode("up", ["offline_demo"] * 5, True), np.ones(5, bool), online=False))
-    assert sampler.online_fractions(index)["up"] == 0.0
+    index.add(LabelledEpisode(_episode("down", ["offline_demo"] * 5, True), np.ones(5, bool), online=False))
+    assert sampler.online_fractions(index)["down"] == 0.0
 
 
 def test_recap_runs_in_the_fleet_loop(learner_thread, tmp_path):
