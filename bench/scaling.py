@@ -245,31 +245,32 @@ class FleetRun:
         self.evaluator.results[0] = self.v0_success
         self.published: dict[int, float] = {0: 0.0}  # version -> seconds after the start
         self.updates: dict[int, int] = {}
+        self.checkpoints: dict[int, Path] = {}
+        self.db = sqlite3.connect(f"file:{self.data / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
+        self.last_cpu = 0.0
         self.reached: int | None = None
         self.closing = False  # past the cap: no version is evaluated after the one in hand
         self.done = False
         self.last_report = 0.0
 
     def _versions(self) -> None:
-        db = sqlite3.connect(f"file:{self.data / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
-        try:
-            rows = db.execute("SELECT p.version, MIN(p.published_at), v.info FROM publications p JOIN policy_versions v "
-                              "ON v.version = p.version GROUP BY p.version").fetchall()
-        except sqlite3.OperationalError:
-            rows = []
-        finally:
-            db.close()
-        for version, published_at, info in rows:
-            if version > 0 and version not in self.published:
-                self.published[version] = published_at - self.started
-                self.updates[version] = int(json.loads(info).get("updates", 0))
+        """New publications from the run's registry, through one read-only connection."""
+        rows = self.db.execute("SELECT p.version, MIN(p.published_at), v.path, v.info FROM publications p "
+                               "JOIN policy_versions v ON v.version = p.version WHERE p.version > ? "
+                               "GROUP BY p.version", (max(self.published),)).fetchall()
+        for version, published_at, path, info in rows:
+            self.published[version] = published_at - self.started
+            self.checkpoints[version] = self.data / path
+            self.updates[version] = int(json.loads(info).get("updates", 0))
 
     def poll(self) -> None:
         if self.done:
             return
-        self.cpu.sample("robots", [p.pid for p in self.robots])
-        self.cpu.sample("learner", [self.learner.pid])
-        self.cpu.sample("trainer", _children(self.learner.pid))
+        if time.time() - self.last_cpu >= 5.0:  # cumulative counters: a reading every few seconds is enough
+            self.last_cpu = time.time()
+            self.cpu.sample("robots", [p.pid for p in self.robots])
+            self.cpu.sample("learner", [self.learner.pid])
+            self.cpu.sample("trainer", _children(self.learner.pid))
         self._versions()
         finished = self.evaluator.collect()
         if finished is not None and self.evaluator.results[finished] >= self.args.target and self.reached is None:
@@ -281,11 +282,7 @@ class FleetRun:
             waiting = [v for v, at in self.published.items() if v not in self.evaluator.results and at <= cap_s]
             self.closing = elapsed > cap_s
             if waiting:
-                from learner.versions import VersionRegistry
-
-                registry = VersionRegistry(self.data)
-                self.evaluator.submit(max(waiting), registry.checkpoint_dir(max(waiting)))
-                registry.close()
+                self.evaluator.submit(max(waiting), self.checkpoints[max(waiting)])
         if time.time() - self.last_report > 30:
             self.last_report = time.time()
             curve = " ".join(f"v{v}:{self.evaluator.results[v]:.0%}" for v in sorted(self.evaluator.results))
@@ -297,6 +294,7 @@ class FleetRun:
     def finish(self) -> None:
         ended = time.time()
         _stop(self.robots + [self.learner])
+        self.db.close()
         self.done = True
         s = self.spec
         reached = self.reached is not None

@@ -114,7 +114,9 @@ class Trainer:
         # Ranks draw different batches and noise; their first weights are rank 0's (broadcast).
         self.rng = np.random.default_rng(config.seed + self.dp.rank)
         torch.manual_seed(config.seed + self.dp.rank)
-        self.target = PolicyConfig(**{**config.policy_overrides, **getattr(self.algorithm, "policy_overrides", {})})
+        # The run's policy settings, with what the algorithm needs (RECAP: advantage conditioning).
+        self.policy_overrides = {**config.policy_overrides, **getattr(self.algorithm, "policy_overrides", {})}
+        self.target = PolicyConfig(**self.policy_overrides)
         self.long_context = self.target.obs_steps > 1
         first = self._stage1_config() if self.long_context else self.target
         self.index = WindowIndex(horizon=first.horizon, past=first.past_tokens)
@@ -180,9 +182,8 @@ class Trainer:
     # -- model ---------------------------------------------------------------------------------
 
     def _stage1_config(self) -> PolicyConfig:
-        overrides = {**self.config.policy_overrides, **getattr(self.algorithm, "policy_overrides", {}),
-                     "past_token_prediction": False, "ptp_past_tokens": 0, "verify_candidates": 1,
-                     **self.config.short_context}
+        overrides = {**self.policy_overrides, "past_token_prediction": False, "ptp_past_tokens": 0,
+                     "verify_candidates": 1, **self.config.short_context}
         return PolicyConfig(**overrides)
 
     def _build_policy(self) -> None:

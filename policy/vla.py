@@ -153,12 +153,14 @@ class VLAPolicy(nn.Module):
 
     # -- training ------------------------------------------------------------------------------
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def compute_loss(self, batch: dict[str, torch.Tensor],
+                     observation: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """DDPM denoising MSE (on eps or x0, per config) over the action tokens the loss mask covers
-        (PTP setting) that carry a label."""
+        (PTP setting) that carry a label. `observation`: the batch's (frames, text) when the caller
+        has already computed them with `_observation` (so the encoder runs once)."""
         actions = self.action_norm.normalize(batch["action"].float())
         mask = batch["label_mask"].float() * torch.tensor(self.config.loss_token_mask(), dtype=torch.float32)
-        frames, text = self._observation(batch, augment=self.training)
+        frames, text = observation or self._observation(batch, augment=self.training)
         noise = torch.randn_like(actions)
         t = torch.randint(0, self.schedule.train_steps, (actions.shape[0],))
         predicted = self.head(self.schedule.add_noise(actions, noise, t), t, frames, text)

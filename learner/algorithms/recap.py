@@ -13,8 +13,9 @@ but the policy learns p(action | observation, instruction, advantage indicator):
               unconditioned policy is learned too. Robots run it conditioned on positive
               (PolicyConfig.deploy_advantage).
 
-The value network reads the policy's own frame and instruction embeddings, detached: it never
-shapes the encoder, and it costs one small MLP per batch. It trains with the policy (its loss is
+The value network reads the policy's own frame and instruction embeddings, detached (in training,
+the ones the denoising loss has just computed): it never shapes the encoder, and it costs one
+small MLP per batch. It trains with the policy (its loss is
 added to the batch's). Advantages are recomputed by `relabel`, which the trainer calls after
 each refresh: values of newly added episodes are computed in full, plus a rotating share of the
 older ones, so the labels follow the value network as it learns without a pass over the whole
@@ -78,11 +79,13 @@ def two_hot(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     return target
 
 
-def value_features(policy: VLAPolicy, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The value network's input, detached: the current frame's tokens and the words' mean."""
+def value_features(policy: VLAPolicy, batch: dict[str, torch.Tensor], frames: torch.Tensor | None = None) -> torch.Tensor:
+    """The value network's input, detached: the current frame's tokens and the words' mean.
+    `frames`: the batch's frame embeddings when the policy's loss has computed them already."""
     with torch.no_grad():
-        frames = policy.batch_frames(batch, augment=False)[:, -1].flatten(1)
-        return torch.cat([frames, policy._words(batch["tokens"])], dim=1).float()
+        if frames is None:
+            frames = policy.batch_frames(batch, augment=False)
+        return torch.cat([frames[:, -1].flatten(1), policy._words(batch["tokens"])], dim=1).float()
 
 
 class Recap:
@@ -179,8 +182,9 @@ class Recap:
         indicator = batch["advantage"]
         dropped = torch.rand(indicator.shape) < self.config.dropout
         conditioned = {**batch, "advantage": torch.where(dropped, torch.zeros_like(indicator), indicator)}
-        denoise = policy.compute_loss(conditioned)
-        logits = self.value(value_features(policy, batch))
+        observation = policy._observation(conditioned, augment=policy.training)  # the encoder runs once
+        denoise = policy.compute_loss(conditioned, observation)
+        logits = self.value(value_features(policy, batch, frames=observation[0]))
         target = two_hot(batch["value_target"].float(), self.value.support)
         value_loss = -(target * F.log_softmax(logits, -1)).sum(-1).mean()
         return denoise + self.config.value_weight * value_loss, {
