@@ -23,7 +23,7 @@ import numpy as np
 
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from fleetlearn import wire
+from core import wire
 
 TOKEN = "bench-token"
 OPERATOR_TOKEN = "bench-operator-token-0123456789"
@@ -132,15 +132,17 @@ def _serve(kind: str, data_dir: str, token_file: str, port_queue, stop_event, op
            ) -> None:
     async def main():
         if kind == "learner":
+            from dashboard.extension import DashboardConfig, OperatorDashboard
             from learner.server import Learner, LearnerConfig
 
+            dashboard = (OperatorDashboard(DashboardConfig(port=0, operator_token_file=Path(operator_token_file)))
+                         if operator_token_file else None)
             learner = Learner(LearnerConfig(
-                data_dir=Path(data_dir), host="127.0.0.1", port=0, token_file=Path(token_file), train=False, insecure=True,
-                dashboard_port=0 if operator_token_file else None,
-                operator_token_file=Path(operator_token_file) if operator_token_file else None))
+                data_dir=Path(data_dir), host="127.0.0.1", port=0, token_file=Path(token_file), train=False, insecure=True),
+                extensions=(dashboard,) if dashboard else ())
             port = await learner.start()
-            if operator_token_file:
-                port = (port, learner.dashboard.port)
+            if dashboard:
+                port = (port, dashboard.port)
         else:
             server = grpc.aio.server(options=[("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES)])
             pb_grpc.add_FleetLearnerServicer_to_server(_BareServicer(), server)

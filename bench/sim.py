@@ -93,7 +93,7 @@ def _demonstration(job):
     """One expert demonstration on the sim variant, as the trainer's EpisodeArrays."""
     import sim
     from fleet.v1 import fleet_pb2 as pb
-    from learner.store import EpisodeArrays
+    from core.episode import EpisodeArrays
 
     task, seed = job
     env = _env(task, "sim", None)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleetlearn import wire
+from core import wire
 
 TOKEN = "bench-token"
 CONTROL_HZ = 10.0

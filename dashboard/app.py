@@ -280,7 +280,7 @@ class Dashboard:
     # -- serving -------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int, tls=None) -> int:
-        """Serves on host:port (0: a free port); HTTPS with `tls` (fleetlearn.tls.ServerTLS)."""
+        """Serves on host:port (0: a free port); HTTPS with `tls` (core.tls.ServerTLS)."""
         self.https = tls is not None
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from fleet.v1 import fleet_pb2 as pb
-from fleetlearn import wire
+from core import wire
 from learner.control import FleetControl
+from learner.events import LearnerEvents
 from learner.metrics import version_table
 from learner.store import connect
 
@@ -96,7 +97,9 @@ class RobotLive:
     version_since: dict[int, float] = field(default_factory=dict)  # version -> first heartbeat running it
 
 
-class FleetBoard:
+class FleetBoard(LearnerEvents):
+    """What the dashboard shows: live robot state from the learner's events, history from the store."""
+
     def __init__(self, control: FleetControl, data_dir: Path, publisher=None):
         self.control = control
         self.data_dir = Path(data_dir)
@@ -130,7 +133,7 @@ class FleetBoard:
         steps = sum(count for start, count in self._ingest_bins if start >= since)
         return steps / max(now - since, 1e-9)
 
-    def on_robot_message(self, robot_id: str, message: pb.RobotMessage) -> None:
+    def robot_message(self, robot_id: str, message: pb.RobotMessage) -> None:
         live = self.robots[robot_id]
         live.last_message_at = time.time()
         body = message.WhichOneof("body")

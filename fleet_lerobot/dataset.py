@@ -33,7 +33,7 @@ import numpy as np
 
 from fleet.v1 import fleet_pb2 as pb
 from fleet_lerobot.shim import LeRobotDataset, video_quality
-from fleetlearn import wire
+from core import wire
 
 log = logging.getLogger("fleetlearn.lerobot")
 

@@ -57,22 +57,27 @@ def _serve(args, train: bool, trainer: dict) -> None:
     from learner.limits import RobotLimits
     from learner.server import LearnerConfig, serve
 
+    extensions = ()
+    if args.dashboard_port >= 0:
+        from dashboard.extension import DashboardConfig, OperatorDashboard
+
+        extensions = (OperatorDashboard(DashboardConfig(
+            port=args.dashboard_port, host=args.dashboard_host,
+            operator_token_file=Path(args.operator_token_file) if args.operator_token_file else None)),)
     serve(LearnerConfig(data_dir=Path(args.data), host=args.host, port=args.port,
                         token_file=Path(args.token_file) if args.token_file else None,
                         operators=args.operators, operator_priority=args.operator_priority,
                         min_operator_s=args.min_operator_s, train=train, trainer=trainer,
                         port_file=Path(args.port_file) if args.port_file else None,
-                        dashboard_port=None if args.dashboard_port < 0 else args.dashboard_port,
-                        dashboard_host=args.dashboard_host,
-                        operator_token_file=Path(args.operator_token_file) if args.operator_token_file else None,
                         redis_url=args.redis, replica_id=args.replica_id, tls=_server_tls(args),
                         insecure=args.insecure, canary=CanarySettings(args.canary_fraction, args.canary_episodes,
                                                                       args.canary_alpha),
-                        limits=RobotLimits(mb_per_s=args.robot_mb_per_s, previews_per_s=args.robot_previews_per_s)))
+                        limits=RobotLimits(mb_per_s=args.robot_mb_per_s, previews_per_s=args.robot_previews_per_s)),
+          extensions)
 
 
 def _server_tls(args):
-    from fleetlearn.tls import ServerTLS
+    from core.tls import ServerTLS
 
     if not (args.tls_cert or args.tls_key):
         if args.tls_client_ca:
@@ -89,14 +94,14 @@ def _server_tls(args):
 
 
 def _client_tls(args):
-    from fleetlearn.tls import ClientTLS
+    from core.tls import ClientTLS
 
     if not args.tls_ca:
         if args.tls_cert or args.tls_key:
             sys.exit("--tls-cert/--tls-key (mTLS) need --tls-ca, the CA of the learner's certificate")
         if not args.insecure:
             sys.exit("give the robot the learner's CA (--tls-ca) or connect in plaintext with --insecure")
-        from fleetlearn.tls import warn_insecure
+        from core.tls import warn_insecure
 
         warn_insecure(f"robot {args.robot_id}")
         return None
@@ -107,7 +112,7 @@ def _client_tls(args):
 
 
 def cmd_certs(args) -> None:
-    from fleetlearn.tls import make_certs
+    from core.tls import make_certs
 
     hosts = [h for h in (args.hosts or "").split(",") if h]
     clients = [c for c in (args.clients or "").split(",") if c]

@@ -34,8 +34,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-log = logging.getLogger("fleetlearn.distributed")
+from core.durable import atomic_write_text
 
+log = logging.getLogger("fleetlearn.distributed")
 
 
 class LeaseHeld(RuntimeError):
@@ -153,9 +154,7 @@ def write_rank_status(data_dir: Path, dp: DataParallel, status: dict) -> None:
     directory = Path(data_dir) / "trainer"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"rank-{dp.rank}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rank": dp.rank, "world": dp.world, **status}, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"rank": dp.rank, "world": dp.world, **status}, indent=1))
 
 
 def train_main(config, redis_url: str | None = None) -> None:

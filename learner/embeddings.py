@@ -16,16 +16,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.numpy import load_file, save_file
 
-from learner.store import EpisodeArrays, private_tmp, safe_name
+from core.episode import EpisodeArrays
+from core.durable import private_tmp, safe_name
 from policy import VLAPolicy
+from policy.embedding import embed_episode
 
 log = logging.getLogger("fleetlearn.embeddings")
-
-EMBED_BATCH = 256  # frames per encoder pass
-
 
 class EmbeddingCache:
     def __init__(self, policy: VLAPolicy, store_root: Path | None = None):
@@ -71,15 +69,3 @@ class EmbeddingCache:
             save_file({"frames": frames}, str(tmp))
             os.replace(tmp, path)  # a cache: a torn write is recomputed, so no fsync
         return frames
-
-
-@torch.no_grad()
-def embed_episode(policy: VLAPolicy, episode: EpisodeArrays) -> np.ndarray:
-    """The frozen encoder over every frame of an episode (no augmentation), in batches."""
-    arrays = episode.arrays
-    out = []
-    for start in range(0, episode.num_steps, EMBED_BATCH):
-        part = slice(start, start + EMBED_BATCH)
-        images = {cam: torch.from_numpy(arrays[f"image/{cam}"][part]) for cam in policy.config.cameras}
-        out.append(policy.embed_frames(images, torch.from_numpy(arrays["state"][part])).numpy())
-    return np.concatenate(out).astype(np.float32)

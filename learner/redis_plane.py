@@ -42,10 +42,11 @@ import redis.asyncio as aioredis
 from safetensors.numpy import load_file
 
 from fleet.v1 import fleet_pb2 as pb
-from fleetlearn.wire import PROTO_TO_KIND
+from core.wire import PROTO_TO_KIND
 from learner.control import ControlError, FleetControl, RobotNotConnected
 from learner.distributed import LeaseHeld
-from learner.store import EpisodeArrays, chunk_summary
+from core.episode import EpisodeArrays
+from learner.store import chunk_summary
 from learner.versions import Publication
 
 log = logging.getLogger("fleetlearn.redis")

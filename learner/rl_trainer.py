@@ -30,10 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learner.algorithms.rl_co import (GaussianChain, RLCoConfig, ValueHead, chunk_rewards, gae, group_advantages,
+from policy.chain import GaussianChain
+from learner.algorithms.rl_co import (RLCoConfig, ValueHead, chunk_rewards, gae, group_advantages,
                                      returns_to_go, rl_co_loss)
 from learner.samplers import GroupMixSampler, LabelledEpisode
-from learner.store import EpisodeArrays
+from core.episode import EpisodeArrays
 from learner.trainer import Trainer, TrainerConfig
 from policy.vla import downsample_images
 

@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from learner.store import EpisodeArrays
+from core.episode import EpisodeArrays
 
 
 @dataclass

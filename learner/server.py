@@ -18,13 +18,13 @@ from google.protobuf.message import DecodeError
 
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from fleetlearn import wire
-from dashboard.board import FleetBoard
+from core import wire
 from learner.canary import CanarySettings
 from learner.control import FleetControl
 from learner.limits import FleetLimits, RobotLimits
-from fleetlearn.tls import ServerTLS, warn_insecure
+from core.tls import ServerTLS, warn_insecure
 from learner.credentials import Authenticator
+from learner.events import EventFanout, LearnerEvents, LearnerExtension
 from learner.publisher import WeightPublisher
 from learner.store import EpisodeStore
 from learner.trainer import TrainerConfig, trainer_main
@@ -133,14 +133,14 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
 
 class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     def __init__(self, store: EpisodeStore, publisher: WeightPublisher, control: FleetControl,
-                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES, board: FleetBoard | None = None, relay=None,
+                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES, events: LearnerEvents | None = None, relay=None,
                  auth: Authenticator | None = None, limits: RobotLimits | None = None):
         self.limits = FleetLimits(limits or RobotLimits())
         self.auth = auth  # None: every caller the interceptor let in may act as any robot
         self.store = store
         self.publisher = publisher
         self.control = control
-        self.board = board
+        self.events = events or LearnerEvents()
         self.relay = relay  # scale-out: the robot registry and the control relay in Redis
         self.max_message_bytes = max_message_bytes
 
@@ -191,8 +191,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     return
                 chunk, stored = item
                 status = await stored
-                if status == "stored" and self.board is not None:
-                    self.board.ingested(len(chunk.steps))
+                if status == "stored":
+                    self.events.ingested(len(chunk.steps))
                 if status == "stored" and chunk.episode_end and chunk.kind == pb.EPISODE_KIND_TRAINING:
                     self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
                 if status == "stored" and chunk.episode_end and chunk.kind in (pb.EPISODE_KIND_TRAINING,
@@ -347,8 +347,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     def _on_message(self, robot_id: str, message: pb.RobotMessage) -> None:
         if message.WhichOneof("body") == "preview" and not self.limits.preview_allowed(robot_id):
             return  # above its picture rate: the next picture replaces this one anyway
-        if self.board is not None:
-            self.board.on_robot_message(robot_id, message)
+        self.events.robot_message(robot_id, message)
         if message.WhichOneof("body") != "preview":  # pictures are the dashboard's alone
             self.control.on_message(robot_id, message)
 
@@ -365,14 +364,11 @@ class LearnerConfig:
     train: bool = True
     trainer: dict = field(default_factory=dict)  # TrainerConfig overrides
     port_file: Path | None = None
-    dashboard_port: int | None = None      # the operator dashboard's port (0: any free one; None: no dashboard)
-    dashboard_host: str | None = None      # default: the gRPC host
-    operator_token_file: Path | None = None  # dashboard tokens ('name token' per line); default: DATA/operator_token
     # Scale-out (learner/redis_plane.py): the index, versions, robot registry and control relay in
     # this Redis, shared with other replicas on the same data_dir volume. None: all embedded.
     redis_url: str | None = None
     replica_id: str | None = None
-    # TLS for gRPC and the dashboard (mTLS when tls.client_ca is set); plaintext only with insecure.
+    # TLS for gRPC and the extensions' servers (mTLS when tls.client_ca is set); plaintext only with insecure.
     tls: ServerTLS | None = None
     insecure: bool = False
     canary: CanarySettings = field(default_factory=CanarySettings)  # off unless canary.fraction > 0
@@ -380,9 +376,11 @@ class LearnerConfig:
 
 
 class Learner:
-    """Server + publisher + control plane in this process, trainer in a spawned one."""
+    """Server + publisher + control plane in this process, trainer in a spawned one. Extensions
+    (the operator dashboard) start after the server and stop before it; they hear the learner's
+    events through `self.events`."""
 
-    def __init__(self, config: LearnerConfig):
+    def __init__(self, config: LearnerConfig, extensions: tuple[LearnerExtension, ...] = ()):
         if config.tls is None and not config.insecure:
             raise ValueError("the learner needs --tls-cert and --tls-key (fleet certs makes a development CA), "
                              "or --insecure to serve plaintext")
@@ -407,13 +405,12 @@ class Learner:
         self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)],
                                     priority=config.operator_priority, min_assignment_s=config.min_operator_s,
                                     percentiles=PercentileBook(Path(config.data_dir) / "float_percentiles.json"))
-        self.board = FleetBoard(self.control, config.data_dir, self.publisher)
+        self.events = EventFanout()
+        self.extensions = tuple(extensions)
         if config.redis_url:
             from learner.redis_plane import ControlRelay
 
             self.relay = ControlRelay(config.redis_url, self.replica_id, self.control)
-        self.dashboard = None
-        self.dashboard_url: str | None = None
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.trainer_process = None
@@ -429,7 +426,7 @@ class Learner:
                      ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
                      ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                      ("grpc.keepalive_permit_without_calls", 1)])
-        self.servicer = FleetLearnerServicer(self.store, self.publisher, self.control, board=self.board,
+        self.servicer = FleetLearnerServicer(self.store, self.publisher, self.control, events=self.events,
                                              relay=self.relay, auth=self.auth, limits=self.config.limits)
         pb_grpc.add_FleetLearnerServicer_to_server(self.servicer, self.server)
         address = f"{self.config.host}:{self.config.port}"
@@ -450,8 +447,8 @@ class Learner:
             self.trainer_stop = multiprocessing.get_context("spawn").Event()
             self._start_trainer()
             self._supervisor_task = asyncio.create_task(self._supervise_trainer())
-        if self.config.dashboard_port is not None:
-            await self._start_dashboard()
+        for extension in self.extensions:
+            await extension.start(self)
         if self.config.port_file:
             self.config.port_file.write_text(str(self.port))
         log.info("learner listening on %s:%d (data in %s%s)", self.config.host, self.port, self.config.data_dir,
@@ -487,24 +484,6 @@ class Learner:
                 self.trainer_restarts += 1
                 delay = min(delay * 2, 60.0)
 
-    async def _start_dashboard(self) -> None:
-        from dashboard.app import Dashboard, default_operator_token, read_operator_tokens
-
-        c = self.config
-        given = c.operator_token_file is not None
-        tokens = read_operator_tokens(c.operator_token_file) if given else default_operator_token(c.data_dir)
-        self.dashboard = Dashboard(self.board, self.control, self.registry, tokens, relay=self.relay, auth=self.auth)
-        host = c.dashboard_host or c.host
-        port = await self.dashboard.start(host, c.dashboard_port, tls=c.tls)
-        if c.tls is None:
-            warn_insecure(f"the dashboard on {host}:{port} (HTTP)")
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        self.dashboard_url = f"{'https' if c.tls else 'http'}://{shown}:{port}/"
-        if given:
-            log.info("operator dashboard on %s (log in with your operator token)", self.dashboard_url)
-        else:  # like a notebook server: the one local token is in the link
-            log.info("operator dashboard on %s?token=%s", self.dashboard_url, next(iter(tokens)))
-
     async def _tick_control(self) -> None:
         while True:  # frees operators whose minimum time is over even when no robot is talking
             await asyncio.sleep(0.5)
@@ -515,8 +494,8 @@ class Learner:
             self.trainer_stop.set()
         if self._supervisor_task is not None:
             self._supervisor_task.cancel()
-        if self.dashboard is not None:
-            await self.dashboard.stop()
+        for extension in reversed(self.extensions):
+            await extension.stop()
         if self.server is not None:
             await self.server.stop(grace=1.0)
         self._publisher_task.cancel()
@@ -530,9 +509,9 @@ class Learner:
         self.store.close()
 
 
-def serve(config: LearnerConfig) -> None:
+def serve(config: LearnerConfig, extensions: tuple[LearnerExtension, ...] = ()) -> None:
     async def main():
-        learner = Learner(config)
+        learner = Learner(config, extensions)
         await learner.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -24,16 +24,16 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from fleet.v1 import fleet_pb2 as pb
-from fleetlearn.wire import PROTO_TO_KIND
+from core.durable import fsync_dir, fsync_file, private_tmp, safe_name
+from core.episode import EpisodeArrays
+from core.wire import PROTO_TO_KIND
 from learner.versions import VERSIONS_SCHEMA
-from policy.checkpoint import fsync_dir
 
 log = logging.getLogger("fleetlearn.store")
 
@@ -97,24 +97,6 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=FULL")
     db.row_factory = sqlite3.Row
     return db
-
-
-@dataclass
-class EpisodeArrays:
-    """One complete stored episode, every array with a leading step axis."""
-
-    robot_id: str
-    episode_id: str
-    task: str
-    instruction: str
-    kind: str
-    policy_version: int
-    success: bool
-    arrays: dict[str, np.ndarray]
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.arrays["action"])
 
 
 def chunk_summary(arrays: dict[str, np.ndarray]) -> dict[str, int]:
@@ -307,8 +289,7 @@ class EpisodeStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = private_tmp(path)
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
         os.replace(tmp, path)
         return rel, path.stat().st_size
 
@@ -326,17 +307,6 @@ def _set_result(future: asyncio.Future, value) -> None:
 def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
-
-
-def private_tmp(path: Path) -> Path:
-    """A temporary name beside `path` that no other writer uses: replicas (and trainer ranks)
-    sharing a volume may write the same file at once, and each must rename its own whole copy."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-
-
-def safe_name(name: str) -> str:
-    """Robot and episode ids become path components: keep them to a harmless alphabet."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:128] or "_"
 
 
 def robot_embodiment(db: sqlite3.Connection, robot_id: str) -> pb.Embodiment | None:

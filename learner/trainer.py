@@ -31,7 +31,8 @@ from learner.algorithms import make_algorithm
 from learner.distributed import DataParallel, LeaseHeld, policy_from_spec, policy_spec, write_rank_status
 from learner.embeddings import EmbeddingCache
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
-from learner.store import EpisodeArrays, StoreReader
+from core.episode import EpisodeArrays
+from learner.store import StoreReader
 from learner.versions import open_registry
 from monitor.calibration import calibration_indices
 from monitor.features import build_reference_bank, episode_features

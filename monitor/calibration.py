@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from core.durable import atomic_write_text
 from monitor.float_detector import FloatDetector, ReferenceBank, ThresholdCalibrator
 
 log = logging.getLogger("fleetlearn.float")
@@ -88,9 +88,7 @@ class PercentileBook:
             return None  # already at the bound
         self.percentiles[task] = calibrator.percentile
         if self.path is not None:  # whole or not at all: scaled-out replicas share the directory
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.percentiles, indent=1))
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(self.percentiles, indent=1))
         log.info("FLOAT percentile for %s -> %.0f (%s)", task, calibrator.percentile,
                  "false alarm" if success else "missed failure")
         return calibrator.percentile

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from learner.embeddings import embed_episode
-from learner.store import EpisodeArrays
+from core.episode import EpisodeArrays
 from monitor.float_detector import ReferenceBank
 from policy import VLAPolicy
+from policy.embedding import embed_episode
 
 CHUNK_STEPS = 8  # ARMADA's Ta
 

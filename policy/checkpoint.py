@@ -23,6 +23,7 @@ import numpy as np
 from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from safetensors.torch import load_file as load_torch, save_file as save_torch
 
+from core.durable import fsync_dir, fsync_file
 from policy.config import PolicyConfig
 from policy.normalize import Normalizer
 from policy.vla import VLAPolicy
@@ -50,15 +51,6 @@ class Checkpoint:
     policy: VLAPolicy
     meta: dict
     artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-
-def fsync_dir(path: Path) -> None:
-    """Makes a rename or a new file inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict | None = None,
@@ -90,8 +82,7 @@ def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict
     (staging / META_FILE).write_text(json.dumps(meta, indent=2))
     for path in staging.rglob("*"):
         if path.is_file():
-            with open(path, "rb+") as f:
-                os.fsync(f.fileno())
+            fsync_file(path)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(staging, directory)

@@ -12,7 +12,7 @@ executed is kept. It starts once an action has been executed and compares up to 
 the policy was trained to predict.
 
 RL rollouts (`rl` = (denoise_steps, sigma), from an RL version's checkpoint): chunks are sampled
-as a chain of Gaussian denoising steps (learner/algorithms/rl_co.py) and the runner keeps, for the
+as a chain of Gaussian denoising steps (policy/chain.py) and the runner keeps, for the
 step that planned the chunk, the chain and its per-step log-likelihoods (`rl_extras`), which the robot
 streams with the step so that the learner's PPO can score the chunk under newer weights.
 
@@ -27,6 +27,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from policy.chain import GaussianChain
 from policy.vla import VLAPolicy
 
 
@@ -36,8 +37,6 @@ class PolicyRunner:
         config = policy.config
         self.chain = None
         if rl is not None:
-            from learner.algorithms.rl_co import GaussianChain  # noqa: PLC0415 (RL versions only)
-
             if config.verify_candidates > 1:
                 raise ValueError("RL sampling and self-verification do not combine")
             self.chain = GaussianChain(policy, steps=int(rl[0]), sigma=float(rl[1]))

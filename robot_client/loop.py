@@ -30,14 +30,14 @@ import numpy as np
 import torch
 
 from fleet.v1 import fleet_pb2 as pb
-from fleetlearn import wire
+from core import wire
 from policy import Checkpoint, PolicyRunner
 from robot_client.driver import Driver, Observation
 from robot_client.help import HelpRule, HelpRuleConfig
 from robot_client.monitoring import RobotMonitor
 from robot_client.takeover import Mode, TakeoverController
 from robot_client.teleop import RemoteJog
-from fleetlearn.tls import ClientTLS
+from core.tls import ClientTLS
 from robot_client.safety import ActionLimits, SafetyShield, Watchdog
 from robot_client.uplink import Uplink, UplinkConfig
 

@@ -27,8 +27,8 @@ import grpc
 
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from fleetlearn import wire
-from fleetlearn.tls import ClientTLS
+from core import wire
+from core.tls import ClientTLS
 from robot_client.spool import CorruptChunk, Spool
 from robot_client.weights import StandbySlot, download_version, load_downloaded
 

@@ -51,6 +51,16 @@ class LearnerThread:
     def __init__(self, data_dir: Path, token_file: Path, **config):
         from learner.server import LearnerConfig
 
+        # The operator dashboard is an extension the learner is handed, as `fleet learner` does.
+        dashboard = {key: config.pop(key) for key in ("dashboard_port", "dashboard_host", "operator_token_file")
+                     if key in config}
+        self.extensions = ()
+        if dashboard.get("dashboard_port") is not None:
+            from dashboard.extension import DashboardConfig, OperatorDashboard
+
+            self.extensions = (OperatorDashboard(DashboardConfig(port=dashboard["dashboard_port"],
+                                                                 host=dashboard.get("dashboard_host"),
+                                                                 operator_token_file=dashboard.get("operator_token_file"))),)
         self.config = LearnerConfig(data_dir=data_dir, host="127.0.0.1", port=0, token_file=token_file,
                                     **{"insecure": True, **config})
         self.learner = None
@@ -65,7 +75,7 @@ class LearnerThread:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.learner = Learner(self.config)
+        self.learner = Learner(self.config, self.extensions)
         self.port = await self.learner.start()
         self._ready.set()
         await self._stop.wait()
@@ -74,6 +84,11 @@ class LearnerThread:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard(self):
+        """The running operator dashboard (dashboard.extension.OperatorDashboard), if one was asked for."""
+        return self.extensions[0] if self.extensions else None
 
     def start(self) -> "LearnerThread":
         self._thread.start()

@@ -11,7 +11,7 @@ import pytest
 from conftest import TOKEN
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from fleetlearn import wire
+from core import wire
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 CAMERAS = {"front": (16, 16, 3)}

@@ -50,7 +50,7 @@ def fleet(learner_thread, tmp_path):
                           max_episodes=10**6).start(),
               RobotThread(tmp_path, learner.address, "arm-b", realtime=True, help_gate="float", help_wait_s=300,
                           max_episodes=10**6).start()]
-    yield learner, f"http://127.0.0.1:{learner.learner.dashboard.port}/", tmp_path / "learner"
+    yield learner, f"http://127.0.0.1:{learner.dashboard.port}/", tmp_path / "learner"
     for robot in robots:
         robot.stop()
 

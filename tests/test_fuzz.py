@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from conftest import TOKEN, LearnerThread
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from fleetlearn import wire
+from core import wire
 
 CAMERAS = {"front": (8, 8, 3)}
 EMBODIMENT = wire.embodiment_to_proto("fuzz", CAMERAS, 3, 2, 10)
@@ -142,9 +142,9 @@ def test_property_based_control_streams_get_clear_answers(learner, sequence):
 def test_random_input_into_every_dashboard_route(learner, data):
     from fastapi.routing import APIRoute
 
-    base = f"http://127.0.0.1:{learner.learner.dashboard.port}"
+    base = f"http://127.0.0.1:{learner.dashboard.port}"
     headers = {"Authorization": "Bearer fuzz-operator-token-0123", "Content-Type": "application/json"}
-    for route in learner.learner.dashboard.app.routes:
+    for route in learner.dashboard.dashboard.app.routes:
         if not isinstance(route, APIRoute) or route.path == "/api/events":  # a stream: covered by the browser tests
             continue
         path = route.path

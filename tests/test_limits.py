@@ -12,7 +12,7 @@ import numpy as np
 from conftest import TOKEN
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from fleetlearn import wire
+from core import wire
 from learner.limits import RobotLimits, TokenBucket
 
 CAMERAS = {"front": (96, 96, 3), "wrist": (96, 96, 3)}

@@ -11,7 +11,8 @@ import torch
 from fleet.v1 import fleet_pb2 as pb
 from learner.embeddings import EmbeddingCache
 from learner.samplers import LabelledEpisode, WindowIndex
-from learner.store import EpisodeArrays, EpisodeStore
+from core.episode import EpisodeArrays
+from learner.store import EpisodeStore
 from learner.trainer import Trainer, TrainerConfig, fit_offline
 from policy import PolicyConfig, PolicyRunner, VLAPolicy, load_checkpoint, save_checkpoint
 from policy.normalize import Normalizer

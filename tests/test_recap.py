@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from conftest import wait_for
-from fleetlearn import wire
+from core import wire
 from learner.algorithms import make_algorithm
 from learner.algorithms.recap import NEGATIVE, POSITIVE, two_hot
 from learner.algorithms.recap_labels import binarise, n_step_advantages, task_norm
 from learner.samplers import AdaptiveTaskSampler, LabelledEpisode, WindowIndex
-from learner.store import EpisodeArrays
+from core.episode import EpisodeArrays
 from policy import PolicyConfig, VLAPolicy
 
 CONFIG = dict(cameras=("front",), image_size=8, encoder_image_size=8, state_dim=2, action_dim=1, horizon=2,

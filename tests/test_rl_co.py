@@ -12,7 +12,8 @@ import torch
 
 from conftest import wait_for
 from fleet.v1 import fleet_pb2 as pb
-from learner.algorithms.rl_co import GaussianChain, RLCoConfig, ValueHead, gae, rl_co_loss
+from policy.chain import GaussianChain
+from learner.algorithms.rl_co import RLCoConfig, ValueHead, gae, rl_co_loss
 from policy import PolicyConfig, VLAPolicy
 
 SMALL = dict(d_model=32, n_heads=2, n_layers=1, keypoints=8, encoder_image_size=32)

@@ -14,7 +14,7 @@ import pytest
 from conftest import LearnerThread, wait_for
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from fleetlearn import wire
+from core import wire
 from learner.credentials import CredentialStore
 
 EMBODIMENT = wire.embodiment_to_proto("test", {"front": (8, 8, 3)}, 3, 2, 10)
@@ -78,7 +78,7 @@ def test_credentials_are_stored_hashed_bound_to_their_robot_and_revocable(tmp_pa
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value.details()
 
         # The dashboard: the operator credential logs in as alice, the robot's does not.
-        base = f"http://127.0.0.1:{learner.learner.dashboard.port}"
+        base = f"http://127.0.0.1:{learner.dashboard.port}"
 
         def status(path: str, token: str | None, method: str = "GET") -> int:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -117,8 +117,8 @@ def test_every_dashboard_route_refuses_missing_and_wrong_tokens(tmp_path):
     arm1 = create(data, "--robot", "arm-1")
     learner = LearnerThread(data, None, train=False, dashboard_port=0).start()
     try:
-        app = learner.learner.dashboard.app
-        base = f"http://127.0.0.1:{learner.learner.dashboard.port}"
+        app = learner.dashboard.dashboard.app
+        base = f"http://127.0.0.1:{learner.dashboard.port}"
         checked = 0
         for route in app.routes:
             if not isinstance(route, APIRoute) or route.path in ("/", "/login", "/api/login") \

@@ -13,7 +13,7 @@ import pytest
 from conftest import TOKEN, LearnerThread, wait_for
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from fleetlearn.tls import ClientTLS, ServerTLS
+from core.tls import ClientTLS, ServerTLS
 from learner.store import StoreReader
 from test_fleet_e2e import RobotThread, publish_small_policy
 
@@ -51,12 +51,12 @@ def test_tls_end_to_end_and_plaintext_refused(tmp_path, token_file, certs):
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         # The dashboard is HTTPS with the same certificate.
         operator = (learner.config.data_dir / "operator_token").read_text().strip()
-        request = urllib.request.Request(f"https://127.0.0.1:{learner.learner.dashboard.port}/api/learning",
+        request = urllib.request.Request(f"https://127.0.0.1:{learner.dashboard.port}/api/learning",
                                          headers={"Authorization": f"Bearer {operator}"})
         context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
         with urllib.request.urlopen(request, context=context, timeout=10) as response:
             assert response.status == 200
-        assert learner.learner.dashboard_url.startswith("https://")
+        assert learner.dashboard.url.startswith("https://")
     finally:
         learner.stop()
 

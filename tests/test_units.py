@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from fleet.v1 import fleet_pb2 as pb
-from fleetlearn import wire
+from core import wire
 from learner.algorithms import make_algorithm
 from learner.samplers import LabelledEpisode, WindowIndex
-from learner.store import EpisodeArrays, EpisodeStore, StoreReader
+from core.episode import EpisodeArrays
+from learner.store import EpisodeStore, StoreReader
 from policy import CheckpointError, PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
 from robot_client.takeover import Mode, TakeoverController
 

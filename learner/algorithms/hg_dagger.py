@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fleet.v1 import fleet_pb2 as pb
-from learner.store import EpisodeArrays
+from core.episode import EpisodeArrays
 from policy import VLAPolicy
 
 HUMAN_SOURCES = (pb.ACTION_SOURCE_INTERVENTION, pb.ACTION_SOURCE_OFFLINE_DEMO)

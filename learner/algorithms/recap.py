@@ -33,7 +33,7 @@ from torch import nn
 
 from learner.algorithms.hg_dagger import HUMAN_SOURCES
 from learner.algorithms.recap_labels import binarise, n_step_advantages, returns_to_go, step_rewards, task_norm
-from learner.store import EpisodeArrays
+from core.episode import EpisodeArrays
 from policy import VLAPolicy
 
 NEGATIVE, POSITIVE = 1, 2  # the policy's advantage indicator; 0 is "none" (conditioning dropout)

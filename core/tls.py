@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-log = logging.getLogger("fleetlearn.tls")
+log = logging.getLogger("core.tls")
 
 
 @dataclass(frozen=True)
