@@ -19,7 +19,6 @@ seeds, rl_iterations, and a plot of rollout success over PPO iterations (arms c 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import shutil
@@ -163,10 +162,10 @@ def rollout_curve(data: Path) -> list[tuple[int, float]]:
     """(PPO iteration, rollout success) of every RL version in a store."""
     from learner.versions import VersionRegistry
 
-    registry = VersionRegistry(data)
+    registry = VersionRegistry(data, readonly=True)
     curve = []
-    for row in registry.db.execute("SELECT version, info FROM policy_versions ORDER BY version"):
-        info = json.loads(row[1])
+    for entry in registry.versions():
+        info = entry["info"]
         if "rl_iteration" in info:
             curve.append((info["rl_iteration"], info["rollout_success"]))
     registry.close()

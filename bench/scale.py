@@ -107,11 +107,10 @@ class Cluster:
             from learner.store import StoreReader
 
             reader = StoreReader(self.root / "store")
-            row = reader.db.execute("SELECT COUNT(*) AS chunks, COALESCE(SUM(num_steps), 0) AS steps FROM chunks")
-            totals = dict(row.fetchone())
+            totals = reader.stored_totals()
             reader.close()
-            return totals
-        from learner.redis_plane import stored_totals
+            return {"chunks": totals["chunks"], "steps": totals["steps"]}
+        from learner.store.redis import stored_totals
 
         return stored_totals(self.redis)
 
@@ -252,7 +251,7 @@ def run_robots(cluster: Cluster, robots: int, seconds: float, rate_hz: float | N
 def read_back(cluster: Cluster, prefix: str, robots: int) -> int:
     """Steps of the robots' episodes as the index holds them, each episode checked step by step
     on disk: complete, and indices 0..n-1 exactly once."""
-    from learner.redis_plane import RedisStoreReader
+    from learner.store.redis import RedisStoreReader
 
     reader = RedisStoreReader(cluster.root / "store", cluster.redis_url)
     total = 0

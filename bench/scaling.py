@@ -37,7 +37,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,8 @@ import numpy as np
 from bench.rlco import _fleet, _learner, _stop
 from bench.sim import EVAL_SEED_BASE, _env, _policy_rollout
 from fleetlearn.demo import free_port
+from learner.store import StoreReader
+from learner.versions import VersionRegistry
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -168,8 +169,9 @@ def initial_store(root: Path, tasks: tuple[str, ...], algorithm: str, args, env:
     if not (base / algorithm / "done").exists():
         shutil.rmtree(base / algorithm, ignore_errors=True)
         shutil.copytree(demos.parent, store.parent, ignore=shutil.ignore_patterns("done", "robots"))
-        count = sqlite3.connect(demos / "index.sqlite").execute(
-            "SELECT COUNT(*) FROM episodes WHERE kind='demonstration' AND complete=1").fetchone()[0]
+        reader = StoreReader(demos)
+        count = sum(reader.demonstration_counts().values())
+        reader.close()
         print(f"initial policy: {algorithm} version 0 on {count} demonstrations, {args.bootstrap_updates} updates",
               flush=True)
         learner = _learner(store, free_port(), ["--algorithm", algorithm, "--min-demos", str(count),
@@ -246,7 +248,7 @@ class FleetRun:
         self.published: dict[int, float] = {0: 0.0}  # version -> seconds after the start
         self.updates: dict[int, int] = {}
         self.checkpoints: dict[int, Path] = {}
-        self.db = sqlite3.connect(f"file:{self.data / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
+        self.registry = VersionRegistry(self.data, readonly=True)
         self.last_cpu = 0.0
         self.reached: int | None = None
         self.closing = False  # past the cap: no version is evaluated after the one in hand
@@ -255,13 +257,19 @@ class FleetRun:
 
     def _versions(self) -> None:
         """New publications from the run's registry, through one read-only connection."""
-        rows = self.db.execute("SELECT p.version, MIN(p.published_at), v.path, v.info FROM publications p "
-                               "JOIN policy_versions v ON v.version = p.version WHERE p.version > ? "
-                               "GROUP BY p.version", (max(self.published),)).fetchall()
-        for version, published_at, path, info in rows:
-            self.published[version] = published_at - self.started
-            self.checkpoints[version] = self.data / path
-            self.updates[version] = int(json.loads(info).get("updates", 0))
+        newest = max(self.published)
+        first_published: dict[int, float] = {}
+        for p in self.registry.publications():
+            if p["version"] > newest:
+                first_published.setdefault(p["version"], p["published_at"])
+        if not first_published:
+            return
+        for entry in self.registry.versions():
+            version = entry["version"]
+            if version in first_published:
+                self.published[version] = first_published[version] - self.started
+                self.checkpoints[version] = entry["directory"]
+                self.updates[version] = int(entry["info"].get("updates", 0))
 
     def poll(self) -> None:
         if self.done:
@@ -294,16 +302,14 @@ class FleetRun:
     def finish(self) -> None:
         ended = time.time()
         _stop(self.robots + [self.learner])
-        self.db.close()
+        self.registry.close()
         self.done = True
         s = self.spec
         reached = self.reached is not None
         time_s = self.published[self.reached] if reached else self.args.cap_minutes * 60
-        db = sqlite3.connect(self.data / "index.sqlite")
-        human, episodes = db.execute(
-            "SELECT COALESCE(SUM(human_steps), 0), COUNT(*) FROM episodes WHERE complete=1 AND kind='training' "
-            "AND completed_at <= ?", (self.started + time_s,)).fetchone()
-        db.close()
+        reader = StoreReader(self.data)
+        human, episodes = reader.human_effort(completed_by=self.started + time_s)
+        reader.close()
         wall = ended - self.started
         v_last = max(self.published)
         rate = ((self.updates[v_last] - min(self.updates.values())) / max(1e-9, self.published[v_last] - self.published[min(self.updates)])

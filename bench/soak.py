@@ -57,15 +57,14 @@ def read_back(data: Path) -> tuple[int, int, int]:
     from learner.store import StoreReader
 
     reader = StoreReader(data)
-    steps = reader.db.execute("SELECT COALESCE(SUM(num_steps), 0) FROM chunks").fetchone()[0]
+    totals = reader.stored_totals()
     complete = reader.complete_episodes()
     for row in complete:
         indices = reader.load_episode(row).arrays["step_index"]
         if not np.array_equal(indices, np.arange(row["num_steps"])):
             raise AssertionError(f"episode {row['episode_id']} does not hold each step once")
-    incomplete = reader.db.execute("SELECT COUNT(*) FROM episodes WHERE complete=0").fetchone()[0]
     reader.close()
-    return int(steps), len(complete), int(incomplete)
+    return int(totals["steps"]), len(complete), int(totals["incomplete_episodes"])
 
 
 def main(argv: list[str]) -> dict:

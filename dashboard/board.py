@@ -18,7 +18,6 @@ import base64
 import collections
 import json
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ from core import wire
 from learner.control import FleetControl
 from learner.events import LearnerEvents
 from learner.metrics import version_table
-from learner.store import connect
+from learner.store import StoreReader
+from learner.versions import VersionRegistry
 
 log = logging.getLogger("fleetlearn.dashboard")
 
@@ -114,7 +114,7 @@ class FleetBoard(LearnerEvents):
         # Steps stored, in 10 s bins (the last ten minutes), counted as chunks are acknowledged.
         self._ingest_bins: collections.deque[list] = collections.deque(maxlen=INGEST_BINS)
         self._history_lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._db: tuple[StoreReader, VersionRegistry] | None = None
         self._db_lock = threading.Lock()  # history and learning queries run in worker threads
 
     # -- live updates (control stream, event loop thread) --------------------------------------
@@ -270,12 +270,12 @@ class FleetBoard(LearnerEvents):
 
     # -- history from the store (worker thread) ------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection | None:
+    def _reader(self) -> tuple[StoreReader, VersionRegistry] | None:
+        """The store's reader and its version registry, opened read-only once the index exists."""
         if self._db is None:
-            path = self.data_dir / "index.sqlite"
-            if not path.exists():
+            if not (self.data_dir / "index.sqlite").exists():
                 return None
-            self._db = connect(path, readonly=True)
+            self._db = (StoreReader(self.data_dir), VersionRegistry(self.data_dir, readonly=True))
         return self._db
 
     def refresh_history(self) -> None:
@@ -284,20 +284,17 @@ class FleetBoard(LearnerEvents):
             self._refresh_history()
 
     def _refresh_history(self) -> None:
-        db = self._connection()
-        if db is None:
+        opened = self._reader()
+        if opened is None:
             return
+        reader, _ = opened
         now = time.time()
         robots = {}
-        for row in db.execute("SELECT robot_id, tasks FROM robots"):
-            tasks = json.loads(row["tasks"])
-            robots[row["robot_id"]] = dict(instructions={t["name"]: t["instruction"] for t in tasks},
-                                           task=tasks[0]["name"] if tasks else "", recent={})
+        for robot_id, tasks in reader.robots().items():
+            robots[robot_id] = dict(instructions={t["name"]: t["instruction"] for t in tasks},
+                                    task=tasks[0]["name"] if tasks else "", recent={})
         for robot_id, info in robots.items():
-            rows = db.execute(
-                "SELECT success, takeovers, human_steps FROM episodes WHERE robot_id=? AND complete=1 "
-                "AND kind IN ('training', 'evaluation') ORDER BY completed_at DESC LIMIT ?",
-                (robot_id, RECENT_EPISODES)).fetchall()
+            rows = reader.recent_outcomes(robot_id, RECENT_EPISODES)
             if rows:
                 info["recent"] = dict(episodes=len(rows), success_rate=sum(r["success"] for r in rows) / len(rows),
                                       intervention_rate=sum(r["takeovers"] > 0 for r in rows) / len(rows))
@@ -320,34 +317,26 @@ class FleetBoard(LearnerEvents):
 
     def _learning(self, robots: int, operators: int, seen_at: dict[str, dict[int, float]], running: dict[str, int]
                   ) -> dict:
-        db = self._connection()
-        if db is None:
+        opened = self._reader()
+        if opened is None:
             return dict(versions=[], publications=[], ingest=[], robots_by_version={})
-        table = version_table(db, robots=max(robots, 1), operators=operators)
-        control_hz = 10.0
-        row = db.execute("SELECT embodiment FROM robots LIMIT 1").fetchone()
-        if row is not None:
-            embodiment = pb.Embodiment.FromString(row["embodiment"])
-            control_hz = embodiment.control_hz or control_hz
+        reader, registry = opened
+        table = version_table(reader, robots=max(robots, 1), operators=operators)
+        embodiment = reader.any_embodiment()
+        control_hz = (embodiment.control_hz if embodiment is not None else 0.0) or 10.0
         losses, created = {}, {}
-        for r in db.execute("SELECT version, created_at, info FROM policy_versions"):
-            info = json.loads(r["info"])
-            created[r["version"]] = r["created_at"]
-            loss = info.get("denoise_loss", info.get("loss"))
+        for entry in registry.versions():
+            created[entry["version"]] = entry["created_at"]
+            loss = entry["info"].get("denoise_loss", entry["info"].get("loss"))
             if loss is not None:
-                losses[r["version"]] = float(loss)
-        publications = [dict(version=r["version"], published_at=r["published_at"], rollback=bool(r["rollback"]),
-                             note=r["note"])
-                        for r in db.execute("SELECT version, published_at, rollback, note FROM publications "
-                                            "ORDER BY id")]
+                losses[entry["version"]] = float(loss)
+        publications = [dict(version=p["version"], published_at=p["published_at"], rollback=p["rollback"],
+                             note=p["note"]) for p in registry.publications()]
         first_published = {}
         for p in publications:
             first_published.setdefault(p["version"], p["published_at"])
         interventions = collections.defaultdict(dict)
-        for r in db.execute(
-                """SELECT policy_version AS version, task, COUNT(*) AS episodes, SUM(takeovers) AS takeovers
-                   FROM episodes WHERE complete=1 AND policy_version >= 0 AND kind='training'
-                   GROUP BY policy_version, task"""):
+        for r in reader.task_summaries("training"):
             interventions[r["version"]][r["task"]] = r["takeovers"] / r["episodes"]
         for entry in table:
             v = entry["version"]
@@ -378,7 +367,8 @@ class FleetBoard(LearnerEvents):
             self._audit_file = None
         with self._db_lock:
             if self._db is not None:
-                self._db.close()
+                for part in self._db:
+                    part.close()
                 self._db = None
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from learner.metrics import format_table, version_table
-from learner.store import connect
+from learner.store import StoreReader
 
 # Seconds one episode takes on average at 10 Hz (for the evaluation cadence below).
 MEAN_EPISODE_S = 4.5
@@ -158,10 +158,10 @@ def run_demo(config: DemoConfig) -> dict:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a fleet process exited early (code {proc.returncode}); see {out / 'logs'}")
             if db_path.exists():
-                db = connect(db_path, readonly=True)
-                table = version_table(db, config.robots, config.operators, config.eval_episodes)
-                demos = db.execute("SELECT COUNT(*) FROM episodes WHERE kind='demonstration' AND complete=1").fetchone()[0]
-                db.close()
+                reader = StoreReader(out / "learner")
+                table = version_table(reader, config.robots, config.operators, config.eval_episodes)
+                demos = sum(reader.demonstration_counts().values())
+                reader.close()
                 elapsed = time.time() - started
                 print(f"\n[{elapsed / 60:5.1f} / {config.minutes:g} min] demonstrations stored: {demos}", flush=True)
                 if table:
@@ -177,9 +177,9 @@ def run_demo(config: DemoConfig) -> dict:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    db = connect(db_path, readonly=True)
-    table = version_table(db, config.robots, config.operators, config.eval_episodes)
-    db.close()
+    reader = StoreReader(out / "learner")
+    table = version_table(reader, config.robots, config.operators, config.eval_episodes)
+    reader.close()
     evaluated = [r for r in table if r["eval_complete"]]
     first, final = (evaluated[0], evaluated[-1]) if evaluated else (None, None)
     summary = {"versions": table, "robots": config.robots, "operators": config.operators,

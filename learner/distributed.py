@@ -39,9 +39,6 @@ from core.durable import atomic_write_text
 log = logging.getLogger("fleetlearn.distributed")
 
 
-class LeaseHeld(RuntimeError):
-    """Another trainer holds the store's trainer lease (learner/redis_plane.py)."""
-
 class _Loss(torch.nn.Module):
     """The algorithm's loss as a module's forward, which is what DistributedDataParallel wraps."""
 

@@ -10,25 +10,14 @@
 
 from __future__ import annotations
 
-import sqlite3
+from learner.store import StoreReader
 
 
-def version_table(db: sqlite3.Connection, robots: int, operators: int, eval_seeds: int = 0) -> list[dict]:
+def version_table(reader: StoreReader, robots: int, operators: int, eval_seeds: int = 0) -> list[dict]:
     """One row per policy version that ran. A version is `eval_complete` once it has run at least
     `eval_seeds` evaluation episodes in all (robots skip a version superseded before they reach it)."""
-    rows = db.execute(
-        """SELECT policy_version AS version,
-                  SUM(kind='training') AS episodes,
-                  SUM(kind='evaluation') AS eval_episodes,
-                  SUM(CASE WHEN kind='evaluation' THEN success ELSE 0 END) AS eval_successes,
-                  SUM(CASE WHEN kind='training' THEN success ELSE 0 END) AS train_successes,
-                  SUM(CASE WHEN kind='training' THEN takeovers ELSE 0 END) AS takeovers,
-                  SUM(CASE WHEN kind='training' THEN human_steps ELSE 0 END) AS human_steps,
-                  SUM(CASE WHEN kind='training' THEN total_reward / (1.0 + human_steps) ELSE 0 END) AS rohe_sum
-           FROM episodes WHERE complete=1 AND policy_version >= 0
-           GROUP BY policy_version ORDER BY policy_version""").fetchall()
     table = []
-    for r in rows:
+    for r in reader.version_summaries():
         episodes, evals = r["episodes"] or 0, r["eval_episodes"] or 0
         table.append({
             "version": r["version"],
@@ -44,12 +33,9 @@ def version_table(db: sqlite3.Connection, robots: int, operators: int, eval_seed
             "task_eval_episodes": {},
         })
     by_version = {row["version"]: row for row in table}
-    for r in db.execute(
-            """SELECT policy_version AS version, task, COUNT(*) AS evals, SUM(success) AS successes
-               FROM episodes WHERE complete=1 AND policy_version >= 0 AND kind='evaluation'
-               GROUP BY policy_version, task ORDER BY task"""):
-        by_version[r["version"]]["task_success"][r["task"]] = r["successes"] / r["evals"]
-        by_version[r["version"]]["task_eval_episodes"][r["task"]] = r["evals"]
+    for r in reader.task_summaries("evaluation"):
+        by_version[r["version"]]["task_success"][r["task"]] = r["successes"] / r["episodes"]
+        by_version[r["version"]]["task_eval_episodes"][r["task"]] = r["episodes"]
     return table
 
 

@@ -364,7 +364,7 @@ class LearnerConfig:
     train: bool = True
     trainer: dict = field(default_factory=dict)  # TrainerConfig overrides
     port_file: Path | None = None
-    # Scale-out (learner/redis_plane.py): the index, versions, robot registry and control relay in
+    # Scale-out (learner/store/redis.py, learner/versions.py, learner/relay.py): the index, versions, robot registry and control relay in
     # this Redis, shared with other replicas on the same data_dir volume. None: all embedded.
     redis_url: str | None = None
     replica_id: str | None = None
@@ -394,7 +394,8 @@ class Learner:
                         "(fleet token create --robot ID --data %s)", config.data_dir)
         self.relay = None
         if config.redis_url:
-            from learner.redis_plane import RedisIndex, default_replica_id
+            from learner.redis_client import default_replica_id
+            from learner.store.redis import RedisIndex
 
             self.replica_id = config.replica_id or default_replica_id()
             self.store = EpisodeStore(config.data_dir, index=RedisIndex(config.redis_url, self.replica_id))
@@ -408,7 +409,7 @@ class Learner:
         self.events = EventFanout()
         self.extensions = tuple(extensions)
         if config.redis_url:
-            from learner.redis_plane import ControlRelay
+            from learner.relay import ControlRelay
 
             self.relay = ControlRelay(config.redis_url, self.replica_id, self.control)
         self.server: grpc.aio.Server | None = None

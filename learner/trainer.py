@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from learner.algorithms import make_algorithm
-from learner.distributed import DataParallel, LeaseHeld, policy_from_spec, policy_spec, write_rank_status
+from learner.distributed import DataParallel, policy_from_spec, policy_spec, write_rank_status
 from learner.embeddings import EmbeddingCache
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
 from core.episode import EpisodeArrays
-from learner.store import StoreReader
+from learner.leases import LeaseHeld
+from learner.store import open_reader
 from learner.versions import open_registry
 from monitor.calibration import calibration_indices
 from monitor.features import build_reference_bank, episode_features
@@ -86,28 +87,24 @@ class TrainerConfig:
     warm_start_head: bool = True
     # --algorithm rl_co: learner/rl_trainer.py's RLCoSettings (stage I mix, PPO, the anchor beta).
     rl_co: dict = field(default_factory=dict)
-    # Scale-out: the Redis that indexes the store (learner/redis_plane.py); None: the store's SQLite.
+    # Scale-out: the Redis that indexes the store (learner/store/redis.py); None: the store's SQLite.
     redis_url: str | None = None
 
 
-def open_reader(config: TrainerConfig, dp: DataParallel):
+def trainer_reader(config: TrainerConfig, dp: DataParallel):
     """The store as the trainer reads it; with Redis, each rank follows the episode stream
     through its own consumer group."""
     if config.data_dir is None:
         return None
-    if config.redis_url:
-        from learner.redis_plane import RedisStoreReader
-
-        return RedisStoreReader(config.data_dir, config.redis_url, group=f"trainer-{dp.rank}-of-{dp.world}",
-                                consumer=f"rank-{dp.rank}")
-    return StoreReader(config.data_dir)
+    return open_reader(config.data_dir, config.redis_url, group=f"trainer-{dp.rank}-of-{dp.world}",
+                       consumer=f"rank-{dp.rank}")
 
 
 class Trainer:
     def __init__(self, config: TrainerConfig):
         self.config = config
         self.dp = DataParallel.current()  # rank 0 of 1 unless under torchrun (learner/distributed.py)
-        self.reader = open_reader(config, self.dp)
+        self.reader = trainer_reader(config, self.dp)
         self.registry = open_registry(config.data_dir, config.redis_url) if config.data_dir else None
         options = {"use_autonomous_successes": config.use_autonomous_successes} if config.algorithm == "hg_dagger" else {}
         self.algorithm = make_algorithm(config.algorithm, **options)
@@ -426,7 +423,7 @@ def run_trainer(config: TrainerConfig, should_stop) -> None:
     store's trainer lease: one trainer per store."""
     lease = None
     if config.redis_url and DataParallel.current().leader:
-        from learner.redis_plane import TrainerLease
+        from learner.leases import TrainerLease
 
         lease = TrainerLease(config.redis_url, wait_s=TrainerLease.TTL_S + 5)
     try:

@@ -18,7 +18,8 @@ from learner.store import EpisodeStore
 
 pytest.importorskip("redis")
 
-from learner.redis_plane import RedisIndex, RedisVersionRegistry  # noqa: E402
+from learner.store.redis import RedisIndex  # noqa: E402
+from learner.versions import RedisVersionRegistry  # noqa: E402
 
 STEPS = 24
 

@@ -18,8 +18,8 @@ from learner.store import EpisodeStore
 
 redis = pytest.importorskip("redis")
 
-from learner.redis_plane import (EPISODE_STREAM, RedisIndex, RedisStoreReader,  # noqa: E402
-                                 RedisVersionRegistry, stored_totals)
+from learner.store.redis import EPISODE_STREAM, RedisIndex, RedisStoreReader, stored_totals  # noqa: E402
+from learner.versions import RedisVersionRegistry  # noqa: E402
 
 INTERVENTION, POLICY = pb.ACTION_SOURCE_INTERVENTION, pb.ACTION_SOURCE_AUTONOMOUS
 
@@ -35,6 +35,41 @@ def chunk(robot: str, episode: str, sequence: int, first_step: int, sources: lis
               "source": np.asarray(sources, np.int32), "state": np.random.rand(n, 4).astype(np.float32),
               "action": np.random.rand(n, 3).astype(np.float32)}
     return message, arrays
+
+
+def test_the_redis_script_and_sqlite_follow_the_one_completion_rule(tmp_path, redis_url):
+    """The same random episodes (chunks arriving in random order, runs of intervention across
+    chunk borders) into the Redis index and the SQLite index: each completes exactly when the
+    Python rule (learner/store/base.py) says, with the rule's human steps and takeovers."""
+    from learner.store import StoreReader, chunk_summary, episode_totals
+
+    rng = np.random.default_rng(7)
+    redis_store = EpisodeStore(tmp_path / "redis", index=RedisIndex(redis_url))
+    sqlite_store = EpisodeStore(tmp_path / "sqlite")
+    redis_reader = RedisStoreReader(tmp_path / "redis", redis_url, group="rule", consumer="c")
+    sqlite_reader = StoreReader(tmp_path / "sqlite")
+    expected = {}
+    for e in range(12):
+        n_chunks = int(rng.integers(1, 5))
+        sources = [[int(v) for v in rng.choice([POLICY, INTERVENTION], size=int(rng.integers(1, 5)), p=[0.6, 0.4])]
+                   for _ in range(n_chunks)]
+        starts = np.cumsum([0] + [len(c) for c in sources])
+        chunks = [chunk("r1", f"e{e}", i, int(starts[i]), c, end=i == n_chunks - 1) for i, c in enumerate(sources)]
+        summaries = [chunk_summary(arrays) for _, arrays in chunks]
+        order = rng.permutation(n_chunks)
+        for k, i in enumerate(order):
+            for store in (redis_store, sqlite_store):
+                store.put_chunk_sync(*chunks[i])
+            if k < n_chunks - 1:  # a chunk is still missing: complete for neither index
+                assert redis_reader.client.hget(f"fleet:episode:r1:e{e}", "complete") == b"0"
+                assert not any(row["episode_id"] == f"e{e}" for row in sqlite_reader.complete_episodes())
+        assert episode_totals(summaries[:-1], n_chunks - 1) is None
+        expected[f"e{e}"] = episode_totals(summaries, n_chunks - 1)
+    for name, rows in (("redis", redis_reader.complete_episodes()), ("sqlite", sqlite_reader.complete_episodes())):
+        got = {row["episode_id"]: {"human_steps": row["human_steps"], "takeovers": row["takeovers"]} for row in rows}
+        assert got == expected, name
+    for closable in (redis_store, sqlite_store, redis_reader, sqlite_reader):
+        closable.close()
 
 
 def test_two_writers_store_each_chunk_once_and_complete_the_episode_once(tmp_path, redis_url):
@@ -195,7 +230,7 @@ def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_
 
 
 def test_one_trainer_per_store(redis_url):
-    from learner.redis_plane import TrainerLease
+    from learner.leases import TrainerLease
 
     first = TrainerLease(redis_url)
     with pytest.raises(RuntimeError, match="another trainer"):

@@ -170,12 +170,12 @@ def test_takeover_state_machine_labels_steps():
     assert controller.source_label() == "autonomous" and controller.hand_back() is None
 
 
-def test_version_table_reports_success_per_task():
+def test_version_table_reports_success_per_task(tmp_path):
     from learner.metrics import format_table, version_table
-    from learner.store import _SCHEMA, connect
+    from learner.store import SqliteIndex, StoreReader
 
-    db = connect(":memory:")
-    db.executescript(_SCHEMA)
+    index = SqliteIndex(tmp_path)
+    db = index.db
     rows = [  # (version, task, kind, success)
         (0, "reach", "evaluation", 1), (0, "reach", "evaluation", 0), (0, "push_cube", "evaluation", 0),
         (1, "reach", "evaluation", 1), (1, "reach", "evaluation", 1), (1, "push_cube", "evaluation", 1),
@@ -185,7 +185,8 @@ def test_version_table_reports_success_per_task():
         db.execute("INSERT INTO episodes (robot_id, episode_id, task, instruction, kind, seed, policy_version, "
                    "first_stored_at, complete, success, total_reward, human_steps, takeovers) "
                    "VALUES ('r', ?, ?, '', ?, 0, ?, 0, 1, ?, ?, 0, 0)", (f"e{i}", task, kind, version, success, success))
-    table = version_table(db, robots=1, operators=1, eval_seeds=3)
+    db.commit()
+    table = version_table(StoreReader(tmp_path), robots=1, operators=1, eval_seeds=3)
     assert [r["task_success"] for r in table] == [{"push_cube": 0.0, "reach": 0.5}, {"push_cube": 1.0, "reach": 1.0}]
     assert table[0]["success_rate"] == pytest.approx(1 / 3)
     assert table[1]["task_eval_episodes"] == {"push_cube": 1, "reach": 2}

@@ -1,44 +1,23 @@
-"""EpisodeStore: the embedded default store (SQLite index + episode arrays on local disk).
-
-Durability contract ("acknowledged" means this):
-- each chunk's arrays are written to a temporary file, fsynced, renamed into place, and the
-  directory is fsynced;
-- then its index row is committed in SQLite with journal_mode=WAL and synchronous=FULL, which
-  fsyncs the WAL on every commit;
-- only then is the chunk acknowledged to the robot.
-A crash between the rename and the commit leaves an orphan file that the robot's re-send
-overwrites; a crash after the commit loses nothing. Re-sent chunks are recognised by the primary
-key (robot_id, episode_id, sequence) and never stored twice.
-
-Writes from all gRPC streams go through one writer thread that commits them in groups, so N
-concurrent robots cost one WAL fsync per group rather than one per chunk.
-"""
+"""The embedded episode index: one SQLite file next to the episode arrays (one writer process),
+journal_mode=WAL and synchronous=FULL, so every commit fsyncs the WAL. Also the store's reader
+for the trainer, the dashboard, the metrics and the benchmarks: the SQL lives here alone."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import os
-import queue
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
-from fleet.v1 import fleet_pb2 as pb
-from core.durable import fsync_dir, fsync_file, private_tmp, safe_name
 from core.episode import EpisodeArrays
 from core.wire import PROTO_TO_KIND
+from fleet.v1 import fleet_pb2 as pb
+from learner.store.base import chunk_summary, episode_totals
 from learner.versions import VERSIONS_SCHEMA
-
-log = logging.getLogger("fleetlearn.store")
-
-INTERVENTION = pb.ACTION_SOURCE_INTERVENTION
-_GROUP_COMMIT_MAX = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS robots (
@@ -97,14 +76,6 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=FULL")
     db.row_factory = sqlite3.Row
     return db
-
-
-def chunk_summary(arrays: dict[str, np.ndarray]) -> dict[str, int]:
-    """What an episode's totals need of one chunk: its human steps and where takeovers start."""
-    source = arrays["source"]
-    human = source == INTERVENTION
-    return {"human_steps": int(human.sum()), "takeover_starts": int(np.sum(human[1:] & ~human[:-1])),
-            "first_source": int(source[0]), "last_source": int(source[-1])}
 
 
 class SqliteIndex:
@@ -169,144 +140,21 @@ class SqliteIndex:
     def _maybe_complete(self, robot_id: str, episode_id: str, now: float) -> None:
         row = self.db.execute("SELECT final_sequence, complete FROM episodes WHERE robot_id=? AND episode_id=?",
                               (robot_id, episode_id)).fetchone()
-        if row["complete"] or row["final_sequence"] is None:
+        if row["complete"]:
             return
         chunks = self.db.execute(
             "SELECT human_steps, takeover_starts, first_source, last_source FROM chunks "
             "WHERE robot_id=? AND episode_id=? ORDER BY sequence", (robot_id, episode_id)).fetchall()
-        if len(chunks) != row["final_sequence"] + 1:
+        totals = episode_totals(chunks, row["final_sequence"])
+        if totals is None:
             return
-        takeovers = 0
-        previous_last = None
-        for c in chunks:
-            takeovers += c["takeover_starts"]
-            if c["first_source"] == INTERVENTION and previous_last != INTERVENTION:
-                takeovers += 1
-            previous_last = c["last_source"]
         self.db.execute(
             "UPDATE episodes SET complete=1, completed_at=?, human_steps=?, takeovers=? WHERE robot_id=? AND episode_id=?",
-            (now, sum(c["human_steps"] for c in chunks), takeovers, robot_id, episode_id))
+            (now, totals["human_steps"], totals["takeovers"], robot_id, episode_id))
 
     def close(self) -> None:
         with self._lock:
             self.db.close()
-
-
-class EpisodeStore:
-    """Owns the store directory; safe to share between the asyncio server and its writer thread.
-
-    The index is SQLite in the directory by default; with `index` a RedisIndex (scale-out), several
-    ingest processes share the directory and the index (learner/redis_plane.py)."""
-
-    def __init__(self, root: Path, index=None):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "episodes").mkdir(exist_ok=True)
-        (self.root / "checkpoints").mkdir(exist_ok=True)
-        self.index = index if index is not None else SqliteIndex(self.root)
-        self._queue: queue.Queue = queue.Queue()
-        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
-        self._writer.start()
-
-    # -- robots --------------------------------------------------------------------------------
-
-    def register_robot(self, robot_id: str, embodiment: pb.Embodiment, tasks: list[dict]) -> None:
-        self.index.register_robot(robot_id, embodiment, tasks)
-
-    def robot_embodiment(self, robot_id: str) -> pb.Embodiment | None:
-        return self.index.robot_embodiment(robot_id)
-
-    # -- chunk ingest --------------------------------------------------------------------------
-
-    async def put_chunk(self, chunk: pb.EpisodeChunk, arrays: dict[str, np.ndarray]) -> str:
-        """Persists a decoded chunk; returns "stored" or "duplicate" once it is durable."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((chunk, arrays, loop, future))
-        return await future
-
-    def put_chunk_sync(self, chunk: pb.EpisodeChunk, arrays: dict[str, np.ndarray]) -> str:
-        done = threading.Event()
-        result: list = []
-        self._queue.put((chunk, arrays, None, (done, result)))
-        done.wait()
-        if isinstance(result[0], BaseException):
-            raise result[0]
-        return result[0]
-
-    def _write_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < _GROUP_COMMIT_MAX:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                group.append(item)
-            try:
-                outcomes: list = self._write_group([(c, a) for c, a, _, _ in group])
-            except Exception as exc:  # disk full, I/O error: every waiter learns, nothing is acked
-                log.exception("store write failed")
-                outcomes = [exc] * len(group)
-            for (_, _, loop, waiter), outcome in zip(group, outcomes):
-                if loop is None:
-                    done, result = waiter
-                    result.append(outcome)
-                    done.set()
-                elif isinstance(outcome, BaseException):
-                    loop.call_soon_threadsafe(_set_exception, waiter, outcome)
-                else:
-                    loop.call_soon_threadsafe(_set_result, waiter, outcome)
-
-    def _write_group(self, group: list[tuple[pb.EpisodeChunk, dict[str, np.ndarray]]]) -> list[str]:
-        """Files first (fsynced, renamed, directories fsynced), then the index: a chunk is in the
-        index only once its arrays are durable."""
-        keys = [(chunk.robot_id, chunk.episode_id, chunk.sequence) for chunk, _ in group]
-        duplicates = self.index.stored(keys)
-        fresh = []
-        for key, (chunk, arrays) in zip(keys, group):
-            if key not in duplicates:
-                duplicates.add(key)  # the same chunk twice in one group is stored once
-                fresh.append((chunk, arrays, self._write_chunk_file(chunk, arrays)))
-            else:
-                fresh.append(None)
-        written = [f for f in fresh if f is not None]
-        dirs = {(self.root / rel).parent for _, _, (rel, _) in written}
-        for d in dirs | {d.parent for d in dirs}:
-            fsync_dir(d)
-        raced = self.index.add(written)  # another replica indexed it between our check and now
-        return ["stored" if f is not None and key not in raced else "duplicate" for key, f in zip(keys, fresh)]
-
-    def _write_chunk_file(self, chunk: pb.EpisodeChunk, arrays: dict[str, np.ndarray]) -> tuple[str, int]:
-        rel = f"episodes/{safe_name(chunk.robot_id)}/{safe_name(chunk.episode_id)}/{chunk.sequence:06d}.safetensors"
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = private_tmp(path)
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-        fsync_file(tmp)
-        os.replace(tmp, path)
-        return rel, path.stat().st_size
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._writer.join(timeout=10)
-        self.index.close()
-
-
-def _set_result(future: asyncio.Future, value) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 def robot_embodiment(db: sqlite3.Connection, robot_id: str) -> pb.Embodiment | None:
@@ -316,7 +164,8 @@ def robot_embodiment(db: sqlite3.Connection, robot_id: str) -> pb.Embodiment | N
 
 
 class StoreReader:
-    """Read-only view used by the trainer process, the demo monitor and the CLI."""
+    """Read-only view of an SQLite-indexed store: the trainer, the dashboard, the metrics, the
+    demo and the benchmarks read through it (none of them writes SQL of its own)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -343,6 +192,69 @@ class StoreReader:
         rows = self.db.execute(
             "SELECT task, COUNT(*) AS n FROM episodes WHERE complete=1 AND kind='demonstration' GROUP BY task")
         return {r["task"]: r["n"] for r in rows}
+
+    # -- summaries for the metrics, the dashboard and the benchmarks ---------------------------
+
+    def version_summaries(self) -> list[sqlite3.Row]:
+        """Per policy version that ran, over its complete episodes: training and evaluation
+        episode counts, their successes, and the training episodes' takeovers, human steps and
+        sum of reward / (1 + human steps)."""
+        return self.db.execute(
+            """SELECT policy_version AS version,
+                      SUM(kind='training') AS episodes,
+                      SUM(kind='evaluation') AS eval_episodes,
+                      SUM(CASE WHEN kind='evaluation' THEN success ELSE 0 END) AS eval_successes,
+                      SUM(CASE WHEN kind='training' THEN success ELSE 0 END) AS train_successes,
+                      SUM(CASE WHEN kind='training' THEN takeovers ELSE 0 END) AS takeovers,
+                      SUM(CASE WHEN kind='training' THEN human_steps ELSE 0 END) AS human_steps,
+                      SUM(CASE WHEN kind='training' THEN total_reward / (1.0 + human_steps) ELSE 0 END) AS rohe_sum
+               FROM episodes WHERE complete=1 AND policy_version >= 0
+               GROUP BY policy_version ORDER BY policy_version""").fetchall()
+
+    def task_summaries(self, kind: str) -> list[sqlite3.Row]:
+        """Per (version, task), over complete episodes of `kind`: episodes, successes, takeovers."""
+        return self.db.execute(
+            """SELECT policy_version AS version, task, COUNT(*) AS episodes, SUM(success) AS successes,
+                      SUM(takeovers) AS takeovers
+               FROM episodes WHERE complete=1 AND policy_version >= 0 AND kind=?
+               GROUP BY policy_version, task ORDER BY task""", (kind,)).fetchall()
+
+    def robots(self) -> dict[str, list[dict]]:
+        """robot id -> its tasks ({name, instruction}), for every registered robot."""
+        return {r["robot_id"]: json.loads(r["tasks"]) for r in self.db.execute("SELECT robot_id, tasks FROM robots")}
+
+    def any_embodiment(self) -> pb.Embodiment | None:
+        row = self.db.execute("SELECT embodiment FROM robots LIMIT 1").fetchone()
+        return pb.Embodiment.FromString(row["embodiment"]) if row else None
+
+    def recent_outcomes(self, robot_id: str, limit: int) -> list[sqlite3.Row]:
+        """The robot's latest complete training and evaluation episodes, newest first."""
+        return self.db.execute(
+            "SELECT success, takeovers, human_steps FROM episodes WHERE robot_id=? AND complete=1 "
+            "AND kind IN ('training', 'evaluation') ORDER BY completed_at DESC LIMIT ?", (robot_id, limit)).fetchall()
+
+    def episodes(self, robot_id: str | None = None, policy_version: int | None = None) -> list[sqlite3.Row]:
+        """Every indexed episode (complete or not), optionally of one robot or one version."""
+        clauses = [(name, value) for name, value in (("robot_id", robot_id), ("policy_version", policy_version))
+                   if value is not None]
+        where = " AND ".join(f"{name}=?" for name, _ in clauses) or "1"
+        return self.db.execute(f"SELECT * FROM episodes WHERE {where}", [v for _, v in clauses]).fetchall()
+
+    def stored_totals(self, robot_id: str | None = None) -> dict[str, int]:
+        """Chunks and steps stored, and episodes not yet complete (of one robot, or all)."""
+        where, args = ("WHERE robot_id=?", (robot_id,)) if robot_id is not None else ("", ())
+        chunks, steps = self.db.execute(f"SELECT COUNT(*), COALESCE(SUM(num_steps), 0) FROM chunks {where}",
+                                        args).fetchone()
+        incomplete = self.db.execute(f"SELECT COUNT(*) FROM episodes {where} {'AND' if where else 'WHERE'} "
+                                     "complete=0", args).fetchone()[0]
+        return {"chunks": chunks, "steps": steps, "incomplete_episodes": incomplete}
+
+    def human_effort(self, completed_by: float = float("inf")) -> tuple[int, int]:
+        """(human steps, complete training episodes) of the episodes completed by that time."""
+        human, episodes = self.db.execute(
+            "SELECT COALESCE(SUM(human_steps), 0), COUNT(*) FROM episodes WHERE complete=1 AND kind='training' "
+            "AND completed_at <= ?", (completed_by,)).fetchone()
+        return human, episodes
 
     def close(self) -> None:
         self.db.close()
