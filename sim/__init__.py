@@ -82,7 +82,7 @@ Tasks (sim.TASKS)
         info["cue_visible"], info["wrong_button_pressed"].  max_steps 60
         (expert: ~22 steps, 10 of them the cue phase).
 
-Experts (sim/experts.py)
+Experts (sim/experts/)
     `sim.make_expert(env, noise=0.0, seed=None)` (same as `env.expert(...)`)
     returns the task's scripted expert.  `expert.act(env)` reads privileged
     sim state and keeps no memory between calls, so it can take over from
@@ -107,7 +107,7 @@ Adding a task
        and `expert()`.
        Override `_arm_overrides()` to change the arm's workspace or home pose,
        and `_update_visuals()` to change what the cameras see (e.g. a cue lamp).
-    2. Write a stateless expert for it in sim/experts.py (subclass
+    2. Write a stateless expert for it in sim/experts/ (subclass
        `ScriptedExpert` and implement `_decide`).
     3. Add it to `TASKS` in sim/registry.py (or call `sim.register_task`).
 """
