@@ -1,0 +1,258 @@
+"""The fleet.v1 service (grpc.aio). Its methods are thin: they validate, then call the
+EpisodeStore, the WeightPublisher and FleetControl, and tell the learner's events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from core import wire
+from fleet.v1 import fleet_pb2 as pb
+from fleet.v1 import fleet_pb2_grpc as pb_grpc
+from learner.control import FleetControl
+from learner.credentials import Authenticator
+from learner.events import LearnerEvents
+from learner.interceptors import bearer
+from learner.limits import FleetLimits, RobotLimits
+from learner.publisher import WeightPublisher
+from learner.store import EpisodeStore
+
+log = logging.getLogger("fleetlearn.learner")
+
+WEIGHTS_CHUNK_BYTES = 1 << 20
+# Robot ids appear in paths, file names and the dashboard's URLs: a safe alphabet, and not a word
+# the dashboard uses for the whole fleet.
+ROBOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED_ROBOT_IDS = frozenset({"all", "fleet"})
+# Episode ids are the robot's choice (a UUID's hex by default): printable, path- and header-safe.
+EPISODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+HEARTBEAT_INTERVAL_S = 1.0
+# The transport accepts messages up to twice the announced limit so that the servicer, not the
+# transport, refuses most oversized chunks: with RESOURCE_EXHAUSTED, the chunk named, and a log line.
+TRANSPORT_MAX_MESSAGE_BYTES = 2 * wire.MAX_MESSAGE_BYTES
+
+
+class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
+    def __init__(self, store: EpisodeStore, publisher: WeightPublisher, control: FleetControl,
+                 max_message_bytes: int = wire.MAX_MESSAGE_BYTES, events: LearnerEvents | None = None, relay=None,
+                 auth: Authenticator | None = None, limits: RobotLimits | None = None):
+        self.limits = FleetLimits(limits or RobotLimits())
+        self.auth = auth  # None: every caller the interceptor let in may act as any robot
+        self.store = store
+        self.publisher = publisher
+        self.control = control
+        self.events = events or LearnerEvents()
+        self.relay = relay  # scale-out: the robot registry and the control relay in Redis
+        self.max_message_bytes = max_message_bytes
+
+    async def _acting_as(self, robot_id: str, context) -> None:
+        """Aborts with PERMISSION_DENIED unless the caller's credential may act as `robot_id`."""
+        if self.auth is None:
+            return
+        identity = self.auth.identify(bearer(context.invocation_metadata()))
+        if identity is None or not identity.may_act_as_robot(robot_id):
+            who = f"{identity.kind} {identity.subject}" if identity else "an unknown caller"
+            log.warning("refused %s acting as robot %r from %s", who, robot_id, context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this credential belongs to {who}, not robot {robot_id!r}")
+
+    async def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
+        await self._acting_as(request.robot_id, context)
+        e = request.embodiment
+        problem = None
+        if not ROBOT_ID.fullmatch(request.robot_id) or request.robot_id in RESERVED_ROBOT_IDS:
+            problem = (f"robot_id {request.robot_id!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                       f"and not one of {sorted(RESERVED_ROBOT_IDS)}")
+        elif e.state_dim <= 0 or e.action_dim <= 0:
+            problem = f"state_dim and action_dim must be positive (got {e.state_dim}, {e.action_dim})"
+        elif any(c.height <= 0 or c.width <= 0 or c.channels <= 0 for c in e.cameras):
+            problem = "every camera needs positive height, width and channels"
+        elif len({c.name for c in e.cameras}) != len(e.cameras):
+            problem = "camera names must be unique"
+        if problem:
+            log.warning("rejected registration of %r: %s", request.robot_id, problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        tasks = [{"name": t.name, "instruction": t.instruction} for t in request.tasks]
+        await asyncio.to_thread(self.store.register_robot, request.robot_id, e, tasks)
+        log.info("registered %s (%s, %d cameras, tasks %s)", request.robot_id, e.robot_type, len(e.cameras),
+                 [t["name"] for t in tasks])
+        current = self.publisher.current
+        return pb.RegisterResponse(session_id=uuid.uuid4().hex, policy_version=current.version if current else -1,
+                                   max_message_bytes=self.max_message_bytes, heartbeat_interval_s=HEARTBEAT_INTERVAL_S)
+
+    async def StreamEpisodes(self, request_iterator, context) -> None:
+        """Reads chunks, stores them (pipelined through the group-commit writer) and acks in order."""
+        pending: asyncio.Queue = asyncio.Queue()
+        embodiments: dict[str, pb.Embodiment] = {}
+
+        async def write_acks():
+            while True:
+                item = await pending.get()
+                if item is None:
+                    return
+                chunk, stored = item
+                status = await stored
+                if status == "stored":
+                    self.events.ingested(len(chunk.steps))
+                if status == "stored" and chunk.episode_end and chunk.kind == pb.EPISODE_KIND_TRAINING:
+                    self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
+                if status == "stored" and chunk.episode_end and chunk.kind in (pb.EPISODE_KIND_TRAINING,
+                                                                               pb.EPISODE_KIND_EVALUATION):
+                    self.publisher.episode_outcome(chunk.robot_id, chunk.policy_version, chunk.outcome.success)
+                await context.write(pb.ChunkAck(
+                    robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
+                    status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
+
+        writer = asyncio.create_task(write_acks())
+        failure: tuple[grpc.StatusCode, str, pb.EpisodeChunk | None] | None = None
+        try:
+            async for chunk in request_iterator:
+                failure = await self._check_chunk(chunk, embodiments, context)
+                if failure:
+                    break
+                await self.limits.episodes(chunk.robot_id).take(chunk.ByteSize())  # over its rate: it waits
+                arrays = wire.decode_chunk_steps(chunk, embodiments[chunk.robot_id])
+                pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays))))
+        except wire.WireError as exc:
+            failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc), chunk)
+        except DecodeError as exc:  # bytes that are not an EpisodeChunk at all
+            failure = (grpc.StatusCode.INVALID_ARGUMENT, f"malformed EpisodeChunk message: {exc}", None)
+        except asyncio.CancelledError:
+            # The transport refused a message above its hard cap, or the robot went away.
+            log.warning("episode stream from %s ended by the transport (message above %d bytes, or peer gone)",
+                        context.peer(), TRANSPORT_MAX_MESSAGE_BYTES)
+            raise
+        finally:
+            pending.put_nowait(None)
+            try:
+                await writer  # acks for everything stored before the failure still go out
+            except Exception as exc:  # the store could not write (disk full, I/O error): nothing more is acked
+                log.error("episode store write failed: %s", exc)
+                failure = failure or (grpc.StatusCode.UNAVAILABLE, f"learner could not store the chunk ({exc}); "
+                                      "the robot keeps it spooled and retries", None)
+        if failure:
+            code, message, chunk = failure
+            log.warning("episode stream from %s rejected: %s: %s", context.peer(), code.name, message)
+            if chunk is not None and EPISODE_ID.fullmatch(chunk.episode_id):  # a header carries it: only a valid id
+                context.set_trailing_metadata((("fleet-rejected-episode", chunk.episode_id),
+                                               ("fleet-rejected-sequence", str(chunk.sequence))))
+            await context.abort(code, message)
+
+    async def _check_chunk(self, chunk: pb.EpisodeChunk, embodiments: dict, context):
+        size = chunk.ByteSize()
+        if size > self.max_message_bytes:
+            return (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"chunk of {size} bytes exceeds max_message_bytes {self.max_message_bytes}; seal chunks smaller", chunk)
+        if not chunk.robot_id or not chunk.episode_id:
+            return grpc.StatusCode.INVALID_ARGUMENT, "chunk needs robot_id and episode_id", chunk
+        if not EPISODE_ID.fullmatch(chunk.episode_id):
+            return (grpc.StatusCode.INVALID_ARGUMENT, f"episode_id {chunk.episode_id!r} must be 1-128 letters, digits, "
+                    "'.', '_', ':' or '-'", chunk)
+        if self.auth is not None:  # every chunk: a credential revoked mid-stream stops the stream
+            identity = self.auth.identify(bearer(context.invocation_metadata()))
+            if identity is None or not identity.may_act_as_robot(chunk.robot_id):
+                return (grpc.StatusCode.PERMISSION_DENIED,
+                        f"this credential may not write episodes of robot {chunk.robot_id!r}", chunk)
+        if chunk.sequence < 0:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"negative sequence {chunk.sequence}", chunk
+        if chunk.robot_id not in embodiments:
+            embodiment = await asyncio.to_thread(self.store.robot_embodiment, chunk.robot_id)
+            if embodiment is None:
+                return grpc.StatusCode.NOT_FOUND, f"unknown robot {chunk.robot_id!r}: call Register first", chunk
+            embodiments[chunk.robot_id] = embodiment
+        return None
+
+    async def WatchPolicy(self, request: pb.WatchPolicyRequest, context):
+        await self._acting_as(request.robot_id, context)  # canary membership is by robot id
+        queue = self.publisher.watch(request.robot_id)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self.publisher.unwatch(queue)
+
+    async def FetchWeights(self, request: pb.FetchWeightsRequest, context):
+        path = self.publisher.file_path(request.version, request.file_name)
+        if path is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"version {request.version} file {request.file_name!r} is not an announced version's")
+        announced = {f.name: f for f in self.publisher.announced(request.version)[0].files}[request.file_name]
+        if not 0 <= request.offset <= announced.size_bytes:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} outside 0..{announced.size_bytes}")
+        with open(path, "rb") as f:
+            f.seek(request.offset)
+            offset = request.offset
+            while True:
+                data = await asyncio.to_thread(f.read, WEIGHTS_CHUNK_BYTES)
+                if not data:
+                    return
+                yield pb.WeightsChunk(version=request.version, file_name=request.file_name, offset=offset, data=data,
+                                      total_bytes=announced.size_bytes, sha256=announced.sha256)
+                offset += len(data)
+
+    async def Control(self, request_iterator, context) -> None:
+        try:
+            await self._control(context)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed RobotMessage: {exc}")
+
+    async def _control(self, context) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        if first.WhichOneof("body") != "heartbeat" or not first.heartbeat.robot_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the control stream must open with a heartbeat")
+        robot_id = first.heartbeat.robot_id
+        await self._acting_as(robot_id, context)
+        if await asyncio.to_thread(self.store.robot_embodiment, robot_id) is None:
+            log.warning("control stream from unknown robot %r", robot_id)
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown robot {robot_id!r}: call Register first")
+        session = self.control.open(robot_id)
+
+        async def forward_commands():
+            while True:
+                await context.write(await session.commands.get())
+
+        sender = asyncio.create_task(forward_commands())
+        try:
+            await self._registry("robot_here", robot_id, True)
+            self._on_message(robot_id, first)
+            while True:
+                message = await asyncio.wait_for(context.read(), timeout=10 * HEARTBEAT_INTERVAL_S)
+                if message is grpc.aio.EOF:
+                    break
+                self._on_message(robot_id, message)
+                await self._registry("robot_here", robot_id)
+                if self.auth is not None and self.auth.identify(bearer(context.invocation_metadata())) is None:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this robot's credential was revoked")
+        except asyncio.TimeoutError:
+            log.warning("robot %s stopped sending heartbeats; closing its control stream", robot_id)
+        finally:
+            sender.cancel()
+            try:
+                if self.control.sessions.get(robot_id) is session:
+                    await self._registry("robot_left", robot_id)
+            finally:
+                self.control.close(robot_id, session)
+
+    async def _registry(self, method: str, *args) -> None:
+        """The robot registry in Redis (scale-out): an outage there costs other replicas the
+        route to this robot for a while, never the robot its control stream."""
+        if self.relay is None:
+            return
+        try:
+            await getattr(self.relay, method)(*args)
+        except Exception as exc:
+            log.warning("robot registry: %s(%s) failed: %s", method, args[0], exc)
+
+    def _on_message(self, robot_id: str, message: pb.RobotMessage) -> None:
+        if message.WhichOneof("body") == "preview" and not self.limits.preview_allowed(robot_id):
+            return  # above its picture rate: the next picture replaces this one anyway
+        self.events.robot_message(robot_id, message)
+        if message.WhichOneof("body") != "preview":  # pictures are the dashboard's alone
+            self.control.on_message(robot_id, message)
