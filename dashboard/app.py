@@ -27,14 +27,13 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from pydantic import BaseModel, Field
 
 from dashboard.board import HISTORY_EVERY_S, FleetBoard
-from learner.control import ControlError, FleetControl, RobotNotConnected
+from learner.control import BROADCASTS, ControlError, FleetControl, RobotNotConnected, apply_command
 
 log = logging.getLogger("fleetlearn.dashboard")
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "fleet_operator"
 EVENTS_EVERY_S = 0.5
-BROADCASTS = FleetControl.BROADCASTS
 
 
 def read_operator_tokens(path: Path) -> dict[str, str]:
@@ -271,7 +270,7 @@ class Dashboard:
             if self.relay is not None:
                 commands = await self.relay.issue(op, robot_id, args)
             else:
-                commands = self.control.apply(op, robot_id, args)
+                commands = apply_command(self.control, op, robot_id, args)
         except ControlError as exc:
             self.board.record_refusal(operator, action, robot_id, str(exc))
             raise HTTPException(404 if isinstance(exc, RobotNotConnected) else 409, str(exc)) from exc

@@ -18,7 +18,6 @@ import base64
 import collections
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +27,8 @@ import numpy as np
 from fleet.v1 import fleet_pb2 as pb
 from core import wire
 from learner.control import FleetControl
+from dashboard.history import StoreHistory
 from learner.events import LearnerEvents
-from learner.metrics import version_table
-from learner.store import StoreReader
-from learner.versions import VersionRegistry
 
 log = logging.getLogger("fleetlearn.dashboard")
 
@@ -41,7 +38,6 @@ MODE_NAMES = {
     pb.ROBOT_MODE_DEMONSTRATING: "demonstrating", pb.ROBOT_MODE_WAITING_FOR_HELP: "help requested",
 }
 OFFLINE_AFTER_S = 5.0     # no message from a robot for this long: shown offline
-RECENT_EPISODES = 10      # success and intervention rate over this many of a robot's last episodes
 HISTORY_EVERY_S = 2.0     # the SQLite-backed part of the state is refreshed at most this often
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 INGEST_BIN_S, INGEST_BINS = 10.0, 60
@@ -110,12 +106,9 @@ class FleetBoard(LearnerEvents):
         self._preview_seq = 0
         self._audit_path = self.data_dir / "operator_commands.jsonl"
         self._audit_file = None  # opened at the first command, kept open (jogs come several a second)
-        self._history: dict = {"robots": {}, "at": 0.0}
+        self.history = StoreHistory(self.data_dir)
         # Steps stored, in 10 s bins (the last ten minutes), counted as chunks are acknowledged.
         self._ingest_bins: collections.deque[list] = collections.deque(maxlen=INGEST_BINS)
-        self._history_lock = threading.Lock()
-        self._db: tuple[StoreReader, VersionRegistry] | None = None
-        self._db_lock = threading.Lock()  # history and learning queries run in worker threads
 
     # -- live updates (control stream, event loop thread) --------------------------------------
 
@@ -213,8 +206,7 @@ class FleetBoard(LearnerEvents):
         control = self.control
         queue = control.service_order()
         queued = {t.robot_id: (i + 1, t) for i, t in enumerate(queue)}
-        with self._history_lock:
-            history = self._history
+        history = self.history.latest()
         robot_ids = sorted(set(history["robots"]) | set(control.sessions) | set(self.robots))
         robots = []
         for robot_id in robot_ids:
@@ -268,38 +260,16 @@ class FleetBoard(LearnerEvents):
             commands=[c.as_dict() for c in list(self.commands)[-25:]][::-1],
         )
 
-    # -- history from the store (worker thread) ------------------------------------------------
-
-    def _reader(self) -> tuple[StoreReader, VersionRegistry] | None:
-        """The store's reader and its version registry, opened read-only once the index exists."""
-        if self._db is None:
-            if not (self.data_dir / "index.sqlite").exists():
-                return None
-            self._db = (StoreReader(self.data_dir), VersionRegistry(self.data_dir, readonly=True))
-        return self._db
+    # -- history from the store (worker threads) -----------------------------------------------
 
     def refresh_history(self) -> None:
-        """Recent episodes per robot and the ingest rate (call from a worker thread)."""
-        with self._db_lock:
-            self._refresh_history()
+        """Recent episodes per robot (call from a worker thread)."""
+        self.history.refresh()
 
-    def _refresh_history(self) -> None:
-        opened = self._reader()
-        if opened is None:
-            return
-        reader, _ = opened
-        now = time.time()
-        robots = {}
-        for robot_id, tasks in reader.robots().items():
-            robots[robot_id] = dict(instructions={t["name"]: t["instruction"] for t in tasks},
-                                    task=tasks[0]["name"] if tasks else "", recent={})
-        for robot_id, info in robots.items():
-            rows = reader.recent_outcomes(robot_id, RECENT_EPISODES)
-            if rows:
-                info["recent"] = dict(episodes=len(rows), success_rate=sum(r["success"] for r in rows) / len(rows),
-                                      intervention_rate=sum(r["takeovers"] > 0 for r in rows) / len(rows))
-        with self._history_lock:
-            self._history = dict(robots=robots, at=now)
+    @property
+    def history_age_s(self) -> float:
+        """Seconds since the store-backed part of the board was last refreshed."""
+        return self.history.age_s
 
     def fleet_versions(self) -> tuple[dict[str, dict[int, float]], dict[str, int]]:
         """Copies, made on the event loop, of when each robot first ran each version and what each
@@ -312,64 +282,15 @@ class FleetBoard(LearnerEvents):
     def learning(self, robots: int, operators: int, seen: dict[str, dict[int, float]], running: dict[str, int]) -> dict:
         """Per-version and per-task learning figures, publications, propagation and ingest over
         time (call from a worker thread, with `fleet_versions()` taken on the event loop)."""
-        with self._db_lock:
-            return self._learning(robots, operators, seen, running)
-
-    def _learning(self, robots: int, operators: int, seen_at: dict[str, dict[int, float]], running: dict[str, int]
-                  ) -> dict:
-        opened = self._reader()
-        if opened is None:
-            return dict(versions=[], publications=[], ingest=[], robots_by_version={})
-        reader, registry = opened
-        table = version_table(reader, robots=max(robots, 1), operators=operators)
-        embodiment = reader.any_embodiment()
-        control_hz = (embodiment.control_hz if embodiment is not None else 0.0) or 10.0
-        losses, created = {}, {}
-        for entry in registry.versions():
-            created[entry["version"]] = entry["created_at"]
-            loss = entry["info"].get("denoise_loss", entry["info"].get("loss"))
-            if loss is not None:
-                losses[entry["version"]] = float(loss)
-        publications = [dict(version=p["version"], published_at=p["published_at"], rollback=p["rollback"],
-                             note=p["note"]) for p in registry.publications()]
-        first_published = {}
-        for p in publications:
-            first_published.setdefault(p["version"], p["published_at"])
-        interventions = collections.defaultdict(dict)
-        for r in reader.task_summaries("training"):
-            interventions[r["version"]][r["task"]] = r["takeovers"] / r["episodes"]
-        for entry in table:
-            v = entry["version"]
-            entry["task_interventions_per_episode"] = interventions.get(v, {})
-            entry["loss"] = losses.get(v)
-            entry["human_time_s"] = entry["human_steps"] / control_hz
-            seen = [versions[v] for versions in seen_at.values() if v in versions]
-            published = first_published.get(v)
-            entry["propagation_s"] = (max(seen) - published) if seen and published else None
-            entry["robots_reached"] = len(seen)
         now = time.time()
         ingest = [dict(t=round(start - now), steps_per_s=count / INGEST_BIN_S) for start, count in list(self._ingest_bins)]
-        robots_by_version: dict[int, list[str]] = collections.defaultdict(list)
-        for robot_id, version in running.items():
-            robots_by_version[version].append(robot_id)
-        return dict(versions=table, publications=publications, ingest=ingest,
-                    robots_by_version={str(k): sorted(v) for k, v in robots_by_version.items()},
-                    available=sorted(created))
-
-    @property
-    def history_age_s(self) -> float:
-        """Seconds since the store-backed part of the board was last refreshed."""
-        return time.time() - self._history["at"]
+        return self.history.learning(robots, operators, seen, running, ingest)
 
     def close(self) -> None:
         if self._audit_file is not None:
             self._audit_file.close()
             self._audit_file = None
-        with self._db_lock:
-            if self._db is not None:
-                for part in self._db:
-                    part.close()
-                self._db = None
+        self.history.close()
 
 
 def _finite(value: float) -> float | None:

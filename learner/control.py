@@ -319,22 +319,24 @@ class FleetControl:
             self._session(robot_id)
         return [self.send(robot_id, **body) for robot_id in robot_ids]
 
-    # -- commands by name (the dashboard, and other replicas through the control relay) ---------
 
-    BROADCASTS = {"pause": pb.Pause, "resume": pb.Resume, "stop": pb.Stop}
+# -- commands by name (the dashboard, and other replicas through the control relay) -----------
 
-    def apply(self, op: str, robot_id: str, args: dict) -> list[pb.LearnerCommand]:
-        """A person's command as plain data (what a relay can carry): `op` with JSON `args`."""
-        person = args.get("operator", "")
-        if op == "take_over":
-            return [self.person_take_over(robot_id, person, remote=bool(args.get("remote", True)))]
-        if op == "hand_back":
-            return [self.person_hand_back(robot_id, person)]
-        if op == "answer":
-            return [self.answer(robot_id, person, args["answer"])]
-        if op == "jog":
-            return [self.jog(robot_id, person, float(args["dx"]), float(args["dy"]), float(args["dz"]),
-                             float(args["duration_s"]), args.get("gripper"))]
-        if op in self.BROADCASTS:
-            return self.broadcast([robot_id], **{op: self.BROADCASTS[op]()})
-        raise ControlError(f"no robot command {op!r}")
+BROADCASTS = {"pause": pb.Pause, "resume": pb.Resume, "stop": pb.Stop}
+
+
+def apply_command(control: FleetControl, op: str, robot_id: str, args: dict) -> list[pb.LearnerCommand]:
+    """A person's command as plain data (what a relay can carry): `op` with JSON `args`."""
+    person = args.get("operator", "")
+    if op == "take_over":
+        return [control.person_take_over(robot_id, person, remote=bool(args.get("remote", True)))]
+    if op == "hand_back":
+        return [control.person_hand_back(robot_id, person)]
+    if op == "answer":
+        return [control.answer(robot_id, person, args["answer"])]
+    if op == "jog":
+        return [control.jog(robot_id, person, float(args["dx"]), float(args["dy"]), float(args["dz"]),
+                            float(args["duration_s"]), args.get("gripper"))]
+    if op in BROADCASTS:
+        return control.broadcast([robot_id], **{op: BROADCASTS[op]()})
+    raise ControlError(f"no robot command {op!r}")

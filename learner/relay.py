@@ -11,7 +11,7 @@ import uuid
 import redis.asyncio as aioredis
 
 from fleet.v1 import fleet_pb2 as pb
-from learner.control import ControlError, FleetControl, RobotNotConnected
+from learner.control import ControlError, FleetControl, RobotNotConnected, apply_command
 from learner.redis_client import text as _text
 
 log = logging.getLogger("fleetlearn.relay")
@@ -86,7 +86,7 @@ class ControlRelay:
     async def issue(self, op: str, robot_id: str, args: dict) -> list[pb.LearnerCommand]:
         """Carries out a person's command here if the robot is connected here, else on its replica."""
         if robot_id in self.control.sessions:
-            return self.control.apply(op, robot_id, args)
+            return apply_command(self.control, op, robot_id, args)
         replica = await self.where(robot_id)
         if replica is None or replica == self.replica_id:
             raise RobotNotConnected(f"robot {robot_id!r} is not connected to any replica")
@@ -126,7 +126,7 @@ class ControlRelay:
 
     async def _serve(self, request: dict) -> None:
         try:
-            commands = self.control.apply(request["op"], request["robot_id"], request["args"])
+            commands = apply_command(self.control, request["op"], request["robot_id"], request["args"])
             answer = {"commands": [c.SerializeToString().hex() for c in commands]}
             log.info("relayed %s for %s", request["op"], request["robot_id"])
         except ControlError as exc:
