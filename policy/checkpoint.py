@@ -24,8 +24,9 @@ from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from safetensors.torch import load_file as load_torch, save_file as save_torch
 
 from core.durable import fsync_dir, fsync_file
-from policy.config import PolicyConfig
+from core.registry import ConfigError
 from policy.normalize import Normalizer
+from policy.registry import POLICIES
 from policy.vla import VLAPolicy
 
 WEIGHTS_FILE = "policy.safetensors"
@@ -71,6 +72,7 @@ def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict
         "format": FORMAT,
         "version": version,
         "created_at": time.time(),
+        "policy": type(policy).family,
         "config": policy.config.to_dict(),
         "normalization": {
             "state": {"centre": policy.state_norm.centre.tolist(), "half_range": policy.state_norm.half_range.tolist()},
@@ -109,9 +111,13 @@ def load_checkpoint(directory: Path) -> Checkpoint:
         if actual != expected:
             raise CheckpointError(f"{path}: sha256 {actual[:12]}... does not match metadata {expected[:12]}...; "
                                   "the file is corrupt or was modified")
-    config = PolicyConfig.from_dict(meta["config"])
+    try:
+        family = POLICIES.get(meta.get("policy", VLAPolicy.family))  # checkpoints before families were VLAs
+    except ConfigError as exc:
+        raise CheckpointError(f"{meta_path}: {exc}") from exc
+    config = family.config.from_dict(meta["config"])
     norm = meta["normalization"]
-    policy = VLAPolicy(
+    policy = family.factory(
         config,
         state_norm=_normalizer(norm["state"]),
         action_norm=_normalizer(norm["action"]),

@@ -39,6 +39,7 @@ def instruction_words(text: str) -> list[str]:
 
 
 class VLAPolicy(nn.Module):
+    family = "vla"  # its name in policy.registry.POLICIES, written into checkpoints
     ENCODER_MODULES = ("word_embedding", "camera_encoders", "state_in")
 
     def __init__(self, config: PolicyConfig, state_norm: Normalizer | None = None,

@@ -29,7 +29,7 @@ LAYERS = {
 ROBOT_SIDE = ("robot_client", "policy", "sim", "monitor", "fleet_lerobot.driver", "fleet_lerobot.shim",
               "fleet_lerobot.sim_arm")
 POLICY_THIRD_PARTY = {"torch", "numpy", "safetensors"}
-POLICY_MAY_USE = {"core.durable"}  # the bottom layer's file helpers (standard library only)
+POLICY_MAY_USE = {"core.durable", "core.registry"}  # bottom-layer helpers of the standard library only
 
 
 def _modules() -> dict[str, Path]:
