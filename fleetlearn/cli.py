@@ -139,52 +139,69 @@ def cmd_train(args) -> None:
     train_main(TrainerConfig(data_dir=Path(args.data), **_trainer_settings(args)), redis_url=args.redis)
 
 
-def _robot_driver(args):
-    """(driver, expert or None) for `fleet robot`: sim tasks with their scripted experts, or a
-    bring-your-own Gymnasium env (README) with the expert named by --expert, if any."""
-    from robot_client.driver import DEFAULT_MAX_STEPS, GymDriver, SimDriver, load_factory
+ROBOT_PLUGIN_KINDS = ("driver", "teleop")
+# Plug-in modules `fleet robot` always loads: each registers its drivers and teleop sources.
+ROBOT_PLUGIN_MODULES = ("robot_client.plugins", "fleet_lerobot.plugins")
+
+
+def _old_robot_flags(args) -> tuple[str | None, dict, str | None, dict]:
+    """The flags from before the registries (--sim, --env, --lerobot-robot, ...) as (driver,
+    its settings, teleop source, its settings); the deploy manifests and scripts still use them."""
+    driver, settings = None, {}
+    if args.sim:
+        driver, settings = "sim", {"tasks": args.sim}
+    elif args.env:
+        driver, settings = "gym", {"env": args.env}
+    elif args.lerobot_robot:
+        driver, settings = "lerobot", {"type": args.lerobot_robot}
+        settings.update({f"robot.{key}": value for key, value in _key_values(args.lerobot_arg, "--lerobot-arg").items()})
+    for flag in ("expert", "task", "instruction", "control_hz", "max_steps", "variant", "shift"):
+        if getattr(args, flag) is not None:
+            settings[flag] = getattr(args, flag)
+    teleop, teleop_settings = None, {}
+    if args.lerobot_teleop:
+        teleop, teleop_settings = "lerobot", {"type": args.lerobot_teleop}
+        teleop_settings.update({f"teleop.{key}": value for key, value in
+                                _key_values(args.lerobot_teleop_arg, "--lerobot-teleop-arg").items()})
+    return driver, settings, teleop, teleop_settings
+
+
+def _robot_plugins(args, dotted: dict[str, dict[str, str]]):
+    """(driver, teleop source, the help rule's reference action or None) for `fleet robot`, from
+    --driver/--teleop and their dotted settings, the old flags, and --config."""
+    import importlib
+
+    from core.registry import choose, read_config_file
+    from robot_client.plugins import DRIVERS, TELEOPS, default_teleop
 
     if (args.lerobot_teleop or args.lerobot_arg or args.lerobot_teleop_arg) and not args.lerobot_robot:
         sys.exit("fleet robot: --lerobot-teleop, --lerobot-arg and --lerobot-teleop-arg go with --lerobot-robot")
-    if args.sim:
-        misplaced = [flag for flag, value in (("--expert", args.expert), ("--instruction", args.instruction),
-                                              ("--task", args.task), ("--control-hz", args.control_hz)) if value]
-        if misplaced:
-            sys.exit(f"fleet robot: {', '.join(misplaced)} {'go' if len(misplaced) > 1 else 'goes'} with --env "
-                     "(sim tasks bring their own)")
-        import sim
-
-        driver = SimDriver(sim.parse_tasks(args.sim), variant=args.variant or "sim", max_steps=args.max_steps,
-                           shift=args.shift)
-        return driver, driver.expert
-    if args.variant or args.shift is not None:
-        sys.exit("fleet robot: --variant and --shift go with --sim")
-    if args.lerobot_robot:
-        from fleet_lerobot.driver import LeRobotDriver
-        from fleet_lerobot.shim import build_robot
-
-        if args.demos > 0 and not args.lerobot_teleop:
-            sys.exit("fleet robot: --demos needs someone to record them; with --lerobot-robot pass --lerobot-teleop")
-        robot = build_robot(args.lerobot_robot, _key_values(args.lerobot_arg, "--lerobot-arg"))
-        task = args.task or getattr(robot.config, "task", None) or "default"  # the sim arm names its task
-        return LeRobotDriver(robot, {task: args.instruction or task}, control_hz=args.control_hz or 10.0,
-                             max_steps=args.max_steps or DEFAULT_MAX_STEPS), None
-    if args.demos > 0 and not args.expert:
-        sys.exit("fleet robot: --demos needs an expert to record them; with --env pass --expert MODULE:FACTORY")
     # MODULE may live in the current directory, as it would for `python -m`.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    expert = None
-    if args.expert:
-        expert = load_factory(args.expert, "expert factory")()
-        if not callable(expert):
-            sys.exit(f"fleet robot: expert factory {args.expert!r} returned a {type(expert).__name__}, not a "
-                     "callable (observation, env) -> action")
-    task = args.task or args.env
-    driver = GymDriver({task: load_factory(args.env, "env factory")},
-                       {task: args.instruction} if args.instruction else None,
-                       control_hz=args.control_hz, max_steps=args.max_steps)
-    return driver, expert
+    for module in (*ROBOT_PLUGIN_MODULES, *(args.plugin or ())):
+        importlib.import_module(module)
+    old_driver, old_settings, old_teleop, old_teleop_settings = _old_robot_flags(args)
+    file = read_config_file(Path(args.config)) if args.config else None
+    name, config = choose(DRIVERS, args.driver or old_driver, {**old_settings, **dotted["driver"]}, file)
+    driver = DRIVERS.make(name, config)
+    try:
+        teleop_settings = {**old_teleop_settings, **dotted["teleop"]}
+        teleop_name = args.teleop or old_teleop or (file or {}).get("teleop", {}).get("name") or default_teleop(driver)
+        if teleop_name == "scripted":
+            operator = dict(segment_steps=args.operator_steps, noise_std=args.operator_noise,
+                            reaction_delay_steps=args.operator_delay, suboptimality=args.operator_suboptimality,
+                            seed=args.seed)
+            teleop_settings = {**{k: v for k, v in operator.items() if v is not None}, **teleop_settings}
+        if args.demos > 0 and teleop_name == "none":
+            sys.exit("fleet robot: --demos needs an expert to record them: --driver.expert MODULE:FACTORY (--expert) "
+                     "for a gym env, or a person's device (--teleop lerobot --teleop.type TYPE)")
+        teleop_name, teleop_config = choose(TELEOPS, teleop_name, teleop_settings, file)
+        teleop = TELEOPS.make(teleop_name, teleop_config, driver)
+    except BaseException:
+        driver.close()  # a LeRobot arm connected already
+        raise
+    return driver, teleop, getattr(teleop, "reference_action", None)
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -229,38 +246,20 @@ def cmd_robot(args) -> None:
     import torch
 
     from robot_client.loop import RobotClient, RobotConfig
-    from robot_client.operators import OperatorModel
-    from robot_client.teleop import NoOperator, ScriptedOperator
 
     torch.set_num_threads(1)
     try:
-        model = OperatorModel(noise_std=args.operator_noise, reaction_delay_steps=args.operator_delay,
-                              suboptimality=args.operator_suboptimality, seed=args.seed)
-        # ValueError covers a bad MODULE:FACTORY, an env breaking the contract, unknown sim tasks
-        # and variants: all of them are the command line's to fix, so a message beats a traceback.
-        driver, expert = _robot_driver(args)
-    except (ValueError, ImportError, ConnectionError) as error:
+        # ValueError covers a bad MODULE:FACTORY, an env breaking the contract, unknown sim tasks,
+        # variants and settings (ConfigError): all of them are the command line's to fix, so a
+        # message beats a traceback.
+        driver, teleop, help_reference = _robot_plugins(args, args.dotted)
+    except (ValueError, ImportError, ConnectionError) as error:  # ConfigError is a ValueError
         sys.exit(f"fleet robot: {error}")
-    if args.lerobot_teleop:  # a person's leader arm, gamepad or keyboard, through LeRobot
-        from fleet_lerobot.driver import LeRobotTeleop
-        from fleet_lerobot.shim import build_teleoperator
-
-        try:
-            teleop = LeRobotTeleop(build_teleoperator(args.lerobot_teleop, _key_values(args.lerobot_teleop_arg,
-                                                                                      "--lerobot-teleop-arg")), driver)
-        except (ValueError, ConnectionError) as error:
-            sys.exit(f"fleet robot: {error}")
-        help_reference = None
-    elif expert is None:  # policy only: nobody to record demonstrations, take over or judge help
-        teleop, help_reference = NoOperator(), None
-    else:
-        teleop = ScriptedOperator(driver, segment_steps=args.operator_steps, expert=expert, model=model)
-        help_reference = teleop.reference_action
     eval_seeds = tuple(range(args.eval_seeds))[args.eval_index::args.eval_stride] if args.eval_seeds else ()
     config = RobotConfig(robot_id=args.robot_id, tasks=tuple(driver.tasks), learner=args.learner, token=_token(args),
                          work_dir=Path(args.work_dir or f"runs/robots/{args.robot_id}"), demos=args.demos,
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
-                         operator_segment_steps=args.operator_steps, help_gate=args.help_gate,
+                         help_gate=args.help_gate,
                          help_wait_s=args.help_wait_s, preview_hz=args.preview_hz, seed=args.seed,
                          tls=_client_tls(args), ack_log=args.ack_log)
     client = RobotClient(config, driver, teleop, expert_action=help_reference)
@@ -442,30 +441,39 @@ def build_parser() -> argparse.ArgumentParser:
     from robot_client.driver import DEFAULT_MAX_STEPS
     from robot_client.operators import OperatorModel
 
-    p = sub.add_parser("robot", help="run a robot client")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--sim", metavar="TASKS", help="simulated task(s): a name (push_cube), a comma-separated "
-                        "list, or 'all'")
-    source.add_argument("--env", metavar="MODULE:FACTORY", help="bring your own Gymnasium env: FACTORY() returns "
-                        "it (contract in README)")
-    source.add_argument("--lerobot-robot", metavar="TYPE", help="a physical (or LeRobot-registered) arm through "
-                        "LeRobot: so101_follower, koch_follower, fleet_sim_arm, ... (needs make setup-lerobot)")
+    p = sub.add_parser("robot", help="run a robot client: a driver (--driver NAME --driver.SETTING VALUE) and a "
+                       "teleop source (--teleop NAME --teleop.SETTING VALUE); README lists them")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--driver", metavar="NAME", help="the arm: sim (MuJoCo tasks), gym (your Gymnasium env), "
+                        "lerobot (any LeRobot robot), or one a --plugin registers; its settings as --driver.SETTING")
+    source.add_argument("--sim", metavar="TASKS", help="same as --driver sim --driver.tasks TASKS: a name "
+                        "(push_cube), a comma-separated list, or 'all'")
+    source.add_argument("--env", metavar="MODULE:FACTORY", help="same as --driver gym --driver.env MODULE:FACTORY: "
+                        "FACTORY() returns your Gymnasium env (contract in README)")
+    source.add_argument("--lerobot-robot", metavar="TYPE", help="same as --driver lerobot --driver.type TYPE: "
+                        "so101_follower, koch_follower, fleet_sim_arm, ... (needs make setup-lerobot)")
+    p.add_argument("--teleop", metavar="NAME", help="who drives takeovers and records demonstrations: scripted (the "
+                   "driver's expert, simulated), none, lerobot (a person's device); default: scripted where the "
+                   "driver has an expert, else none; its settings as --teleop.SETTING")
+    p.add_argument("--config", metavar="FILE", help="a TOML file with [driver] and [teleop] tables (name = ..., "
+                   "settings); flags override it")
+    p.add_argument("--plugin", action="append", metavar="MODULE", help="import MODULE first: it registers drivers "
+                   "or teleop sources of its own")
     p.add_argument("--lerobot-arg", action="append", metavar="KEY=VALUE",
-                   help="with --lerobot-robot: a setting of its LeRobot config (port=/dev/ttyACM0, id=arm-1, ...)")
-    p.add_argument("--lerobot-teleop", metavar="TYPE", help="the person's teleop device through LeRobot "
-                   "(so101_leader, gamepad, keyboard_ee, fleet_expert, ...): drives takeovers and demonstrations")
-    p.add_argument("--lerobot-teleop-arg", action="append", metavar="KEY=VALUE", help="a setting of its LeRobot config")
-    p.add_argument("--expert", metavar="MODULE:FACTORY", help="with --env: FACTORY() returns the expert "
+                   help="same as --driver.robot.KEY VALUE: a setting of the LeRobot robot's config")
+    p.add_argument("--lerobot-teleop", metavar="TYPE", help="same as --teleop lerobot --teleop.type TYPE "
+                   "(so101_leader, gamepad, keyboard_ee, fleet_expert, ...)")
+    p.add_argument("--lerobot-teleop-arg", action="append", metavar="KEY=VALUE",
+                   help="same as --teleop.teleop.KEY VALUE: a setting of the LeRobot teleoperator's config")
+    p.add_argument("--expert", metavar="MODULE:FACTORY", help="same as --driver.expert: FACTORY() returns the expert "
                    "(observation, env) -> action that plays the operator; without one the robot runs policy only")
-    p.add_argument("--instruction", help="with --env: the task's instruction (default: the env's `instruction` "
-                   "attribute, else the task name)")
-    p.add_argument("--task", help="with --env: the task's name (default: MODULE:FACTORY)")
-    p.add_argument("--control-hz", type=float, help="with --env: control rate (default: env.metadata['render_fps'])")
-    p.add_argument("--max-steps", type=int, help="steps per episode (default: the sim task's; with --env "
-                   f"env.spec.max_episode_steps, else {DEFAULT_MAX_STEPS})")
-    p.add_argument("--variant", choices=["sim", "real-proxy"], help="with --sim: the nominal sim (default) or the "
-                   "real-robot proxy")
-    p.add_argument("--shift", type=float, help="with --sim --variant real-proxy: size of the reality gap")
+    p.add_argument("--instruction", help="same as --driver.instruction (gym, lerobot)")
+    p.add_argument("--task", help="same as --driver.task (gym, lerobot)")
+    p.add_argument("--control-hz", type=float, help="same as --driver.control-hz (gym, lerobot)")
+    p.add_argument("--max-steps", type=int, help="same as --driver.max-steps: steps per episode (default: the sim "
+                   f"task's; gym: env.spec.max_episode_steps, else {DEFAULT_MAX_STEPS})")
+    p.add_argument("--variant", help="same as --driver.variant (sim): sim, or real-proxy")
+    p.add_argument("--shift", type=float, help="same as --driver.shift (sim, real-proxy): size of the reality gap")
     p.add_argument("--learner", required=True, help="learner address HOST:PORT, or a comma-separated list of "
                    "ingest replicas to fail over between (HOST:PORT,HOST:PORT,...)")
     p.add_argument("--robot-id", default=f"robot-{os.getpid()}")
@@ -481,13 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seeds", type=int, default=20, help="size of the fleet's fixed evaluation seed list")
     p.add_argument("--eval-index", type=int, default=0, help="this robot's share: seeds index, index+stride, ...")
     p.add_argument("--eval-stride", type=int, default=1)
-    p.add_argument("--operator-steps", type=int, default=20, help="steps a simulated operator drives per takeover")
-    p.add_argument("--operator-noise", type=float, default=OperatorModel.noise_std,
-                   help="simulated operator: Gaussian noise std on its actions (default %(default)s)")
-    p.add_argument("--operator-delay", type=int, default=OperatorModel.reaction_delay_steps,
-                   help="simulated operator: ticks it holds still after taking over (default %(default)s)")
-    p.add_argument("--operator-suboptimality", type=float, default=OperatorModel.suboptimality,
-                   help="simulated operator: motion scaled by 1-S plus a slow wander of size S (default %(default)s)")
+    p.add_argument("--operator-steps", type=int, help="same as --teleop.segment-steps (scripted): steps a "
+                   "simulated operator drives per takeover (default 20)")
+    p.add_argument("--operator-noise", type=float, help="same as --teleop.noise-std (scripted): Gaussian noise std "
+                   f"on its actions (default {OperatorModel.noise_std})")
+    p.add_argument("--operator-delay", type=int, help="same as --teleop.reaction-delay-steps (scripted): ticks it "
+                   f"holds still after taking over (default {OperatorModel.reaction_delay_steps})")
+    p.add_argument("--operator-suboptimality", type=float, help="same as --teleop.suboptimality (scripted): motion "
+                   f"scaled by 1-S plus a slow wander of size S (default {OperatorModel.suboptimality})")
     p.add_argument("--help-gate", choices=["float", "rule", "off"], default="float",
                    help="when to ask for a human: FLOAT above its threshold (hold still until answered), the "
                         "sim's fixed expert-disagreement rule, or never")
@@ -563,11 +572,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from core.registry import ConfigError, split_dotted
+
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # --driver.SETTING and --teleop.SETTING: the plug-ins' own settings, read by their config
+        argv, dotted = split_dotted(argv, ROBOT_PLUGIN_KINDS)
+    except ConfigError as error:
+        parser.error(str(error))
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    if any(dotted.values()) and args.command != "robot":
+        parser.error("--driver.* and --teleop.* settings go with `fleet robot`")
+    args.extra, args.dotted = extra, dotted
     _logging(args.verbose)
     args.fn(args)
 
