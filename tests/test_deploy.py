@@ -35,7 +35,8 @@ import yaml
 from check_jsonschema import builtin_schemas
 
 from core.registry import ConfigError, split_dotted
-from fleetlearn.cli import ROBOT_PLUGIN_KINDS, build_parser
+from fleetlearn.cli import build_parser
+from fleetlearn.robot import ROBOT_PLUGIN_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

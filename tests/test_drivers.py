@@ -68,7 +68,8 @@ DRIVERS.register("point_arm", PointArmConfig)(PointArm)
 def robot_plugins(argv: list[str]):
     """(driver, teleop source, help reference) from a `fleet robot` command line, as `fleet robot` builds them."""
     from core.registry import split_dotted
-    from fleetlearn.cli import ROBOT_PLUGIN_KINDS, _robot_plugins, build_parser
+    from fleetlearn.cli import build_parser
+    from fleetlearn.robot import ROBOT_PLUGIN_KINDS, _robot_plugins
 
     argv, dotted = split_dotted(["robot", *argv, "--learner", "127.0.0.1:1"], ROBOT_PLUGIN_KINDS)
     return _robot_plugins(build_parser().parse_args(argv), dotted)
