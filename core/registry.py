@@ -21,6 +21,10 @@ and a config file sets the same fields (TOML, one table per kind):
 Flags override the file. Values from the command line are strings, converted by the field's
 type (int, float, str, bool, tuples and lists of those, nested dataclasses by a further dot:
 `--algorithm.loss.beta 0.2`); a field that does not exist is an error that lists the fields.
+
+A plug-in that passes settings on to a config it does not know (a LeRobot robot's) marks one
+`dict` field with `OTHER_SETTINGS`: every setting that is not a field of its own, and every
+`--KIND.FIELD.KEY`, lands there as given.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
+
+# field(default_factory=dict, metadata=OTHER_SETTINGS): see the module docstring.
+OTHER_SETTINGS = {"other_settings": True}
 
 
 class ConfigError(ValueError):
@@ -92,8 +99,12 @@ class Registry(Generic[T]):
     def build(self, name: str, settings: dict[str, Any] | None = None, *args, **kwargs):
         """The plug-in itself: factory(config, *args, **kwargs), or factory(*args, **kwargs) when it
         takes no config."""
+        return self.make(name, self.config(name, settings), *args, **kwargs)
+
+    def make(self, name: str, config: Any, *args, **kwargs):
+        """The plug-in from a config already built (`choose`'s): factory(config, *args, **kwargs),
+        or factory(*args, **kwargs) when it takes no config."""
         entry = self.get(name)
-        config = self.config(name, settings)
         return entry.factory(*args, **kwargs) if entry.config is None else entry.factory(config, *args, **kwargs)
 
     def describe(self) -> str:
@@ -101,25 +112,38 @@ class Registry(Generic[T]):
         lines = []
         for name in self.names():
             entry = self._entries[name]
-            lines.append(f"{self.kind} {name}: {entry.help}".rstrip(": "))
+            lines.append(f"{self.kind} {name}: {entry.help}" if entry.help else f"{self.kind} {name}")
             if entry.config is not None:
                 for field, value, kind in _fields(entry.config):
                     lines.append(f"    --{self.kind}.{field.replace('_', '-')} {value!r}  ({kind})")
+                other = _other_settings(entry.config)
+                if other is not None:
+                    lines.append(f"    --{self.kind}.KEY VALUE  (any other setting: into {other})")
         return "\n".join(lines)
 
 
-def _fields(config: type, prefix: str = ""):
+def _fields(config: type, prefix: str = "", defaults: Any = None):
+    """(dotted name, default, type name) of every setting; `defaults` is the instance a nested
+    group's defaults come from (its outer field's default_factory may differ from its class's)."""
     hints = typing.get_type_hints(config)
     for field in dataclasses.fields(config):
-        if not field.init:
+        if not field.init or field.metadata.get("other_settings"):
             continue
         kind = hints[field.name]
+        if defaults is not None:
+            default = getattr(defaults, field.name)
+        else:
+            default = (field.default if field.default is not dataclasses.MISSING else
+                       field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
         if dataclasses.is_dataclass(kind):
-            yield from _fields(kind, f"{prefix}{field.name}.")
+            yield from _fields(kind, f"{prefix}{field.name}.", default)
             continue
-        default = (field.default if field.default is not dataclasses.MISSING else
-                   field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
         yield f"{prefix}{field.name}", default, _type_name(kind)
+
+
+def _other_settings(config: type) -> str | None:
+    """The name of `config`'s OTHER_SETTINGS field, or None."""
+    return next((f.name for f in dataclasses.fields(config) if f.metadata.get("other_settings")), None)
 
 
 def _type_name(kind) -> str:
@@ -130,10 +154,22 @@ def build_config(config: type, settings: dict[str, Any], what: str):
     """An instance of dataclass `config` with `settings` applied (see `Registry.config`)."""
     hints = typing.get_type_hints(config)
     fields = {f.name: f for f in dataclasses.fields(config) if f.init}
+    other = _other_settings(config)
     direct: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
     for key, value in settings.items():
         head, dot, rest = key.replace("-", "_").partition(".")
+        if other is not None and head == other:
+            if dot:
+                direct.setdefault(other, {})[rest] = value
+            elif isinstance(value, dict):  # a TOML table
+                direct.setdefault(other, {}).update(value)
+            else:
+                raise ConfigError(f"{what} setting {other!r} is a group: give {other}.KEY VALUE")
+            continue
+        if other is not None and head not in fields:
+            direct.setdefault(other, {})[key.replace("-", "_")] = value
+            continue
         if head not in fields:
             known = ", ".join(f.replace("_", "-") for f, *_ in _fields(config))
             raise ConfigError(f"{what} has no setting {key!r}; its settings: {known}")

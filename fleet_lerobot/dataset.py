@@ -166,7 +166,7 @@ def load_dataset(root: Path, repo_id: str = "local/fleet"):
 def import_dataset(root: Path, data_dir: Path, robot_id: str = "lerobot-import", progress=print) -> dict:
     """Stores every episode of the LeRobotDataset at `root` as a demonstration in `data_dir`."""
     from learner.store import EpisodeStore
-    from robot_client.loop import ChunkBuilder
+    from robot_client.episode import ChunkBuilder
 
     if not (Path(root) / "meta" / "info.json").is_file():
         raise FileNotFoundError(f"{root} is not a local LeRobotDataset (no meta/info.json); import reads local "

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from fleet_lerobot import shim
-from robot_client.driver import Observation
+from robot_client.driver import DriverBase, Observation
+from robot_client.teleop import TeleopBase
 
 log = logging.getLogger("fleetlearn.lerobot")
 
 
-class LeRobotDriver:
+class LeRobotDriver(DriverBase):
     def __init__(self, robot, tasks: dict[str, str], control_hz: float = 10.0, max_steps: int = 200):
         self.robot = robot
         features = robot.observation_features
@@ -33,7 +34,7 @@ class LeRobotDriver:
         self.cameras = {k: tuple(int(x) for x in v) for k, v in features.items() if isinstance(v, tuple) and len(v) == 3}
         if not self.cameras:
             raise ValueError(f"LeRobot robot {robot.name!r} has no camera; the fleet's policy needs at least one "
-                             "(set its cameras, e.g. --lerobot-arg 'cameras={\"front\": {\"type\": \"opencv\", ...}}')")
+                             "(set its cameras, e.g. --driver.cameras '{\"front\": {\"type\": \"opencv\", ...}}')")
         other = [k for k in features if k not in self.state_keys and k not in self.cameras]
         if other:
             raise ValueError(f"LeRobot robot {robot.name!r}: observation features {other} are neither floats nor "
@@ -142,7 +143,7 @@ def feature_names(features: dict) -> list[str]:
     return list(features)
 
 
-class LeRobotTeleop:
+class LeRobotTeleop(TeleopBase):
     """A LeRobot Teleoperator (leader arm, gamepad, keyboard, the fleet's expert) as the fleet's
     takeover source. Where the teleoperator reports events, it starts a takeover itself
     ("is_intervention" turns on), hands back when it turns off, and can end the episode

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
+
+from fleetlearn.robot import ROBOT_PLUGIN_KINDS, robot_flags
 
 # One BLAS/torch thread per process: robots, learner and trainer share the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -18,16 +19,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-
-
-def _token(args) -> str:
-    if args.token:
-        return args.token
-    if args.token_file:
-        lines = [l.strip() for l in Path(args.token_file).read_text().splitlines() if l.strip() and not l.startswith("#")]
-        if lines:
-            return lines[0]
-    sys.exit("a robot needs --token or --token-file (the learner's token file holds the accepted tokens)")
 
 
 def _trainer_settings(args) -> dict:
@@ -93,24 +84,6 @@ def _server_tls(args):
     return ServerTLS(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
 
 
-def _client_tls(args):
-    from core.tls import ClientTLS
-
-    if not args.tls_ca:
-        if args.tls_cert or args.tls_key:
-            sys.exit("--tls-cert/--tls-key (mTLS) need --tls-ca, the CA of the learner's certificate")
-        if not args.insecure:
-            sys.exit("give the robot the learner's CA (--tls-ca) or connect in plaintext with --insecure")
-        from core.tls import warn_insecure
-
-        warn_insecure(f"robot {args.robot_id}")
-        return None
-    if args.insecure:
-        sys.exit("--insecure and --tls-ca contradict each other")
-    return ClientTLS(Path(args.tls_ca), Path(args.tls_cert) if args.tls_cert else None,
-                     Path(args.tls_key) if args.tls_key else None)
-
-
 def cmd_certs(args) -> None:
     from core.tls import make_certs
 
@@ -139,64 +112,6 @@ def cmd_train(args) -> None:
     train_main(TrainerConfig(data_dir=Path(args.data), **_trainer_settings(args)), redis_url=args.redis)
 
 
-def _robot_driver(args):
-    """(driver, expert or None) for `fleet robot`: sim tasks with their scripted experts, or a
-    bring-your-own Gymnasium env (README) with the expert named by --expert, if any."""
-    from robot_client.driver import DEFAULT_MAX_STEPS, GymDriver, SimDriver, load_factory
-
-    if (args.lerobot_teleop or args.lerobot_arg or args.lerobot_teleop_arg) and not args.lerobot_robot:
-        sys.exit("fleet robot: --lerobot-teleop, --lerobot-arg and --lerobot-teleop-arg go with --lerobot-robot")
-    if args.sim:
-        misplaced = [flag for flag, value in (("--expert", args.expert), ("--instruction", args.instruction),
-                                              ("--task", args.task), ("--control-hz", args.control_hz)) if value]
-        if misplaced:
-            sys.exit(f"fleet robot: {', '.join(misplaced)} {'go' if len(misplaced) > 1 else 'goes'} with --env "
-                     "(sim tasks bring their own)")
-        import sim
-
-        driver = SimDriver(sim.parse_tasks(args.sim), variant=args.variant or "sim", max_steps=args.max_steps,
-                           shift=args.shift)
-        return driver, driver.expert
-    if args.variant or args.shift is not None:
-        sys.exit("fleet robot: --variant and --shift go with --sim")
-    if args.lerobot_robot:
-        from fleet_lerobot.driver import LeRobotDriver
-        from fleet_lerobot.shim import build_robot
-
-        if args.demos > 0 and not args.lerobot_teleop:
-            sys.exit("fleet robot: --demos needs someone to record them; with --lerobot-robot pass --lerobot-teleop")
-        robot = build_robot(args.lerobot_robot, _key_values(args.lerobot_arg, "--lerobot-arg"))
-        task = args.task or getattr(robot.config, "task", None) or "default"  # the sim arm names its task
-        return LeRobotDriver(robot, {task: args.instruction or task}, control_hz=args.control_hz or 10.0,
-                             max_steps=args.max_steps or DEFAULT_MAX_STEPS), None
-    if args.demos > 0 and not args.expert:
-        sys.exit("fleet robot: --demos needs an expert to record them; with --env pass --expert MODULE:FACTORY")
-    # MODULE may live in the current directory, as it would for `python -m`.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    expert = None
-    if args.expert:
-        expert = load_factory(args.expert, "expert factory")()
-        if not callable(expert):
-            sys.exit(f"fleet robot: expert factory {args.expert!r} returned a {type(expert).__name__}, not a "
-                     "callable (observation, env) -> action")
-    task = args.task or args.env
-    driver = GymDriver({task: load_factory(args.env, "env factory")},
-                       {task: args.instruction} if args.instruction else None,
-                       control_hz=args.control_hz, max_steps=args.max_steps)
-    return driver, expert
-
-
-def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            sys.exit(f"fleet robot: {flag} takes KEY=VALUE, got {item!r}")
-        out[key] = value
-    return out
-
-
 def cmd_export(args) -> None:
     try:
         from fleet_lerobot.dataset import export_store
@@ -223,51 +138,6 @@ def cmd_import(args) -> None:
         sys.exit(f"fleet import: {error}")
     print(f"imported {figures['episodes']} episodes ({figures['frames']} frames) as demonstrations of "
           f"{figures['robot_id']} into {args.data}")
-
-
-def cmd_robot(args) -> None:
-    import torch
-
-    from robot_client.loop import RobotClient, RobotConfig
-    from robot_client.operators import OperatorModel
-    from robot_client.teleop import NoOperator, ScriptedOperator
-
-    torch.set_num_threads(1)
-    try:
-        model = OperatorModel(noise_std=args.operator_noise, reaction_delay_steps=args.operator_delay,
-                              suboptimality=args.operator_suboptimality, seed=args.seed)
-        # ValueError covers a bad MODULE:FACTORY, an env breaking the contract, unknown sim tasks
-        # and variants: all of them are the command line's to fix, so a message beats a traceback.
-        driver, expert = _robot_driver(args)
-    except (ValueError, ImportError, ConnectionError) as error:
-        sys.exit(f"fleet robot: {error}")
-    if args.lerobot_teleop:  # a person's leader arm, gamepad or keyboard, through LeRobot
-        from fleet_lerobot.driver import LeRobotTeleop
-        from fleet_lerobot.shim import build_teleoperator
-
-        try:
-            teleop = LeRobotTeleop(build_teleoperator(args.lerobot_teleop, _key_values(args.lerobot_teleop_arg,
-                                                                                      "--lerobot-teleop-arg")), driver)
-        except (ValueError, ConnectionError) as error:
-            sys.exit(f"fleet robot: {error}")
-        help_reference = None
-    elif expert is None:  # policy only: nobody to record demonstrations, take over or judge help
-        teleop, help_reference = NoOperator(), None
-    else:
-        teleop = ScriptedOperator(driver, segment_steps=args.operator_steps, expert=expert, model=model)
-        help_reference = teleop.reference_action
-    eval_seeds = tuple(range(args.eval_seeds))[args.eval_index::args.eval_stride] if args.eval_seeds else ()
-    config = RobotConfig(robot_id=args.robot_id, tasks=tuple(driver.tasks), learner=args.learner, token=_token(args),
-                         work_dir=Path(args.work_dir or f"runs/robots/{args.robot_id}"), demos=args.demos,
-                         eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
-                         operator_segment_steps=args.operator_steps, help_gate=args.help_gate,
-                         help_wait_s=args.help_wait_s, preview_hz=args.preview_hz, seed=args.seed,
-                         tls=_client_tls(args), ack_log=args.ack_log)
-    client = RobotClient(config, driver, teleop, expert_action=help_reference)
-    # SIGTERM (the demo, a process manager) stops the robot cleanly: the running episode ends as
-    # "stopped", the spool drains for a moment and the loop's figures are written.
-    signal.signal(signal.SIGTERM, lambda *_: client.stopped.set())
-    client.run()
 
 
 def cmd_demo(args) -> None:
@@ -439,65 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     _trainer_flags(p)
     p.set_defaults(fn=cmd_train)
 
-    from robot_client.driver import DEFAULT_MAX_STEPS
-    from robot_client.operators import OperatorModel
-
-    p = sub.add_parser("robot", help="run a robot client")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--sim", metavar="TASKS", help="simulated task(s): a name (push_cube), a comma-separated "
-                        "list, or 'all'")
-    source.add_argument("--env", metavar="MODULE:FACTORY", help="bring your own Gymnasium env: FACTORY() returns "
-                        "it (contract in README)")
-    source.add_argument("--lerobot-robot", metavar="TYPE", help="a physical (or LeRobot-registered) arm through "
-                        "LeRobot: so101_follower, koch_follower, fleet_sim_arm, ... (needs make setup-lerobot)")
-    p.add_argument("--lerobot-arg", action="append", metavar="KEY=VALUE",
-                   help="with --lerobot-robot: a setting of its LeRobot config (port=/dev/ttyACM0, id=arm-1, ...)")
-    p.add_argument("--lerobot-teleop", metavar="TYPE", help="the person's teleop device through LeRobot "
-                   "(so101_leader, gamepad, keyboard_ee, fleet_expert, ...): drives takeovers and demonstrations")
-    p.add_argument("--lerobot-teleop-arg", action="append", metavar="KEY=VALUE", help="a setting of its LeRobot config")
-    p.add_argument("--expert", metavar="MODULE:FACTORY", help="with --env: FACTORY() returns the expert "
-                   "(observation, env) -> action that plays the operator; without one the robot runs policy only")
-    p.add_argument("--instruction", help="with --env: the task's instruction (default: the env's `instruction` "
-                   "attribute, else the task name)")
-    p.add_argument("--task", help="with --env: the task's name (default: MODULE:FACTORY)")
-    p.add_argument("--control-hz", type=float, help="with --env: control rate (default: env.metadata['render_fps'])")
-    p.add_argument("--max-steps", type=int, help="steps per episode (default: the sim task's; with --env "
-                   f"env.spec.max_episode_steps, else {DEFAULT_MAX_STEPS})")
-    p.add_argument("--variant", choices=["sim", "real-proxy"], help="with --sim: the nominal sim (default) or the "
-                   "real-robot proxy")
-    p.add_argument("--shift", type=float, help="with --sim --variant real-proxy: size of the reality gap")
-    p.add_argument("--learner", required=True, help="learner address HOST:PORT, or a comma-separated list of "
-                   "ingest replicas to fail over between (HOST:PORT,HOST:PORT,...)")
-    p.add_argument("--robot-id", default=f"robot-{os.getpid()}")
-    p.add_argument("--token")
-    p.add_argument("--token-file")
-    p.add_argument("--tls-ca", help="TLS: the CA that signed the learner's certificate (PEM)")
-    p.add_argument("--tls-cert", help="mTLS: this robot's certificate (PEM)")
-    p.add_argument("--tls-key", help="mTLS: this robot's private key (PEM)")
-    p.add_argument("--insecure", action="store_true", help="connect in plaintext (logged as a warning)")
-    p.add_argument("--ack-log", action="store_true", help="log each chunk's ack latency to WORK_DIR/acks.csv")
-    p.add_argument("--work-dir", help="spool and weight cache (default runs/robots/ROBOT_ID)")
-    p.add_argument("--demos", type=int, default=0, help="record this many expert demonstrations first")
-    p.add_argument("--eval-seeds", type=int, default=20, help="size of the fleet's fixed evaluation seed list")
-    p.add_argument("--eval-index", type=int, default=0, help="this robot's share: seeds index, index+stride, ...")
-    p.add_argument("--eval-stride", type=int, default=1)
-    p.add_argument("--operator-steps", type=int, default=20, help="steps a simulated operator drives per takeover")
-    p.add_argument("--operator-noise", type=float, default=OperatorModel.noise_std,
-                   help="simulated operator: Gaussian noise std on its actions (default %(default)s)")
-    p.add_argument("--operator-delay", type=int, default=OperatorModel.reaction_delay_steps,
-                   help="simulated operator: ticks it holds still after taking over (default %(default)s)")
-    p.add_argument("--operator-suboptimality", type=float, default=OperatorModel.suboptimality,
-                   help="simulated operator: motion scaled by 1-S plus a slow wander of size S (default %(default)s)")
-    p.add_argument("--help-gate", choices=["float", "rule", "off"], default="float",
-                   help="when to ask for a human: FLOAT above its threshold (hold still until answered), the "
-                        "sim's fixed expert-disagreement rule, or never")
-    p.add_argument("--help-wait-s", type=float, default=60.0, help="with --help-gate float: give up waiting after this")
-    p.add_argument("--preview-hz", type=float, default=4.0,
-                   help="live camera pictures sent to the dashboard per second (0: none)")
-    p.add_argument("--max-episodes", type=int)
-    p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(fn=cmd_robot)
+    robot_flags(sub.add_parser("robot", help="run a robot client: a driver (--driver NAME --driver.SETTING VALUE) "
+                                "and a teleop source (--teleop NAME --teleop.SETTING VALUE); README lists them"))
 
     p = sub.add_parser("export", help="write the episode store as a LeRobotDataset (needs make setup-lerobot)")
     p.add_argument("--format", choices=["lerobot"], default="lerobot")
@@ -563,11 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from core.registry import ConfigError, split_dotted
+
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # --driver.SETTING and --teleop.SETTING: the plug-ins' own settings, read by their config
+        argv, dotted = split_dotted(argv, ROBOT_PLUGIN_KINDS)
+    except ConfigError as error:
+        parser.error(str(error))
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    if any(dotted.values()) and args.command != "robot":
+        parser.error("--driver.* and --teleop.* settings go with `fleet robot`")
+    args.extra, args.dotted = extra, dotted
     _logging(args.verbose)
     args.fn(args)
 

@@ -2,7 +2,8 @@
 
 `GymDriver` runs any Gymnasium environment that follows the fleet's observation contract (the
 "bring your own environment" path, README); `SimDriver` is the same driver over the MuJoCo
-tasks in `sim`, which follow that contract too.
+tasks in `sim`, which follow that contract too. `fleet robot` chooses a driver by name
+(robot_client/plugins.py); README "Adding a driver" shows how to write one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,24 +33,76 @@ class Observation:
     state: np.ndarray              # proprioception, float32
 
 
+@runtime_checkable
 class Driver(Protocol):
+    """What the control loop (robot_client/loop.py, episode.py, safety.py) uses of an arm.
+    `DriverBase` gives every optional member a harmless default; a driver overrides what it has."""
+
     robot_type: str
-    cameras: dict[str, tuple[int, int, int]]
+    cameras: dict[str, tuple[int, int, int]]  # camera name -> (H, W, 3)
     state_dim: int
     action_dim: int
     control_hz: float
     tasks: dict[str, str]          # task name -> instruction
-    max_steps: int
+    max_steps: int                 # of the task last reset
 
     def reset(self, task: str, seed: int | None) -> Observation: ...
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        """Sends an action; returns (observation, reward, terminated, truncated, info)."""
+        """Sends an action; returns (observation, reward, terminated, truncated, info), where
+        info carries "is_success"."""
 
     def close(self) -> None: ...
 
-    # Optional (robot_client/safety.py): `action_bounds` (low, high), `max_action_rate` (per
-    # second), and `hold()`, which keeps a physical arm where it is when the loop stalls.
+    # Optional, defaults in DriverBase.
+    serves_rl: bool                               # may run RL rollouts (a simulator, never a real arm)
+    jog_dims: tuple[int, int, int] | None         # action dims a remote operator jogs (x, y, z velocity)
+    action_bounds: tuple[np.ndarray, np.ndarray] | None  # the shield clips into these
+    max_action_rate: float | np.ndarray | None    # per second, per dimension
+    last_sent: np.ndarray | None                  # what the arm reported it executed, last step
+
+    def hold_action(self) -> np.ndarray | None:
+        """The action that keeps the arm where it is (None: zeros, which stops a velocity arm)."""
+
+    def hold(self) -> None:
+        """The loop stalled: keep the arm where it is (safety.Watchdog, on its own thread)."""
+
+    def task_distance(self) -> float | None:
+        """Distance to the goal, lower is better, where the task measures one (the help rule)."""
+
+
+class DriverBase:
+    """The optional part of `Driver`, as harmless defaults: a driver that has a hook overrides it.
+
+    The rest is what the teleop sources (robot_client/teleop.py) read beyond the loop: the
+    driver's scripted expert, if it brings one, called as expert(raw_observation, env) (the last
+    observation as the driver got it, and whatever privileged state the expert may read), the
+    last action sent, and the action dimensions that are absolute set-points (a gripper opening)
+    rather than motions.
+    """
+
+    serves_rl = False
+    jog_dims: tuple[int, int, int] | None = None
+    action_bounds: tuple[np.ndarray, np.ndarray] | None = None
+    max_action_rate: float | np.ndarray | None = None
+    last_sent: np.ndarray | None = None
+    last_action: np.ndarray | None = None
+    setpoint_action_dims: tuple[int, ...] = ()
+    expert: Callable[[dict, Any], np.ndarray] | None = None
+    raw_observation: Any = None
+    env: Any = None
+
+    def hold_action(self) -> np.ndarray | None:
+        return None
+
+    def hold(self) -> None:
+        pass  # a simulated arm only moves when stepped
+
+    def task_distance(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 class EnvContractError(ValueError):
@@ -131,7 +184,7 @@ def _check_action_space(task: str, space) -> None:
                     "operators act in; the env will receive actions outside its bounds", task, space)
 
 
-class GymDriver:
+class GymDriver(DriverBase):
     """Any Gymnasium environment that follows the fleet's contract, behind the Driver interface.
 
     The contract (checked on every observation, so a violation is reported where it happens):
@@ -152,7 +205,8 @@ class GymDriver:
     One driver may run several tasks (one embodiment): `env_factories` maps each task name to a
     no-argument factory. Each task's env is created when first needed and kept until `close()`.
     A task's instruction is `instructions[task]`, else the env's `instruction` attribute, else
-    the task name. Optional env hooks: `task_distance()` (a progress measure for the help rule)
+    the task name. `expert`, if given, plays the operator: (raw observation, env) -> action.
+    Optional env hooks: `task_distance()` (a progress measure for the help rule)
     and `metadata["setpoint_action_dims"]` (action dimensions that are absolute set-points, such
     as a gripper opening, rather than motions: a simulated operator holding still repeats them).
     """
@@ -164,7 +218,7 @@ class GymDriver:
 
     def __init__(self, env_factories: Mapping[str, Callable[[], Any]], instructions: Mapping[str, str] | None = None,
                  *, control_hz: float | None = None, max_steps: int | None = None,
-                 setpoint_action_dims: Sequence[int] | None = None):
+                 setpoint_action_dims: Sequence[int] | None = None, expert: Callable | None = None):
         if not env_factories:
             raise ValueError("a GymDriver needs at least one task")
         if max_steps is not None and max_steps < 1:
@@ -179,6 +233,8 @@ class GymDriver:
         self.last_action: np.ndarray | None = None  # the last command sent this episode
         self.episodes = 0  # resets so far; lets an operator notice a new episode
         self._step_index = 0
+        if expert is not None:
+            self.expert = expert
 
         self.action_dim = int(self.env.action_space.shape[0])
         declared = _embodiment_from_space(self.env.observation_space)
@@ -377,5 +433,3 @@ class SimDriver(GymDriver):
     def _episode_limit(self, task: str, env) -> int:
         return int(env.max_steps)  # sim envs truncate themselves at max_steps (task default or ours)
 
-
-DRIVERS = {"sim": SimDriver, "gym": GymDriver}

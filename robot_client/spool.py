@@ -15,9 +15,12 @@ frequent "anything to send?" never touches the disk.
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import struct
 import threading
+import time
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -28,6 +31,7 @@ from fleet.v1 import fleet_pb2 as pb
 
 
 _MAGIC = b"FLC1"
+log = logging.getLogger("fleetlearn.robot")  # the writer speaks for the robot, as it always has
 
 
 class CorruptChunk(ValueError):
@@ -113,3 +117,56 @@ class Spool:
         if source.exists():
             os.replace(source, self.dir / "rejected" / name)
             (self.dir / "rejected" / (name + ".reason.txt")).write_text(reason + "\n")
+
+
+class SpoolWriter:
+    """Sealed chunks to the spool, on a thread of its own so the control loop never waits on the
+    disk. A write that fails (disk full, I/O error) is retried until it succeeds; the chunk waits
+    in memory meanwhile, so no step is dropped, unless the robot is stopping and the disk still
+    refuses after a second of retries."""
+
+    def __init__(self, spool: Spool, robot_id: str):
+        self.spool, self.robot_id = spool, robot_id
+        self.failures = 0
+        self._queue: queue.Queue[pb.EpisodeChunk | None] = queue.Queue()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._write, name="spool-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, chunk: pb.EpisodeChunk) -> None:
+        self._queue.put(chunk)
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self) -> None:
+        """Writes what was put so far (if the thread runs), then ends the thread."""
+        self._closing.set()
+        self._queue.put(None)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=10)
+
+    def _write(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            delay = 0.1
+            while True:
+                try:
+                    self.spool.put(chunk)
+                    break
+                except OSError as exc:
+                    self.failures += 1
+                    if self._closing.is_set() and delay >= 1.0:  # shutting down and still failing
+                        log.error("%s: DROPPING chunk %s/%d (%d steps): the spool cannot be written (%s) and "
+                                  "the robot is stopping", self.robot_id, chunk.episode_id, chunk.sequence,
+                                  len(chunk.steps), exc)
+                        break
+                    log.error("%s: cannot spool chunk %s/%d (%s); retrying in %.1f s", self.robot_id,
+                              chunk.episode_id, chunk.sequence, exc, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -20,7 +20,11 @@ from robot_client.operators import OperatorBehaviour, OperatorModel, hold_action
 Expert = Callable[[dict, Any], np.ndarray]
 
 
+@runtime_checkable
 class TeleopSource(Protocol):
+    """What the control loop uses of whoever drives during a takeover (and records
+    demonstrations). `TeleopBase` gives the optional members their defaults."""
+
     def begin(self, operator_id: str) -> None:
         """An operator has just taken control."""
 
@@ -30,8 +34,49 @@ class TeleopSource(Protocol):
     def wants_hand_back(self) -> bool:
         """True once the operator is done and control should return to the policy."""
 
+    # Optional, defaults in TeleopBase.
+    can_drive: bool  # False: refuse takeovers by this robot's own device (there is none)
+    operator_id: str  # who takes over when the device itself asks to
 
-class ScriptedOperator:
+    def expert_action(self) -> np.ndarray:
+        """The action a demonstration records this tick."""
+
+    def poll(self) -> None:
+        """Once per tick, before the policy acts: read the device's own events."""
+
+    def wants_take_over(self) -> bool:
+        """The device itself asks for a takeover (a gamepad's intervention button)."""
+
+    def assess(self, policy_action: np.ndarray) -> str:
+        """A help request's answer from a simulated operator: "take_over" or "continue"."""
+
+    def close(self) -> None: ...
+
+
+class TeleopBase:
+    """The optional part of `TeleopSource` as defaults: a device without events, which takes over
+    whenever asked and has nothing of its own to close."""
+
+    can_drive = True
+    operator_id = "teleop"
+
+    def expert_action(self) -> np.ndarray:
+        raise RuntimeError(f"{type(self).__name__} records no demonstrations")
+
+    def poll(self) -> None:
+        pass
+
+    def wants_take_over(self) -> bool:
+        return False
+
+    def assess(self, policy_action: np.ndarray) -> str:
+        return "take_over"  # a person who took over has already judged
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedOperator(TeleopBase):
     """A scripted expert standing in for a person, as imperfect as `model` says a person is.
 
     It drives for at least `segment_steps` ticks (the operator's minimum time on a robot, as in
@@ -104,7 +149,7 @@ class ScriptedOperator:
                            last if last is not None else self.reference_action())
 
 
-class NoOperator:
+class NoOperator(TeleopBase):
     """The teleop source of a robot without a simulated operator (`fleet robot --env` without
     `--expert`). Such a robot never asks for help, so the learner never assigns it an operator;
     if a takeover is accepted anyway there is nobody to drive, and failing loudly beats
@@ -127,7 +172,7 @@ class NoOperator:
         raise RuntimeError("demonstrations need an expert (--expert MODULE:FACTORY)")
 
 
-class RemoteJog:
+class RemoteJog(TeleopBase):
     """A person driving from afar (the dashboard's jog keys and buttons) through Jog commands.
 
     Each jog sets an end-effector velocity (action units, one per world axis) that holds for the

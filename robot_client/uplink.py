@@ -1,6 +1,8 @@
 """Uplink: everything the robot says to the learner, on background threads.
 
-Three loops, each reconnecting with exponential backoff on its own:
+The control loop hands sealed chunks to `spool_chunk`, which never blocks: a spool-writer thread
+writes them to the on-disk spool (retrying a failed write, so no step is dropped). Three loops,
+each reconnecting with exponential backoff on its own:
 - episodes: streams spooled chunks, deletes each on ack, quarantines chunks the learner rejects;
 - control: heartbeats and help requests up, operator commands down (into a queue the control
   loop drains between ticks);
@@ -29,7 +31,7 @@ from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from core import wire
 from core.tls import ClientTLS
-from robot_client.spool import CorruptChunk, Spool
+from robot_client.spool import CorruptChunk, Spool, SpoolWriter
 from robot_client.weights import StandbySlot, download_version, load_downloaded
 
 log = logging.getLogger("fleetlearn.uplink")
@@ -71,7 +73,7 @@ class UplinkConfig:
 
 class Uplink:
     def __init__(self, config: UplinkConfig, embodiment: pb.Embodiment, tasks: dict[str, str],
-                 status: Callable[[], pb.Heartbeat]):
+                 status: Callable[[], pb.Heartbeat], running_version: Callable[[], int] = lambda: -1):
         self.config = config
         self.embodiment = embodiment
         self.tasks = tasks
@@ -95,16 +97,20 @@ class Uplink:
         self._register_lock = threading.Lock()
         self.connected = threading.Event()
         self.max_message_bytes = wire.MAX_MESSAGE_BYTES
-        self.running_version: Callable[[], int] = lambda: -1
+        self.running_version = running_version  # the policy version the robot runs
+        self.spool_writer = SpoolWriter(self.spool, config.robot_id)
         self._threads = [threading.Thread(target=fn, name=f"uplink-{fn.__name__}", daemon=True)
                          for fn in (self._episodes_loop, self._control_loop, self._weights_loop)]
 
     def start(self) -> None:
+        self.spool_writer.start()
         for t in self._threads:
             t.start()
 
     def stop(self, drain_s: float = 0.0) -> None:
-        """Stops the threads, after waiting up to `drain_s` for the spool to empty."""
+        """Writes the chunks handed over so far to the spool, waits up to `drain_s` for the spool
+        to empty, and stops the threads."""
+        self.spool_writer.stop()
         deadline = time.time() + drain_s
         while drain_s and len(self.spool) and time.time() < deadline:
             time.sleep(0.1)
@@ -126,6 +132,21 @@ class Uplink:
                 self.outbox.put_nowait(message)
             except queue.Full:
                 pass
+
+    # -- the spool ---------------------------------------------------------------------------------
+
+    def spool_chunk(self, chunk: pb.EpisodeChunk) -> None:
+        """Hands a sealed chunk to the spool writer (never blocks the control loop)."""
+        self.spool_writer.put(chunk)
+
+    @property
+    def spooled_chunks(self) -> int:
+        """Chunks not yet acknowledged: waiting for the writer, or on disk."""
+        return self.spool_writer.waiting + len(self.spool)
+
+    @property
+    def spool_write_failures(self) -> int:
+        return self.spool_writer.failures
 
     # -- learners --------------------------------------------------------------------------------
 
@@ -309,3 +330,22 @@ class Uplink:
                 log.exception("policy download failed")
             if not self.stop_event.is_set():
                 backoff.wait(self.stop_event)
+
+
+class Previews:
+    """Live camera pictures for the dashboard: one camera, about `preview_hz` a second, encoded
+    (PNG) on the uplink's thread rather than the control loop's, and the first to be dropped."""
+
+    def __init__(self, uplink: Uplink, cameras: dict, control_hz: float, preview_hz: float):
+        self.uplink = uplink
+        self.every = max(1, round(control_hz / preview_hz)) if preview_hz > 0 else 0  # ticks; 0: none
+        self.camera = "front" if "front" in cameras else next(iter(cameras))
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def send(self, images: dict, mode: int, episode_id: str, step: int) -> None:
+        robot_id, camera, pixels, sent_at = self.uplink.config.robot_id, self.camera, images[self.camera], time.time()
+        self.uplink.send(lambda: pb.RobotMessage(preview=pb.Preview(
+            robot_id=robot_id, image=wire.png_image_to_proto(camera, pixels),
+            mode=mode, episode_id=episode_id, step_index=step, sent_at=sent_at)), droppable=True)

@@ -34,7 +34,9 @@ import pytest
 import yaml
 from check_jsonschema import builtin_schemas
 
+from core.registry import ConfigError, split_dotted
 from fleetlearn.cli import build_parser
+from fleetlearn.robot import ROBOT_PLUGIN_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -71,9 +73,12 @@ def strict_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def parse_fleet(argv: list[str]):
     """Parse `fleet ARGS...` (argv without the program name) as the CLI does; no unknown args."""
     try:
+        argv, _ = split_dotted(argv, ROBOT_PLUGIN_KINDS)  # --driver.SETTING: read by the plug-in's config
         args, unknown = strict_parser(build_parser()).parse_known_args(argv)
     except SystemExit as exc:  # argparse reports errors by exiting
         raise CommandError(f"fleet {shlex.join(argv)}: rejected by the CLI parser (exit {exc.code})") from None
+    except ConfigError as exc:
+        raise CommandError(f"fleet {shlex.join(argv)}: {exc}") from None
     if unknown:
         raise CommandError(f"fleet {shlex.join(argv)}: unknown arguments {unknown}")
     return args

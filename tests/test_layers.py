@@ -27,7 +27,7 @@ LAYERS = {
 }
 # What robots run: none of it may import learner or dashboard code, directly or through others.
 ROBOT_SIDE = ("robot_client", "policy", "sim", "monitor", "fleet_lerobot.driver", "fleet_lerobot.shim",
-              "fleet_lerobot.sim_arm")
+              "fleet_lerobot.sim_arm", "fleet_lerobot.devices", "fleet_lerobot.plugins")
 POLICY_THIRD_PARTY = {"torch", "numpy", "safetensors"}
 POLICY_MAY_USE = {"core.durable", "core.registry"}  # bottom-layer helpers of the standard library only
 

@@ -46,8 +46,8 @@ class LeRobotRobotThread:
         built = threading.Event()
 
         def run():
+            from fleet_lerobot.devices import build_robot, build_teleoperator
             from fleet_lerobot.driver import LeRobotDriver, LeRobotTeleop
-            from fleet_lerobot.shim import build_robot, build_teleoperator
             from robot_client.teleop import NoOperator
 
             try:
@@ -105,8 +105,9 @@ def test_the_sim_arm_is_a_lerobot_robot_built_from_lerobots_registry():
 def test_command_line_settings_take_the_type_of_the_config_field():
     from lerobot.cameras.opencv.configuration_opencv import OpenCVCameraConfig
 
+    from fleet_lerobot.devices import _config, build_robot
     from fleet_lerobot.driver import feature_names
-    from fleet_lerobot.shim import RobotConfig, _config, build_robot
+    from fleet_lerobot.shim import RobotConfig
 
     cameras = '{"front": {"type": "opencv", "index_or_path": 0, "width": 96, "height": 96, "fps": 30}}'
     config = _config(RobotConfig, "robot", "so101_follower",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from core.registry import ConfigError, Registry, choose, read_config_file, split_dotted
+from core.registry import OTHER_SETTINGS, ConfigError, Registry, choose, read_config_file, split_dotted
 
 
 @dataclass
@@ -100,3 +100,39 @@ def test_the_listing_shows_every_setting_with_its_default():
     assert "widget plain: Takes nothing." in text
     assert "widget tuned: A widget with settings." in text and "More text" not in text
     assert "--widget.loss.beta 0.1  (float)" in text and "--widget.tasks ('reach',)" in text
+
+
+@dataclass
+class DeviceConfig:
+    type: str = ""
+    rate: float = 10.0
+    device: dict = field(default_factory=dict, metadata=OTHER_SETTINGS)
+
+
+@dataclass
+class TunedDefaults:
+    loss: Loss = field(default_factory=lambda: Loss(beta=0.5))
+
+
+DEVICES = Registry("widget")  # apart from WIDGETS, whose listing the tests above pin
+DEVICES.register("device", DeviceConfig)(lambda config: config)
+DEVICES.register("tuned-defaults", TunedDefaults)(lambda config: config)
+
+
+def test_other_settings_pass_through_as_given(tmp_path):
+    """A plug-in that hands settings on to a config it does not know (a LeRobot robot's)."""
+    _, flags = split_dotted(["--widget.type", "arm", "--widget.port", "/dev/ttyACM0", "--widget.rate", "5",
+                             "--widget.device.rate", "7", "--widget.max-relative-target", "3"], ("widget",))
+    config = DEVICES.config("device", flags["widget"])
+    assert config == DeviceConfig(type="arm", rate=5.0, device={"port": "/dev/ttyACM0", "rate": "7",
+                                                                "max_relative_target": "3"})
+    path = tmp_path / "run.toml"
+    path.write_text('[widget]\nname = "device"\ntype = "arm"\n[widget.device]\ncameras = {front = {fps = 30}}\n')
+    assert choose(DEVICES, None, {}, read_config_file(path))[1].device == {"cameras": {"front": {"fps": 30}}}
+    with pytest.raises(ConfigError, match="is a group"):
+        DEVICES.config("device", {"device": "x"})
+    assert "--widget.KEY VALUE  (any other setting: into device)" in DEVICES.describe()
+
+
+def test_the_listing_shows_a_groups_own_defaults():
+    assert "--widget.loss.beta 0.5  (float)" in DEVICES.describe().split("widget tuned-defaults")[1]
