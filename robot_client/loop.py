@@ -221,7 +221,7 @@ class RobotClient:
         and the demo read it): missed ticks are ticks that overran their period."""
         worker = self.monitor.worker
         stats = dict(ticks=self.ticks, missed_ticks=self.missed_ticks, episodes=self.episodes_run,
-                     steps_spooled=self.steps_spooled, spool_write_failures=self.uplink.spool_write_failures,
+                     steps_spooled=self.steps_spooled, spool_write_failures=self.uplink.spool_writer.failures,
                      watchdog_holds=self.watchdog.holds, **{f"shield_{k}": v for k, v in self.shield.counts.items()},
                      float_chunks_scored=worker.processed if worker else 0,
                      float_chunks_dropped=worker.dropped if worker else 0)

@@ -46,6 +46,20 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def open_channel(tls, address: str) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, tls.grpc_credentials(), options=_CHANNEL_OPTIONS)
+
+
+def _log_rpc_error(where: str, code, exc: grpc.RpcError) -> None:
+    """A failed call, said once: a refused token is the person's to fix; a learner away is expected."""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        log.error("%s: learner refused our token (%s); check --token-file", where, exc.details())
+    elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        log.warning("%s: %s: %s", where, code, exc.details() if hasattr(exc, "details") else exc)
+
+
 class Backoff:
     def __init__(self, initial: float = 0.2, maximum: float = 5.0):
         self.initial, self.maximum = initial, maximum
@@ -89,7 +103,7 @@ class Uplink:
         self._learner = 0      # index in addresses of the learner in use
         self._generation = 0   # bumped at every failover
         self._channel_lock = threading.Lock()
-        self.channel = self._open_channel(self.addresses[0])
+        self.channel = open_channel(self.config.tls, self.addresses[0])
         self.stub = pb_grpc.FleetLearnerStub(self.channel)
         self.failovers = 0
         self.stop_event = threading.Event()
@@ -144,16 +158,7 @@ class Uplink:
         """Chunks not yet acknowledged: waiting for the writer, or on disk."""
         return self.spool_writer.waiting + len(self.spool)
 
-    @property
-    def spool_write_failures(self) -> int:
-        return self.spool_writer.failures
-
     # -- learners --------------------------------------------------------------------------------
-
-    def _open_channel(self, address: str) -> grpc.Channel:
-        if self.config.tls is None:
-            return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
-        return grpc.secure_channel(address, self.config.tls.grpc_credentials(), options=_CHANNEL_OPTIONS)
 
     @property
     def learner(self) -> str:
@@ -173,7 +178,7 @@ class Uplink:
             self._learner = (self._learner + 1) % len(self.addresses)
             self._generation += 1
             self.failovers += 1
-            self.channel = self._open_channel(self.learner)
+            self.channel = open_channel(self.config.tls, self.learner)
             self.stub = pb_grpc.FleetLearnerStub(self.channel)
             self._registered = False
         log.warning("%s: learner %s unreachable; failing over to %s", self.config.robot_id, previous, self.learner)
@@ -199,10 +204,7 @@ class Uplink:
             self._registered = False
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             self._fail_over(generation)
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            log.error("%s: learner refused our token (%s); check --token-file", where, exc.details())
-        elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-            log.warning("%s: %s: %s", where, code, exc.details() if hasattr(exc, "details") else exc)
+        _log_rpc_error(where, code, exc)
 
     # -- episodes ------------------------------------------------------------------------------
 

@@ -212,7 +212,6 @@ def test_robot_started_while_learner_down_delivers_its_spool_later(learner_proce
 
 def test_one_policy_learns_a_task_list_and_is_evaluated_per_task(learner_thread, tmp_path):
     from learner.metrics import version_table
-    from learner.store import connect
     from policy import load_checkpoint
     from policy.vla import instruction_words
 
@@ -235,7 +234,7 @@ def test_one_policy_learns_a_task_list_and_is_evaluated_per_task(learner_thread,
     # One policy, conditioned on both instructions.
     vocab = set(load_checkpoint(VersionRegistry(data_dir).checkpoint_dir(0)).policy.config.vocab)
     assert all(set(instruction_words(instructions[task])) <= vocab for task in tasks)
-    db = connect(data_dir / "index.sqlite", readonly=True)
-    table = version_table(db, robots=1, operators=1, eval_seeds=len(tasks))
-    db.close()
+    reader = StoreReader(data_dir)
+    table = version_table(reader, robots=1, operators=1, eval_seeds=len(tasks))
+    reader.close()
     assert table[0]["eval_complete"] and set(table[0]["task_success"]) == set(tasks)
