@@ -97,13 +97,13 @@ def stage_one(data: Path, out_dir: Path, args, seed: int, real_only: bool, publi
     """Stage I in this process on the store's demonstrations; returns the checkpoint directory."""
     import torch
 
-    from learner.rl_trainer import RLCoTrainer
+    from learner.algorithms.rl_co.trainer import RLCoTrainer
     from learner.trainer import TrainerConfig
     from policy import save_checkpoint
 
     torch.set_num_threads(1)
     config = TrainerConfig(data_dir=data, algorithm="rl_co", bootstrap_updates=args.bootstrap_updates, seed=seed,
-                           rl_co=dict(real_fraction=args.real_fraction, real_only=real_only, rl=publish))
+                           algorithm_config=dict(real_fraction=args.real_fraction, real_only=real_only, rl=publish))
     trainer = RLCoTrainer(config)
     trainer.refresh()
     print(f"  stage I ({'real only' if real_only else 'co-training'}): {len(trainer.index.groups.get('real', []))} "
@@ -123,9 +123,9 @@ def rl_run(data: Path, tasks: list[str], args, seed: int, beta: float, logs: Pat
     from learner.versions import VersionRegistry
 
     port = free_port()
-    learner = _learner(data, port, ["--algorithm", "rl_co", "--beta", str(beta), "--rl-episodes",
-                                    str(args.rl_episodes), "--rl-lr", str(args.rl_lr), "--tasks", ",".join(tasks)],
-                       logs, env, name)
+    learner = _learner(data, port, ["--algorithm", "rl_co", "--algorithm.loss.beta", str(beta),
+                                    "--algorithm.episodes-per-iteration", str(args.rl_episodes),
+                                    "--algorithm.lr", str(args.rl_lr), "--tasks", ",".join(tasks)], logs, env, name)
     robots = [_robot(port, f"{name}-sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
                      ["--seed", str(1000 * seed + 50 + i), "--eval-seeds", "0"])  # evaluated afterwards
               for i in range(args.sim_robots)]

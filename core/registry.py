@@ -269,10 +269,11 @@ def read_config_file(path: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
-def choose(registry: Registry, name: str | None, flags: dict[str, str], file: dict[str, dict[str, Any]] | None = None,
-           default: str | None = None) -> tuple[str, Any]:
-    """(name, config) of the `registry.kind` plug-in: the name from the flag, else the file, else
-    `default`; its settings from the file, then the dotted flags over them."""
+def chosen_settings(registry: Registry, name: str | None, flags: dict[str, str],
+                    file: dict[str, dict[str, Any]] | None = None, default: str | None = None
+                    ) -> tuple[str, dict[str, Any]]:
+    """(name, settings) of the `registry.kind` plug-in: the name from the flag, else the file,
+    else `default`; its settings from the file, then the dotted flags over them."""
     table = dict((file or {}).get(registry.kind, {}))
     file_name = table.pop("name", None)
     chosen = name or file_name or default
@@ -280,4 +281,11 @@ def choose(registry: Registry, name: str | None, flags: dict[str, str], file: di
         raise ConfigError(f"choose a {registry.kind}: {', '.join(registry.names())}")
     if file_name is not None and chosen != file_name:
         table = {}  # the file's settings were for another plug-in
-    return chosen, registry.config(chosen, {**table, **flags})
+    return chosen, {**table, **flags}
+
+
+def choose(registry: Registry, name: str | None, flags: dict[str, str], file: dict[str, dict[str, Any]] | None = None,
+           default: str | None = None) -> tuple[str, Any]:
+    """(name, config) of the plug-in `chosen_settings` picks, its config built from them."""
+    chosen, settings = chosen_settings(registry, name, flags, file, default)
+    return chosen, registry.config(chosen, settings)

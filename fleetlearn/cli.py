@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from fleetlearn.robot import ROBOT_PLUGIN_KINDS, robot_flags
+from fleetlearn.robot import ROBOT_PLUGIN_KINDS, ROBOT_PLUGIN_MODULES, robot_flags
 
 # One BLAS/torch thread per process: robots, learner and trainer share the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -21,25 +21,51 @@ def _logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
 
 
-def _trainer_settings(args) -> dict:
-    """TrainerConfig overrides from the trainer flags (`fleet learner` and `fleet train`)."""
-    from policy.config import POLICY_PRESETS
+# Plug-in kinds whose settings come as dotted flags (--algorithm.top-fraction 0.3) or from the
+# --config file's table of that name.
+PLUGIN_KINDS = ("algorithm", "policy") + ROBOT_PLUGIN_KINDS
 
+
+def _plugin_registries() -> dict:
+    import importlib
+
+    from learner.algorithms import ALGORITHMS
+    from policy.registry import POLICIES
+    from robot_client.plugins import DRIVERS, TELEOPS
+
+    for module in ROBOT_PLUGIN_MODULES:  # the LeRobot plug-ins register without importing LeRobot
+        importlib.import_module(module)
+    return {r.kind: r for r in (ALGORITHMS, DRIVERS, TELEOPS, POLICIES)}
+
+
+def _trainer_settings(args) -> dict:
+    """TrainerConfig overrides from the trainer flags (`fleet learner` and `fleet train`): the
+    algorithm from --algorithm, else the --config file, else hg_dagger; its settings from the
+    file, then the dotted flags over them."""
+    from core.registry import ConfigError, choose, chosen_settings, read_config_file
+    from learner.algorithms import ALGORITHMS
+    from policy.registry import ALIASES, POLICIES, policy_class, policy_overrides
+
+    try:
+        file = read_config_file(Path(args.config)) if args.config else None
+        algorithm, algorithm_config = choose(ALGORITHMS, args.algorithm, args.plugin_settings["algorithm"], file,
+                                             default="hg_dagger")
+    except ConfigError as exc:
+        sys.exit(f"{exc} (`fleet plugins algorithm` lists every algorithm and its settings)")
+    try:
+        policy, settings = chosen_settings(POLICIES, args.policy, args.plugin_settings["policy"], file, default="vla")
+        overrides, family = policy_overrides(policy, settings), policy_class(ALIASES.get(policy, policy)).family
+    except ConfigError as exc:
+        sys.exit(f"{exc} (`fleet plugins policy` lists every policy and its settings)")
     trainer = dict(min_demos=args.min_demos, bootstrap_updates=args.bootstrap_updates,
                    publish_every_updates=args.publish_every_updates, publish_every_s=args.publish_every_s,
-                   algorithm=args.algorithm, sampler=args.sampler,
-                   use_autonomous_successes=args.use_autonomous_successes,
+                   algorithm=algorithm, algorithm_config=algorithm_config, sampler=args.sampler,
                    tasks=tuple(args.tasks.split(",")) if args.tasks else None,
-                   policy_overrides=POLICY_PRESETS[args.policy], head_updates=args.head_updates,
+                   policy=family, policy_overrides=overrides, head_updates=args.head_updates,
                    batch_size=args.batch_size, max_updates_per_s=args.max_updates_per_s, seed=args.trainer_seed,
                    ema_decay=args.ema_decay)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
-    if args.algorithm == "rl_co":
-        trainer["rl_co"] = dict(real_fraction=args.real_fraction, real_only=args.real_only, rl=not args.no_rl,
-                                episodes_per_iteration=args.rl_episodes, lr=args.rl_lr,
-                                loss=dict(beta=args.beta, sigma=args.rl_sigma, shaping=args.shaping, epochs=args.rl_epochs,
-                                          group=args.rl_group))
     return trainer
 
 
@@ -106,7 +132,7 @@ def cmd_ingest(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from learner.distributed import train_main
+    from learner.trainer import train_main
     from learner.trainer import TrainerConfig
 
     train_main(TrainerConfig(data_dir=Path(args.data), **_trainer_settings(args)), redis_url=args.redis)
@@ -194,6 +220,14 @@ def cmd_token(args) -> None:
             print(f"{c['id']}  {c['kind']:8s}  {c['subject']:24s}  {created}  {state}")
 
 
+def cmd_plugins(args) -> None:
+    registries = _plugin_registries()
+    if args.kind and args.kind not in registries:
+        sys.exit(f"no plug-in kind {args.kind!r}; kinds: {', '.join(sorted(registries))}")
+    kinds = [args.kind] if args.kind else sorted(registries)
+    print("\n\n".join(registries[kind].describe() for kind in kinds))
+
+
 def cmd_bench(args) -> None:
     from bench import run_benchmark
 
@@ -243,23 +277,14 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
 
 def _trainer_flags(p: argparse.ArgumentParser) -> None:
     """The trainer's flags: `fleet learner` and `fleet train`."""
-    p.add_argument("--algorithm", default="hg_dagger", choices=["hg_dagger", "recap", "rl_co"],
-                   help="hg_dagger: learn from interventions; recap: advantage-conditioned policy on all fleet data "
-                        "(distributional value, human steps positive); rl_co: co-train on real-proxy + sim demos, "
-                        "then PPO in sim anchored on real data")
-    p.add_argument("--real-fraction", type=float, default=0.5,
-                   help="rl_co stage I: share of each batch from real-proxy demonstrations")
-    p.add_argument("--real-only", action="store_true", help="rl_co stage I on real-proxy demonstrations alone")
-    p.add_argument("--no-rl", action="store_true", help="rl_co: stop after stage I (SFT co-training)")
-    p.add_argument("--beta", type=float, default=0.1, help="rl_co: weight of the real-data anchor (0: none)")
-    p.add_argument("--rl-episodes", type=int, default=40, help="rl_co: sim rollouts per PPO iteration")
-    p.add_argument("--rl-lr", type=float, default=3e-5, help="rl_co: PPO learning rate (policy and value head)")
-    p.add_argument("--rl-sigma", type=float, default=0.1, help="rl_co: exploration std of every denoising step")
-    p.add_argument("--rl-epochs", type=int, default=4, help="rl_co: PPO passes over each batch of rollouts")
-    p.add_argument("--rl-group", type=int, default=4,
-                   help="rl_co: rollouts per seed, compared with each other for a baseline (1: value head only)")
-    p.add_argument("--shaping", type=float, default=10.0,
-                   help="rl_co: reward per metre of progress to the goal, where the task measures it (0: success only)")
+    p.add_argument("--algorithm", metavar="NAME",
+                   help="the training algorithm (default hg_dagger: learn from interventions; recap: "
+                        "advantage-conditioned policy on all fleet data; rl_co: sim-real co-training, then PPO in "
+                        "sim anchored on real data); set its fields with --algorithm.FIELD VALUE "
+                        "(`fleet plugins algorithm` lists them)")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="plug-in settings: an [algorithm] table with `name` and fields; flags override it")
+    p.set_defaults(plugin_kinds=("algorithm", "policy"))
     p.add_argument("--sampler", default="offline_online_mix", choices=["uniform", "offline_online_mix", "adaptive"],
                    help="offline_online_mix: a fixed 50/50 mix of demonstrations and fleet data; adaptive: "
                         "task-balanced, each task's online share rising with its failures and fresh data "
@@ -269,13 +294,11 @@ def _trainer_flags(p: argparse.ArgumentParser) -> None:
                    help="decay of the weights' moving average that robots run (about 1 / (1 - d) updates of lag)")
     p.add_argument("--max-updates-per-s", type=float,
                    help="cap the trainer's update rate after version 0 (benchmarks: the same rate for every fleet size)")
-    p.add_argument("--use-autonomous-successes", action="store_true",
-                   help="HG-DAgger: also train on autonomous steps of successful episodes")
     p.add_argument("--tasks", help="comma-separated tasks to train the one shared policy on (default: all received)")
     p.add_argument("--min-demos", type=int, default=20, help="demonstrations to wait for before version 0")
-    p.add_argument("--policy", choices=["default", "ptp"], default="default",
-                   help="default: one frame, trained end to end; ptp: long context with past-token prediction, "
-                        "trained in three stages (README)")
+    p.add_argument("--policy", help="the policy (`fleet plugins policy`; default vla: one frame, trained end to "
+                   "end; ptp: long context with past-token prediction, trained in three stages, README); "
+                   "--policy.FIELD VALUE sets its config")
     p.add_argument("--bootstrap-updates", type=int, default=1500,
                    help="updates that train version 0 (with --policy ptp: stage 1, the encoder)")
     p.add_argument("--head-updates", type=int, default=2000,
@@ -367,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="revoke: the credential's id")
     p.set_defaults(fn=cmd_token)
 
+    p = sub.add_parser("plugins", help="list the registered plug-ins (algorithms) with their settings and defaults")
+    p.add_argument("kind", nargs="?", help="only this kind (algorithm)")
+    p.set_defaults(fn=cmd_plugins)
+
     p = sub.add_parser("bench", help="run a benchmark (ingest, weights); other flags go to the benchmark")
     p.add_argument("name")
     p.add_argument("--json", help="write the figures to this JSON file")
@@ -375,21 +402,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, dotted plug-in settings (--algorithm.top-fraction 0.3) taken out first
+    into `args.plugin_settings` ({kind: {field: text}})."""
     from core.registry import ConfigError, split_dotted
 
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:  # --driver.SETTING and --teleop.SETTING: the plug-ins' own settings, read by their config
-        argv, dotted = split_dotted(argv, ROBOT_PLUGIN_KINDS)
-    except ConfigError as error:
-        parser.error(str(error))
-    args, extra = parser.parse_known_args(argv)
+    try:
+        rest, settings = split_dotted(sys.argv[1:] if argv is None else list(argv), PLUGIN_KINDS)
+    except ConfigError as exc:
+        sys.exit(str(exc))
+    args, extra = parser.parse_known_args(rest)
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if any(dotted.values()) and args.command != "robot":
-        parser.error("--driver.* and --teleop.* settings go with `fleet robot`")
-    args.extra, args.dotted = extra, dotted
+    for kind, fields in settings.items():
+        if fields and kind not in getattr(args, "plugin_kinds", ()):
+            sys.exit(f"fleet {args.command} takes no {kind} settings (--{kind}.{next(iter(fields)).replace('_', '-')})")
+    args.extra = extra
+    args.plugin_settings = settings
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     _logging(args.verbose)
     args.fn(args)
 

@@ -123,7 +123,7 @@ def cmd_robot(args) -> None:
         # ValueError covers a bad MODULE:FACTORY, an env breaking the contract, unknown sim tasks,
         # variants and settings (ConfigError): all of them are the command line's to fix, so a
         # message beats a traceback.
-        driver, teleop, help_reference = _robot_plugins(args, args.dotted)
+        driver, teleop, help_reference = _robot_plugins(args, args.plugin_settings)
     except (ValueError, ImportError, ConnectionError) as error:  # ConfigError is a ValueError
         sys.exit(f"fleet robot: {error}")
     eval_seeds = tuple(range(args.eval_seeds))[args.eval_index::args.eval_stride] if args.eval_seeds else ()
@@ -209,4 +209,4 @@ def robot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-episodes", type=int)
     p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(fn=cmd_robot)
+    p.set_defaults(fn=cmd_robot, plugin_kinds=ROBOT_PLUGIN_KINDS)

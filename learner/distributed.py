@@ -23,9 +23,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import signal
-import threading
 import zlib
 from pathlib import Path
 
@@ -127,24 +124,25 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 def policy_spec(policy) -> dict:
     """What rebuilds an untrained policy of the same shape and normalisation on another rank."""
-    return {"config": dataclasses.asdict(policy.config),
+    return {"family": type(policy).family, "config": dataclasses.asdict(policy.config),
             "state": [policy.state_norm.centre.tolist(), policy.state_norm.half_range.tolist()],
             "action": [policy.action_norm.centre.tolist(), policy.action_norm.half_range.tolist()]}
 
 
 def policy_from_spec(spec: dict):
-    from policy import PolicyConfig, VLAPolicy
     from policy.normalize import Normalizer
+    from policy.registry import family_config, policy_class
 
-    fields = {f.name: f for f in dataclasses.fields(PolicyConfig)}
-    config = PolicyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()
+    config_class = family_config(spec["family"])
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    config = config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()
                              if k in fields})
 
     def normalizer(centre_half):
         centre, half = (np.asarray(x, np.float32) for x in centre_half)
         return Normalizer(centre - half, centre + half)
 
-    return VLAPolicy(config, normalizer(spec["state"]), normalizer(spec["action"]))
+    return policy_class(spec["family"])(config, normalizer(spec["state"]), normalizer(spec["action"]))
 
 
 def write_rank_status(data_dir: Path, dp: DataParallel, status: dict) -> None:
@@ -152,28 +150,3 @@ def write_rank_status(data_dir: Path, dp: DataParallel, status: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"rank-{dp.rank}.json"
     atomic_write_text(path, json.dumps({"rank": dp.rank, "world": dp.world, **status}, indent=1))
-
-
-def train_main(config, redis_url: str | None = None) -> None:
-    """`fleet train`: one rank of the trainer (torchrun sets RANK / WORLD_SIZE), or the only one."""
-    from learner.trainer import run_trainer
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        dist.init_process_group("gloo")
-        log.info("rank %d of %d (gloo)", dist.get_rank(), world)
-    config = dataclasses.replace(config, redis_url=redis_url)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        if config.algorithm == "rl_co" and world > 1:
-            raise SystemExit("rl_co trains on one rank: its PPO iterations are not data-parallel yet")
-        if config.algorithm == "recap" and world > 1:
-            raise SystemExit("recap trains on one rank: its value network is not data-parallel yet")
-        run_trainer(config, stop.is_set)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()

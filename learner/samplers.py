@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -128,12 +127,22 @@ def _nearest_labelled(mask: np.ndarray) -> np.ndarray:
     return labelled[distance.argmin(axis=1)]
 
 
-class Sampler(Protocol):
+class Sampler:
     def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-        ...
+        """(episode, start) windows of one batch."""
+        raise NotImplementedError
+
+    def observe(self, task: str, success: bool) -> None:
+        """A training episode of `task` ended (untouched and successful, or not). No-op unless the
+        sampler's mix follows the fleet's results (the adaptive one)."""
+
+    def online_fractions(self, index: WindowIndex) -> dict[str, float] | None:
+        """Each task's share of fleet data in a batch now, for the version's record; None for a
+        sampler whose shares do not move."""
+        return None
 
 
-class UniformSampler:
+class UniformSampler(Sampler):
     """Every eligible window equally likely (the union of demos and interventions)."""
 
     def sample(self, index: WindowIndex, batch_size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -141,7 +150,7 @@ class UniformSampler:
         return [index.windows[i] for i in picks]
 
 
-class GroupMixSampler:
+class GroupMixSampler(Sampler):
     """Fixed fractions of each batch from named pools (e.g. RL-Co's real and sim demonstrations);
     a pool with no windows yet gives its share to the others in proportion."""
 
@@ -176,7 +185,7 @@ class OfflineOnlineMixSampler(GroupMixSampler):
         self.offline_fraction = offline_fraction
 
 
-class AdaptiveTaskSampler:
+class AdaptiveTaskSampler(Sampler):
     """Task-balanced online/offline mix whose online share follows each task's need.
 
     SOP samples "a task-balanced mix of a growing online buffer and a fixed offline buffer" and

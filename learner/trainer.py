@@ -4,55 +4,55 @@ It follows the store: waits for enough offline demonstrations, trains version 0 
 convergence, publishes it, then keeps training on everything the algorithm labels (demos plus
 fleet data as it streams in) and publishes a new version every N updates or T seconds.
 
-A long-context policy (obs_steps > 1 in `policy_overrides`) trains in three stages:
-  1. encoder + head end to end with a short context (`short_context`), `bootstrap_updates`;
-  2. the encoder is frozen and every frame is embedded once into the store's embedding cache
-     (learner/embeddings.py); fleet episodes are embedded as they arrive, and their images are
-     then dropped from memory;
-  3. a long-context head, warm-started from stage 1's, trains alone on windows of cached
-     embeddings (with PTP when the config says so): `head_updates` for version 0, then on
-     fleet data as for any policy.
+The algorithm (learner/algorithms/) decides which steps are labels and what a batch's loss is;
+the trainer calls its hooks unconditionally (base.py's are no-ops). An algorithm with a loop of
+its own names its trainer, a subclass of this one, and `run_trainer` runs that. A long-context
+policy (obs_steps > 1 in `policy_overrides`) trains in three stages: learner/long_context.py.
 """
 
 from __future__ import annotations
 
-import collections
 import copy
 import dataclasses
 import logging
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from learner.algorithms import make_algorithm
+from core.episode import EpisodeArrays
+from learner.algorithms.base import ALGORITHMS, make_algorithm
 from learner.distributed import DataParallel, policy_from_spec, policy_spec, write_rank_status
 from learner.embeddings import EmbeddingCache
+from learner.float_calibration import FloatCalibration
+from learner.long_context import LongContextStages
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
-from core.episode import EpisodeArrays
 from learner.leases import LeaseHeld
 from learner.store import open_reader
 from learner.versions import open_registry
-from monitor.calibration import calibration_indices
-from monitor.features import build_reference_bank, episode_features
-from monitor.float_detector import ReferenceBank
-from policy import PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
+from policy import VLAPolicy, load_checkpoint, save_checkpoint
 from policy.normalize import Normalizer
+from policy.registry import family_config, policy_class
 from policy.vla import downsample_images, instruction_words
 
 log = logging.getLogger("fleetlearn.trainer")
-
-CALIBRATION_ROLLOUTS = 30  # untouched successes per task kept for FLOAT's threshold
 
 
 @dataclass
 class TrainerConfig:
     data_dir: Path | None  # the learner's store; None for offline training (fit_offline)
+    # The algorithm's registered name (learner/algorithms/), and its config: its config dataclass,
+    # a dict of its fields that becomes one, or None for its defaults (`fleet plugins algorithm`).
     algorithm: str = "hg_dagger"
+    algorithm_config: Any = None
     sampler: str = "offline_online_mix"
-    use_autonomous_successes: bool = False
     # Train one policy on these tasks only (None: every task the fleet sends). The policy is
     # conditioned on each episode's instruction, so one network serves the whole list.
     tasks: tuple[str, ...] | None = None
@@ -77,6 +77,8 @@ class TrainerConfig:
     # Stop publishing after this Unix time (the demo uses it to leave time for evaluation).
     publish_until: float | None = None
     seed: int = 0
+    # The policy family (policy/registry.py) and the fields of its config the run sets.
+    policy: str = "vla"
     policy_overrides: dict = field(default_factory=dict)
     # Long context only: stage 1's short context (overrides on top of `policy_overrides`) and
     # the head-only updates of stage 3 that make version 0.
@@ -85,8 +87,6 @@ class TrainerConfig:
     # Stage 3's head starts from stage 1's trained head (weights of matching shape, token
     # positions aligned at the current step) rather than from scratch.
     warm_start_head: bool = True
-    # --algorithm rl_co: learner/rl_trainer.py's RLCoSettings (stage I mix, PPO, the anchor beta).
-    rl_co: dict = field(default_factory=dict)
     # Scale-out: the Redis that indexes the store (learner/store/redis.py); None: the store's SQLite.
     redis_url: str | None = None
 
@@ -100,37 +100,34 @@ def trainer_reader(config: TrainerConfig, dp: DataParallel):
                        consumer=f"rank-{dp.rank}")
 
 
-class Trainer:
+class Trainer(LongContextStages):
     def __init__(self, config: TrainerConfig):
         self.config = config
         self.dp = DataParallel.current()  # rank 0 of 1 unless under torchrun (learner/distributed.py)
         self.reader = trainer_reader(config, self.dp)
         self.registry = open_registry(config.data_dir, config.redis_url) if config.data_dir else None
-        options = {"use_autonomous_successes": config.use_autonomous_successes} if config.algorithm == "hg_dagger" else {}
-        self.algorithm = make_algorithm(config.algorithm, **options)
+        self.algorithm = make_algorithm(config.algorithm, config.algorithm_config)
         self.sampler = make_sampler(config.sampler)
         # Ranks draw different batches and noise; their first weights are rank 0's (broadcast).
         self.rng = np.random.default_rng(config.seed + self.dp.rank)
         torch.manual_seed(config.seed + self.dp.rank)
         # The run's policy settings, with what the algorithm needs (RECAP: advantage conditioning).
-        self.policy_overrides = {**config.policy_overrides, **getattr(self.algorithm, "policy_overrides", {})}
-        self.target = PolicyConfig(**self.policy_overrides)
+        self.policy_overrides = {**config.policy_overrides, **self.algorithm.policy_overrides}
+        self.policy_class, self.policy_config = policy_class(config.policy), family_config(config.policy)
+        self.target = self.policy_config(**self.policy_overrides)
         self.long_context = self.target.obs_steps > 1
         first = self._stage1_config() if self.long_context else self.target
         self.index = WindowIndex(horizon=first.horizon, past=first.past_tokens)
         self.image_size = self.target.encoder_image_size
         self.cache: EmbeddingCache | None = None  # set once the head trains on cached embeddings
         self.seen: set[tuple[str, str]] = set()
-        # Recent successful rollouts no operator touched, per task: FLOAT's calibration set.
-        self.untouched_successes: dict[str, collections.deque] = collections.defaultdict(
-            lambda: collections.deque(maxlen=CALIBRATION_ROLLOUTS))
+        self.float_calibration = FloatCalibration()  # FLOAT's bank and threshold data per version
         self.last_completed_at = 0.0
         self.policy: VLAPolicy | None = None
         self.ema: VLAPolicy | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss = None  # batch -> (loss, figures), gradients averaged over the ranks
-        self.updates = 0
-        self.version = -1
+        self.updates, self.version = 0, -1  # no version published yet
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -145,9 +142,8 @@ class Trainer:
             self.seen.add(key)
             if self.config.tasks is not None and row["task"] not in self.config.tasks:
                 continue
-            if row["kind"] in ("training", "evaluation") and row["success"] and not row["human_steps"]:
-                self.untouched_successes[row["task"]].append(row)
-            if row["kind"] == "training" and hasattr(self.sampler, "observe"):  # the adaptive sampler's success term
+            self.float_calibration.observe(row)
+            if row["kind"] == "training":  # the adaptive sampler's success term
                 self.sampler.observe(row["task"], bool(row["success"]) and not row["human_steps"])
             if row["kind"] != "demonstration" and not self.dp.owns(*key):
                 continue  # another rank learns from it
@@ -167,22 +163,11 @@ class Trainer:
             self._embed(episode)
         return self.index.add(LabelledEpisode(episode, self.algorithm.step_labels(episode), online=online))
 
-    def _embed(self, episode: EpisodeArrays) -> None:
-        """Replaces an episode's images by its cached frame embeddings (stage 2)."""
-        episode.arrays["frames"] = self.cache.frames(episode)
-        for key in [k for k in episode.arrays if k.startswith("image/")]:
-            del episode.arrays[key]
-
     def demonstrations(self) -> int:
         counts = self.reader.demonstration_counts()
         return sum(n for task, n in counts.items() if self.config.tasks is None or task in self.config.tasks)
 
     # -- model ---------------------------------------------------------------------------------
-
-    def _stage1_config(self) -> PolicyConfig:
-        overrides = {**self.policy_overrides, "past_token_prediction": False, "ptp_past_tokens": 0,
-                     "verify_candidates": 1, **self.config.short_context}
-        return PolicyConfig(**overrides)
 
     def _build_policy(self) -> None:
         """A fresh policy for what is indexed: the target one, or stage 1's short-context one."""
@@ -196,44 +181,12 @@ class Trainer:
                                      vocab=tuple(vocab))
         states = np.concatenate([e.arrays["state"] for e in demos])
         actions = np.concatenate([e.arrays["action"] for e in demos])
-        self.policy = VLAPolicy(config, Normalizer.fit(states), Normalizer.fit(actions))
+        self.policy = self.policy_class(config, Normalizer.fit(states), Normalizer.fit(actions))
         if self.dp.active:  # every rank takes rank 0's architecture and normalisers
             spec = self.dp.broadcast_json(policy_spec(self.policy) if self.dp.leader else None)
             if not self.dp.leader:
                 self.policy = policy_from_spec(spec)
         self._reset_optimizer()
-
-    def start_head_training(self, encoder: VLAPolicy, cache: EmbeddingCache | None = None,
-                            end_to_end: bool = False) -> EmbeddingCache | None:
-        """Stages 2 and 3: a long-context policy on `encoder`'s frozen weights; every indexed
-        episode is embedded (through `cache`, or a new one in the store) and re-indexed for the
-        long context. From here on training steps touch only the head, on cached embeddings.
-
-        `end_to_end` instead keeps the encoder trainable and the images: long-context training
-        without stages 2-3 (what the cache saves is measured against it)."""
-        config = dataclasses.replace(self.target, **{f: getattr(encoder.config, f) for f in (
-            "cameras", "image_size", "state_dim", "action_dim", "vocab")})
-        self.policy = VLAPolicy(config, encoder.state_norm, encoder.action_norm)
-        self.policy.load_encoder(encoder)
-        if self.config.warm_start_head:
-            self.policy.head.warm_start(encoder.head, config.past_tokens)
-        if end_to_end:
-            self.index = self.index.rebuilt(config.horizon, config.past_tokens)
-            self._reset_optimizer()
-            return None
-        self.policy.freeze_encoder()
-        self.cache = cache or EmbeddingCache(self.policy, self.config.data_dir)
-        if self.cache.encoder_id != self.policy.encoder_id():
-            raise ValueError("the embedding cache belongs to another encoder")
-        started, computed = time.time(), self.cache.computed
-        for item in self.index.episodes:
-            self._embed(item.episode)
-        self.index = self.index.rebuilt(config.horizon, config.past_tokens)
-        log.info("stage 2: frame embeddings of %d episodes (%d computed now, the rest cached) in %.1f s; encoder %s",
-                 len(self.index.episodes), self.cache.computed - computed, time.time() - started,
-                 self.cache.encoder_id)
-        self._reset_optimizer()
-        return self.cache
 
     def _resume(self, version: int) -> None:
         checkpoint = load_checkpoint(self.registry.checkpoint_dir(version))
@@ -241,12 +194,9 @@ class Trainer:
         self.image_size = self.policy.config.encoder_image_size
         self.version = version
         self.updates = int(checkpoint.meta["info"].get("updates", 0))
-        if self.policy.config.obs_steps > 1:  # a long-context head goes on training on cached embeddings
-            self.policy.freeze_encoder()
-            self.cache = EmbeddingCache(self.policy, self.config.data_dir)
-            self.index = WindowIndex(horizon=self.policy.config.horizon, past=self.policy.config.past_tokens)
-        if hasattr(self.algorithm, "restore"):  # e.g. RECAP's value network
-            self.algorithm.restore(checkpoint.artifacts, self.policy)
+        if self.policy.config.obs_steps > 1:
+            self._resume_head()
+        self.algorithm.restore(checkpoint.artifacts, self.policy)
         self._reset_optimizer()
         log.info("resumed from version %d (%d updates)", version, self.updates)
 
@@ -255,14 +205,13 @@ class Trainer:
         self.loss = self.dp.loss_function(self.policy, self.algorithm)  # under torchrun: rank 0's weights
         self.ema = copy.deepcopy(self.policy).eval()
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        if hasattr(self.algorithm, "extra_parameters"):  # e.g. RECAP's value network
-            trainable += self.algorithm.extra_parameters(self.policy)
+        trainable += self.algorithm.extra_parameters(self.policy)
         self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr,
                                            betas=(0.9, 0.95), weight_decay=self.config.weight_decay)
 
     def relabel(self) -> dict[str, float]:
-        """Lets the algorithm recompute its labels (RECAP's advantages); {} for those without."""
-        if not hasattr(self.algorithm, "relabel") or self.policy is None or not self.index.episodes:
+        """Lets the algorithm recompute its labels (RECAP's advantages)."""
+        if self.policy is None or not self.index.episodes:
             return {}
         return self.algorithm.relabel(self.index, self.policy, cached=self.cache is not None)
 
@@ -321,14 +270,14 @@ class Trainer:
             return self.version
         if len(set(digests)) > 1:
             log.error("the ranks' weights differ at version %d: %s", self.version, digests)
-        info = {"updates": self.updates, "algorithm": self.algorithm.name, "windows": len(self.index.windows),
+        info = {"updates": self.updates, "algorithm": self.config.algorithm, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
                 **figures}
-        if hasattr(self.sampler, "online_fractions"):  # the adaptive sampler: each task's online share now
-            info["online_fraction"] = self.sampler.online_fractions(self.index)
-        bank = self.reference_bank()
-        info["float"] = self.float_calibration(bank)
-        artifacts = {"float_bank": bank.as_arrays(), **(self.algorithm.artifacts() if hasattr(self.algorithm, "artifacts") else {})}
+        if (fractions := self.sampler.online_fractions(self.index)) is not None:
+            info["online_fraction"] = fractions
+        demos = [item.episode for item in self.index.episodes if not item.online]
+        bank, info["float"] = self.float_calibration.for_version(self.ema, demos, self.reader.load_episode)
+        artifacts = {"float_bank": bank.as_arrays(), **self.algorithm.artifacts()}
         save_checkpoint(self.registry.checkpoint_dir(self.version), self.ema, self.version, info=info,
                         artifacts=artifacts)
         self.registry.add(self.version, info)
@@ -336,21 +285,6 @@ class Trainer:
         log.info("published version %d (%s; %d updates, %d windows)", self.version, note, self.updates,
                  len(self.index.windows))
         return self.version
-
-    def reference_bank(self) -> ReferenceBank:
-        """FLOAT's reference bank for the weights robots will run: the offline demonstrations in
-        this version's embedding space (a new encoder means a new bank, so every version ships one)."""
-        demos = [item.episode for item in self.index.episodes if not item.online]
-        return build_reference_bank(self.ema, demos)
-
-    def float_calibration(self, bank: ReferenceBank) -> dict[str, dict]:
-        """Final FLOAT indices of recent untouched successes per task, in this version's embedding
-        space (monitor/calibration.py); robots turn them into tau with the fleet's percentile."""
-        successes = {}
-        for task, rows in self.untouched_successes.items():
-            episodes = [self.reader.load_episode(row) for row in rows]
-            successes[task] = [episode_features(self.ema, e) for e in episodes]
-        return calibration_indices(bank, successes)
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -427,12 +361,8 @@ def run_trainer(config: TrainerConfig, should_stop) -> None:
 
         lease = TrainerLease(config.redis_url, wait_s=TrainerLease.TTL_S + 5)
     try:
-        if config.algorithm == "rl_co":
-            from learner.rl_trainer import RLCoTrainer
-
-            RLCoTrainer(config).run(should_stop=should_stop)
-        else:
-            Trainer(config).run(should_stop=should_stop)
+        trainer = ALGORITHMS.get(config.algorithm).factory.trainer() or Trainer
+        trainer(config).run(should_stop=should_stop)
     finally:
         if lease is not None:
             lease.release()
@@ -458,3 +388,25 @@ def fit_offline(episodes: list[EpisodeArrays], updates: int, config: TrainerConf
         trainer.add_episode(episode, online=episode.kind != "demonstration")
     trainer.train_version_zero()
     return trainer.ema.eval()
+
+
+def train_main(config, redis_url: str | None = None) -> None:
+    """`fleet train`: one rank of the trainer (torchrun sets RANK / WORLD_SIZE), or the only one."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("gloo")
+        log.info("rank %d of %d (gloo)", dist.get_rank(), world)
+    config = dataclasses.replace(config, redis_url=redis_url)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        reason = ALGORITHMS.get(config.algorithm).factory.single_rank_reason
+        if reason and world > 1:
+            raise SystemExit(f"{config.algorithm} trains on one rank: {reason}")
+        run_trainer(config, stop.is_set)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

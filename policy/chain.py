@@ -4,7 +4,7 @@ Each step is x_{k-1} ~ N(mu_theta(x_k, t_k, obs), sigma^2 I) with the DDIM mean
 mu_theta = sqrt(abar_{k-1}) x0_hat + sqrt(1 - abar_{k-1}) eps_hat, and the last step lands on the
 chunk itself, so the executed chunk is a sample of the policy and log pi_k of every step is
 tractable. The robot samples with it (an RL version's rollouts) and RL-Co's PPO scores the chain
-under newer weights (learner/algorithms/rl_co.py has the derivation); both import it from here,
+under newer weights (learner/algorithms/rl_co/loss.py has the derivation); both import it from here,
 so the robot side needs no learner code.
 """
 

@@ -99,13 +99,3 @@ class PolicyConfig:
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
-
-
-# Named policies (`fleet learner --policy`, `fleet demo --policy`): overrides of PolicyConfig.
-# "ptp" is the long-context diffusion policy of ALGORITHMS.md section 2, scaled for a CPU: 16
-# frames of context (15 past action tokens), 9 current and future tokens, PTP on every past
-# token and self-verification with 10 candidates.
-POLICY_PRESETS: dict[str, dict] = {
-    "default": {},
-    "ptp": dict(obs_steps=16, horizon=24, n_action_steps=2, past_token_prediction=True, verify_candidates=10),
-}

@@ -87,6 +87,11 @@ def policy_class(name: str) -> type:
     return POLICIES.get(ALIASES.get(name, name)).factory
 
 
+def family_config(name: str) -> type:
+    """The config dataclass of `name`'s family (a variant's fields are overrides of it)."""
+    return POLICIES.get(policy_class(name).family).config
+
+
 def policy_overrides(name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config fields a named policy sets over its family's defaults: the variant's own
     defaults, then `settings` (dotted flags or a config file, converted and checked by type)."""

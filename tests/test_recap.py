@@ -45,7 +45,7 @@ def test_two_hot_puts_the_value_on_its_two_atoms():
 
 
 def test_relabel_is_the_hand_checked_arithmetic_on_the_value_networks_values():
-    recap = make_algorithm("recap", n_step=3)
+    recap = make_algorithm("recap", {"n_step": 3})
     policy = VLAPolicy(PolicyConfig(**CONFIG)).train()
     index = WindowIndex(horizon=2)
     episodes = [_episode("left", ["autonomous"] * 6, success=True, state=0.1, episode_id="a"),
@@ -76,7 +76,7 @@ def test_relabel_is_the_hand_checked_arithmetic_on_the_value_networks_values():
             assert a["window/value_target"] == pytest.approx(a["recap/return"] / norm)
             assert a["window/value_target"].min() >= -1.0 and a["window/value_target"].max() <= 0.0
     # The value network travels with each version: a restarted learner values steps the same.
-    resumed = make_algorithm("recap", n_step=3)
+    resumed = make_algorithm("recap", {"n_step": 3})
     resumed.restore(recap.artifacts(), policy)
     assert resumed.episode_values(index, 1, policy, cached=False) == pytest.approx(
         recap.episode_values(index, 1, policy, cached=False))
@@ -96,7 +96,7 @@ def test_conditioned_policy_follows_its_indicator_and_deploys_on_positive():
     """Same observation, action +0.8 when labelled positive and -0.8 when negative: the policy
     must learn both modes and run the positive one by default (what robots do)."""
     torch.manual_seed(0)
-    recap = make_algorithm("recap", value_weight=0.0)
+    recap = make_algorithm("recap", {"value_weight": 0.0})
     config = PolicyConfig(**{**CONFIG, "horizon": 2})
     from policy.normalize import Normalizer
 

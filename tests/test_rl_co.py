@@ -1,4 +1,4 @@
-"""RL-Co's loss (learner/algorithms/rl_co.py): the denoising chain as a Gaussian MDP, PPO with a
+"""RL-Co's loss (learner/algorithms/rl_co/loss.py): the denoising chain as a Gaussian MDP, PPO with a
 value head, and the real-data anchor."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from conftest import wait_for
 from fleet.v1 import fleet_pb2 as pb
 from policy.chain import GaussianChain
-from learner.algorithms.rl_co import RLCoConfig, ValueHead, gae, rl_co_loss
+from learner.algorithms.rl_co.loss import RLCoConfig, ValueHead, gae, rl_co_loss
 from policy import PolicyConfig, VLAPolicy
 
 SMALL = dict(d_model=32, n_heads=2, n_layers=1, keypoints=8, encoder_image_size=32)
@@ -129,7 +129,7 @@ def test_the_chain_log_likelihood_matches_the_sampler_and_a_gaussian_by_hand():
 
 
 def test_chunk_rewards_add_potential_based_shaping_on_the_distance_to_the_goal():
-    from learner.algorithms.rl_co import chunk_rewards
+    from learner.algorithms.rl_co.loss import chunk_rewards
 
     step_rewards = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
     distance = np.array([[0.20, 0.18], [0.18, 0.15], [0.15, 0.10], [0.10, 0.04], [0.04, 0.02]])
@@ -148,7 +148,7 @@ def test_chunk_rewards_add_potential_based_shaping_on_the_distance_to_the_goal()
 
 
 def test_group_advantages_use_a_leave_one_out_baseline_per_chunk_index():
-    from learner.algorithms.rl_co import group_advantages
+    from learner.algorithms.rl_co.loss import group_advantages
 
     rewards = [np.array([0.0, 1.0]), np.array([0.0, 0.0, 0.5]), np.array([2.0]), np.array([1.0, 1.0])]
     groups = ["a", "a", "b", "c"]
@@ -269,7 +269,7 @@ def test_rl_co_runs_in_the_fleet_loop_stage_one_then_ppo_with_the_anchor(learner
 
     learner = learner_thread(trainer=dict(
         algorithm="rl_co", min_demos=4, bootstrap_updates=30, batch_size=8, policy_overrides=SMALL_POLICY,
-        rl_co=dict(episodes_per_iteration=2, minibatch=32, real_batch=8)))
+        algorithm_config=dict(episodes_per_iteration=2, minibatch=32, real_batch=8)))
     real = RobotThread(tmp_path, learner.address, "real-1", variant="real-proxy", demos=2, eval_seeds=(0, 1),
                        help_gate="off", max_episodes=10**6, max_steps=40).start()
     sim = RobotThread(tmp_path, learner.address, "sim-1", demos=2, help_gate="off", max_episodes=10**6,

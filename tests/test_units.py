@@ -108,7 +108,7 @@ def test_hg_dagger_labels_only_human_steps_and_masks_straddling_windows():
     assert batch["label_mask"][0].tolist() == [False, False, True, True]
     assert not algorithm.wants_episode("evaluation", True, 10)
     assert not algorithm.wants_episode("training", True, 0)
-    with_successes = make_algorithm("hg_dagger", use_autonomous_successes=True)
+    with_successes = make_algorithm("hg_dagger", {"use_autonomous_successes": True})
     assert with_successes.step_labels(_episode(["autonomous"] * 3, success=True)).all()
 
 

@@ -18,6 +18,7 @@ import torch
 
 from fleet.v1 import fleet_pb2 as pb
 from core.episode import EpisodeArrays
+from learner.algorithms.base import ALGORITHMS, Algorithm
 from policy import VLAPolicy
 
 HUMAN_SOURCES = (pb.ACTION_SOURCE_INTERVENTION, pb.ACTION_SOURCE_OFFLINE_DEMO)
@@ -29,11 +30,12 @@ class HGDaggerConfig:
     use_autonomous_successes: bool = False
 
 
-class HGDagger:
-    name = "hg_dagger"
+@ALGORITHMS.register("hg_dagger", HGDaggerConfig)
+class HGDagger(Algorithm):
+    """Learn from interventions: demonstrations and the steps a person took over train the policy."""
 
     def __init__(self, config: HGDaggerConfig | None = None):
-        self.config = config or HGDaggerConfig()
+        super().__init__(config or HGDaggerConfig())
 
     def wants_episode(self, kind: str, success: bool, human_steps: int) -> bool:
         if kind == "evaluation":  # evaluation seeds measure versions; training on them would leak

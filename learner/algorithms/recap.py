@@ -6,8 +6,10 @@ but the policy learns p(action | observation, instruction, advantage indicator):
   value       one distributional value network for all tasks (conditioned on the instruction),
               `bins` atoms on [-1, 0], trained by cross-entropy against the two-hot projection
               of the step's Monte-Carlo return normalised per task (recap_labels.py)
-  advantage   A_t = n-step normalised return + V(o_{t+n}) - V(o_t), binarised per task at the
-              70th percentile; steps a human chose (interventions, demonstrations) are positive
+  advantage   A_t = n-step normalised return + V(o_{t+n}) - V(o_t), binarised per task: the
+              top `top_fraction` (30%) of its advantages are positive, that is those at or
+              above the 100 * (1 - top_fraction) = 70th percentile; steps a human chose
+              (interventions, demonstrations) are positive
   policy      the usual denoising loss with the indicator (1 negative, 2 positive) added to the
               text token; with probability `dropout` it is replaced by 0 ("none"), so the
               unconditioned policy is learned too. Robots run it conditioned on positive
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learner.algorithms.base import ALGORITHMS, Algorithm
 from learner.algorithms.hg_dagger import HUMAN_SOURCES
 from learner.algorithms.recap_labels import binarise, n_step_advantages, returns_to_go, step_rewards, task_norm
 from core.episode import EpisodeArrays
@@ -43,11 +46,21 @@ NEGATIVE, POSITIVE = 1, 2  # the policy's advantage indicator; 0 is "none" (cond
 class RecapConfig:
     failure_penalty: float = -100.0  # added to the last step's reward of a failed episode
     n_step: int = 10                 # the advantage's lookahead
-    percentile: float = 70.0         # per task: advantages at or above it are positive
+    top_fraction: float = 0.3        # per task: this share of the advantages (the largest) is positive
     dropout: float = 0.3             # conditioning dropout
     bins: int = 201                  # atoms of the distributional value
+    value_hidden: int = 256          # width of the value network's two hidden layers
     value_weight: float = 1.0
     revalue_per_relabel: int = 8     # older episodes whose values are recomputed per relabel
+
+    def __post_init__(self):
+        if not 0 < self.top_fraction <= 1 or not 0 <= self.dropout <= 1 or self.n_step < 1 or self.bins < 2:
+            raise ValueError(f"invalid RECAP config: {self}")
+
+    @property
+    def percentile(self) -> float:
+        """The per-task percentile of the advantages at and above which a step is positive."""
+        return 100.0 * (1.0 - self.top_fraction)
 
 
 class ValueNet(nn.Module):
@@ -88,12 +101,16 @@ def value_features(policy: VLAPolicy, batch: dict[str, torch.Tensor], frames: to
         return torch.cat([frames[:, -1].flatten(1), policy._words(batch["tokens"])], dim=1).float()
 
 
-class Recap:
-    name = "recap"
+@ALGORITHMS.register("recap", RecapConfig)
+class Recap(Algorithm):
+    """Advantage-conditioned policy on all fleet data: a distributional value, human steps positive."""
+
+    single_rank_reason = "its value network is not data-parallel yet"
+
     policy_overrides = {"advantage_conditioned": True, "deploy_advantage": POSITIVE}
 
     def __init__(self, config: RecapConfig | None = None):
-        self.config = config or RecapConfig()
+        super().__init__(config or RecapConfig())
         self.value: ValueNet | None = None
         self._cursor = 0  # where the rotating re-valuation goes on
 
@@ -120,7 +137,7 @@ class Recap:
         """Trained with the policy, by the same optimizer (built for this policy's shape)."""
         c = policy.config
         if self.value is None:
-            self.value = ValueNet(c.d_model, c.frame_tokens, self.config.bins)
+            self.value = ValueNet(c.d_model, c.frame_tokens, self.config.bins, self.config.value_hidden)
         return list(self.value.parameters())
 
     def artifacts(self) -> dict[str, dict[str, np.ndarray]]:

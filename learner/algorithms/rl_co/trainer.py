@@ -1,4 +1,5 @@
-"""RL-Co in the fleet: the trainer for `--algorithm rl_co` (learner/algorithms/rl_co.py has the loss).
+"""RL-Co's trainer: both stages in the fleet loop (learner/algorithms/rl_co/__init__.py has the
+settings, loss.py the loss).
 
 Stage I, version 0: supervised co-training on demonstrations, a fixed fraction `real_fraction` of
 every batch from real-proxy robots' demonstrations, the rest from sim robots' (`real_only`: the
@@ -13,8 +14,11 @@ of the running version have arrived from sim robots, the trainer scores their ch
 task reward plus distance shaping; advantages against the group's other rollouts, or GAE on a
 value head for an episode without a group), runs up to `epochs` passes of PPO minibatches (it
 stops early when the policy has moved `target_kl` away), each with one batch of real-proxy
-demonstrations under the anchor `beta` (0: RL without the real anchor), and publishes the result.
-The RL loop is therefore the fleet loop: rollouts and weights travel as they do for HG-DAgger.
+demonstrations under the anchor `beta` (0: RL without the real anchor), and publishes the result:
+
+    per minibatch  L = L_PPO(sim chunks) + c_v * L_value - c_ent * H + beta * L_SFT(real batch)
+
+(loss.py writes each term out). The RL loop is therefore the fleet loop: rollouts and weights travel as they do for HG-DAgger.
 
 The policy stays in eval mode during stage II (no augmentation), so the log-likelihood the
 trainer computes for a fresh rollout equals the one the robot recorded: PPO's ratio starts at 1.
@@ -25,17 +29,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from policy.chain import GaussianChain
-from learner.algorithms.rl_co import (RLCoConfig, ValueHead, chunk_rewards, gae, group_advantages,
-                                     returns_to_go, rl_co_loss)
-from learner.samplers import GroupMixSampler, LabelledEpisode
 from core.episode import EpisodeArrays
+from learner.algorithms.rl_co.loss import ValueHead, chunk_rewards, gae, group_advantages, returns_to_go, rl_co_loss
+from learner.samplers import GroupMixSampler, LabelledEpisode
 from learner.trainer import Trainer, TrainerConfig
+from policy.chain import GaussianChain
 from policy.vla import downsample_images
 
 log = logging.getLogger("fleetlearn.rl_co")
@@ -43,28 +45,10 @@ log = logging.getLogger("fleetlearn.rl_co")
 REAL_ROBOT_TYPES = ("real_proxy_cartesian_arm",)  # robots that stand in for physical ones
 
 
-@dataclass
-class RLCoSettings:
-    real_fraction: float = 0.5        # stage I: share of each batch from real-proxy demonstrations
-    real_only: bool = False           # stage I on real-proxy demonstrations alone (baseline a)
-    rl: bool = True                   # False: stop after stage I (baseline b, SFT co-training)
-    episodes_per_iteration: int = 40  # sim rollouts of the running version per PPO iteration (10 groups)
-    minibatch: int = 64               # chunks per PPO minibatch
-    real_batch: int = 32              # real-proxy windows per anchor batch
-    lr: float = 3e-5  # 1e-4 moved the policy ~0.03 nats per step per iteration and did not learn faster
-    loss: RLCoConfig = dataclasses.field(default_factory=RLCoConfig)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "RLCoSettings":
-        values = dict(values)
-        loss = RLCoConfig(**values.pop("loss", {}))
-        return cls(loss=loss, **values)
-
-
 class RLCoTrainer(Trainer):
     def __init__(self, config: TrainerConfig):
-        super().__init__(dataclasses.replace(config, algorithm="hg_dagger"))  # demonstrations label every step
-        self.settings = RLCoSettings.from_dict(config.rl_co)
+        super().__init__(config)
+        self.settings = self.algorithm.config  # RLCoSettings: stage I, PPO and (.loss) the loss
         s = self.settings
         self.sampler = GroupMixSampler({"real": 1.0} if s.real_only else {"real": s.real_fraction,
                                                                           "sim": 1.0 - s.real_fraction})
@@ -117,7 +101,6 @@ class RLCoTrainer(Trainer):
 
     def publish(self, note: str, figures: dict[str, float]) -> int:
         """Every RL-Co version is an RL version when stage II runs: robots sample it as a chain."""
-        figures = {**figures, "algorithm": "rl_co"}
         if self.settings.rl:
             figures = {**figures, "rl": {"denoise_steps": self.settings.loss.denoise_steps,
                                          "sigma": self.settings.loss.sigma, "group": self.settings.loss.group}}
@@ -133,7 +116,7 @@ class RLCoTrainer(Trainer):
         self.policy.load_state_dict(self.ema.state_dict())  # the weights robots run (version 0)
         self.policy.eval()
         self.chain = GaussianChain(self.policy, self.settings.loss.denoise_steps, self.settings.loss.sigma)
-        self.value_head = ValueHead(self.policy.config.d_model)
+        self.value_head = ValueHead(self.policy.config.d_model, self.settings.value_hidden)
         params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.rl_optimizer = torch.optim.AdamW(params, lr=self.settings.lr, betas=(0.9, 0.999), weight_decay=0.0)
 
@@ -203,12 +186,12 @@ class RLCoTrainer(Trainer):
         batch["reward"] = torch.from_numpy(np.concatenate(rewards))
         return batch, checks
 
-    def fit_value(self, frames: torch.Tensor, text: torch.Tensor, returns: torch.Tensor, steps: int = 300) -> float:
+    def fit_value(self, frames: torch.Tensor, text: torch.Tensor, returns: torch.Tensor) -> float:
         """Critic warm-up: regresses the value head on fixed observation features (cheap: the
         policy is not run again), so that the first PPO iteration's advantages are not noise."""
-        optimiser = torch.optim.Adam(self.value_head.parameters(), lr=1e-3)
+        optimiser = torch.optim.Adam(self.value_head.parameters(), lr=self.settings.value_warmup_lr)
         g = torch.Generator().manual_seed(self.config.seed)
-        for _ in range(steps):
+        for _ in range(self.settings.value_warmup_steps):
             picks = torch.randint(0, len(returns), (min(len(returns), 128),), generator=g)
             loss = ((self.value_head(frames[picks], text[picks]) - returns[picks]) ** 2).mean()
             optimiser.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""RL-Co (RLinf-Co): PPO in simulation, anchored by the policy's own supervised loss on real data.
+"""RL-Co's stage II loss (RLinf-Co): PPO in simulation, anchored by the policy's own supervised
+loss on real data.
 
     L = L_PPO(sim rollouts) + c_v * L_value - c_ent * H + beta * L_SFT(one batch of real data)
 
