@@ -30,7 +30,7 @@ Figures (test split)
     float_over_best_baseline_points   FLOAT's balanced accuracy minus the best baseline's
 
 Fleet comparison (`--fleet-minutes`, 0 skips it): the same fleet (robots, operators, task, seeds,
-minutes) runs twice through `fleet demo`, help asked by the fixed rule of the fleet loop (FLOAT
+minutes) runs twice as the demo's fleet (harness.fleet), help asked by the fixed rule of the fleet loop (FLOAT
 off), then by FLOAT:
     fleet                    {"fixed_rule": {...}, "float": {...}}: success_rate (final evaluated
                               version), human_steps (all training episodes), rohe, training
@@ -382,16 +382,16 @@ def _plot_fleet(root: Path, path: Path) -> None:
 def _fleet_comparison(args) -> dict:
     """The same fleet (robots, operators, task, seeds, minutes) twice: help asked by the fixed
     rule of the fleet loop (FLOAT off), then by FLOAT (the robot holds until an operator answers)."""
-    from fleetlearn.demo import DemoConfig, run_demo
+    from harness.fleet import FleetConfig, run_fleet
 
     root = Path(args.fleet_out or tempfile.mkdtemp(prefix="fleet-float-"))
     fleet = {}
     for arm, gate in (("fixed_rule", "rule"), ("float", "float")):
         print(f"fleet run {arm}: {args.fleet_robots} robots, {args.fleet_operators} operators, {args.fleet_task}, "
               f"{args.fleet_minutes:g} minutes", flush=True)
-        summary = run_demo(DemoConfig(minutes=args.fleet_minutes, robots=args.fleet_robots,
-                                      operators=args.fleet_operators, out=root / arm, tasks=(args.fleet_task,),
-                                      help_gate=gate))
+        summary = run_fleet(FleetConfig(minutes=args.fleet_minutes, robots=args.fleet_robots,
+                                        operators=args.fleet_operators, out=root / arm, tasks=(args.fleet_task,),
+                                        help_gate=gate))
         fleet[arm] = _fleet_totals(summary)
     _plot_fleet(root, Path(args.plot).with_name(Path(args.plot).stem + "_fleet.png"))
     rule, flt = fleet["fixed_rule"], fleet["float"]

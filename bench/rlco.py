@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,65 +29,41 @@ from pathlib import Path
 import numpy as np
 
 from bench.sim import EVAL_SEED_BASE, _env, _run_episode, _run_pool
-from fleetlearn.demo import free_port
+from harness.learner import LearnerProcess
+from harness.processes import free_port, single_thread_env, spawn_robot, stop_fleet
 
 ARMS = ("real_only", "sft_cotrain", "rl_co", "rl_no_anchor")
 TOKEN = "rlco-bench-token-0123456789"
 CHAIN = (4, 0.1)  # the evaluation sampler of every arm
 
 
-def _fleet(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
-    """`fleet ARGS` as a subprocess logging to `log_path`."""
-    return subprocess.Popen([sys.executable, "-m", "fleetlearn.cli", *args], stdout=open(log_path, "w"),
-                            stderr=subprocess.STDOUT, env=env)
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for proc in processes:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in processes:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _learner(data: Path, port: int, extra: list[str], logs: Path, env: dict, name: str) -> subprocess.Popen:
+def _learner(data: Path, extra: list[str], logs: Path, env: dict, name: str) -> LearnerProcess:
+    """A `fleet learner` on a free port with the bench's token beside its store, once it listens."""
     data.parent.mkdir(parents=True, exist_ok=True)
     tokens = data.parent / "tokens.txt"
     tokens.write_text(TOKEN + "\n")
-    proc = _fleet(["learner", "--data", str(data), "--host", "127.0.0.1", "--port", str(port), "--token-file",
-                   str(tokens), "--dashboard-port", "-1", "--insecure", *extra], logs / f"{name}-learner.log", env)
-    deadline = time.time() + 60
-    while b"listening" not in (logs / f"{name}-learner.log").read_bytes():
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"the {name} learner did not start; see {logs}")
-        time.sleep(0.2)
-    return proc
+    return LearnerProcess(data, tokens, logs / f"{name}-learner.log", port=free_port(), extra=extra, env=env).start()
 
 
-def _robot(port: int, robot_id: str, tasks: str, work: Path, logs: Path, env: dict, extra: list[str]) -> subprocess.Popen:
-    return _fleet(["robot", "--sim", tasks, "--learner", f"127.0.0.1:{port}", "--token-file",
-                   str(work.parent / "tokens.txt"), "--robot-id", robot_id, "--work-dir", str(work / robot_id),
-                   "--fast", "--help-gate", "off", "--preview-hz", "0", "--insecure", *extra], logs / f"{robot_id}.log", env)
+def _robot(learner: str, robot_id: str, tasks: str, work: Path, logs: Path, env: dict, extra: list[str]) -> subprocess.Popen:
+    return spawn_robot(learner, robot_id, tasks, work.parent / "tokens.txt", work / robot_id, logs / f"{robot_id}.log",
+                       ["--fast", "--help-gate", "off", "--preview-hz", "0", *extra], env)
 
 
 def record_demonstrations(data: Path, tasks: list[str], args, seed: int, logs: Path, env: dict) -> None:
     """Step 1: real-proxy and sim demonstrations recorded by robots into a learner's store."""
-    port = free_port()
-    learner = _learner(data, port, ["--no-train"], logs, env, "demos")
+    learner = _learner(data, ["--no-train"], logs, env, "demos")
     per_sim_robot = -(-args.sim_demos * len(tasks) // args.sim_robots)
-    robots = [_robot(port, "real-1", ",".join(tasks), data.parent / "robots", logs, env,
+    robots = [_robot(learner.address, "real-1", ",".join(tasks), data.parent / "robots", logs, env,
                      ["--variant", "real-proxy", "--demos", str(args.real_demos * len(tasks)),
                       "--max-episodes", str(args.real_demos * len(tasks)), "--seed", str(1000 * seed + 1)])]
-    robots += [_robot(port, f"sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
+    robots += [_robot(learner.address, f"sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
                       ["--demos", str(per_sim_robot), "--max-episodes", str(per_sim_robot),
                        "--seed", str(1000 * seed + 2 + i)]) for i in range(args.sim_robots)]
     for robot in robots:
         robot.wait()
     time.sleep(2.0)
-    _stop([learner])
+    learner.stop(30)
 
 
 def stage_one(data: Path, out_dir: Path, args, seed: int, real_only: bool, publish: bool) -> Path:
@@ -122,11 +95,10 @@ def rl_run(data: Path, tasks: list[str], args, seed: int, beta: float, logs: Pat
     """Step 3: the fleet loop from version 0 for `rl_minutes`; returns the last version's checkpoint."""
     from learner.versions import VersionRegistry
 
-    port = free_port()
-    learner = _learner(data, port, ["--algorithm", "rl_co", "--algorithm.loss.beta", str(beta),
-                                    "--algorithm.episodes-per-iteration", str(args.rl_episodes),
-                                    "--algorithm.lr", str(args.rl_lr), "--tasks", ",".join(tasks)], logs, env, name)
-    robots = [_robot(port, f"{name}-sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
+    learner = _learner(data, ["--algorithm", "rl_co", "--algorithm.loss.beta", str(beta),
+                              "--algorithm.episodes-per-iteration", str(args.rl_episodes),
+                              "--algorithm.lr", str(args.rl_lr), "--tasks", ",".join(tasks)], logs, env, name)
+    robots = [_robot(learner.address, f"{name}-sim-{i + 1}", ",".join(tasks), data.parent / "robots", logs, env,
                      ["--seed", str(1000 * seed + 50 + i), "--eval-seeds", "0"])  # evaluated afterwards
               for i in range(args.sim_robots)]
     started = time.time()
@@ -138,7 +110,7 @@ def rl_run(data: Path, tasks: list[str], args, seed: int, beta: float, logs: Pat
                   f"{registry.latest()}", flush=True)
             registry.close()
     finally:
-        _stop(robots + [learner])
+        stop_fleet(learner.proc, robots, 30)
     registry = VersionRegistry(data)
     latest = registry.latest()
     directory = registry.checkpoint_dir(latest)
@@ -198,7 +170,7 @@ def main(argv: list[str]) -> dict:
     arms = [a for a in ARMS if a in arms]
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = single_thread_env()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rlco-"))
     started = time.time()
     per_seed, curves = {}, {}

@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,25 +32,12 @@ import numpy as np
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from core import wire
+from harness.learner import LearnerProcess
+from harness.redis_server import INSTALL_HINT, RedisServer
 
 TOKEN = "bench-token"
 CAMERAS = {"front": (96, 96, 3), "wrist": (96, 96, 3)}
 STEPS_PER_CHUNK = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 class Cluster:
@@ -62,44 +46,28 @@ class Cluster:
 
     def __init__(self, root: Path, replicas: int):
         self.root = root
-        self.procs: list[subprocess.Popen] = []
+        self.servers: list[LearnerProcess] = []
+        self.redis_server: RedisServer | None = None
         self.redis = None
         (root / "tokens").write_text(TOKEN + "\n")
         if replicas == 0:
             self.addresses = [self._serve("learner", "embedded", ["--no-train"])]
             return
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("fleet bench scale needs redis-server (Debian: apt-get install redis-server)")
-        port = _free_port()
-        (root / "redis").mkdir(parents=True)
-        self.procs.append(subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root / "redis"), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always"], stdout=subprocess.DEVNULL))
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        if RedisServer.binary() is None:
+            sys.exit(f"fleet bench scale needs redis-server ({INSTALL_HINT})")
+        self.redis_server = RedisServer(root / "redis").start()
+        self.redis_url = self.redis_server.url
         import redis
 
         self.redis = redis.Redis.from_url(self.redis_url)
-
-        def up():
-            try:
-                return self.redis.ping()
-            except redis.ConnectionError:
-                return False
-
-        _wait(up, 10, "redis-server")
         self.addresses = [self._serve("ingest", f"replica-{i}", ["--redis", self.redis_url, "--replica-id",
                                                                  f"replica-{i}"]) for i in range(replicas)]
 
     def _serve(self, command: str, name: str, extra: list[str]) -> str:
-        port_file = self.root / f"{name}.port"
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "fleetlearn.cli", command, "--data", str(self.root / "store"), "--host", "127.0.0.1",
-             "--port", "0", "--port-file", str(port_file), "--token-file", str(self.root / "tokens"),
-             "--dashboard-port", "-1", "--insecure", *extra],
-            stdout=open(self.root / f"{name}.log", "w"), stderr=subprocess.STDOUT))
-        _wait(lambda: port_file.exists() and port_file.read_text().strip(), 60, name)
-        return f"127.0.0.1:{port_file.read_text().strip()}"
+        server = LearnerProcess(self.root / "store", self.root / "tokens", self.root / f"{name}.log", command=command,
+                                extra=extra)
+        self.servers.append(server)
+        return server.start().address
 
     def stored(self) -> dict[str, int]:
         """Chunks and steps the index holds, each counted once."""
@@ -117,12 +85,10 @@ class Cluster:
     def close(self) -> None:
         if self.redis is not None:
             self.redis.close()
-        for proc in reversed(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for server in reversed(self.servers):  # the replicas before the Redis they write to
+            server.stop()
+        if self.redis_server is not None:
+            self.redis_server.stop(20)
 
 
 def _template() -> pb.EpisodeChunk:

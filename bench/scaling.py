@@ -44,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.rlco import _fleet, _learner, _stop
+from bench.rlco import _learner
 from bench.sim import EVAL_SEED_BASE, _env, _policy_rollout
-from fleetlearn.demo import free_port
+from harness.processes import spawn_robot, stop_fleet
 from learner.store import StoreReader
 from learner.versions import VersionRegistry
 
@@ -152,18 +152,16 @@ def initial_store(root: Path, tasks: tuple[str, ...], algorithm: str, args, env:
     demos = base / "demos" / "learner"
     if not (base / "demos" / "done").exists():
         print(f"initial policy: recording {args.demos} demonstrations per task of {','.join(tasks)}", flush=True)
-        port = free_port()
-        learner = _learner(demos, port, ["--no-train"], logs, env, "demos")
+        learner = _learner(demos, ["--no-train"], logs, env, "demos")
         per_robot = -(-args.demos * len(tasks) // 2)
-        robots = [_fleet(["robot", "--sim", ",".join(tasks), "--learner", f"127.0.0.1:{port}", "--token-file",
-                          str(demos.parent / "tokens.txt"), "--robot-id", f"demo-{i}", "--work-dir",
-                          str(base / "demos" / "robots" / f"demo-{i}"), "--fast", "--insecure", "--preview-hz", "0",
-                          "--demos", str(per_robot), "--max-episodes", str(per_robot), "--eval-seeds", "0",
-                          "--seed", str(900 + i)], logs / f"demo-{i}.log", env) for i in range(2)]
+        robots = [spawn_robot(learner.address, f"demo-{i}", ",".join(tasks), demos.parent / "tokens.txt",
+                              base / "demos" / "robots" / f"demo-{i}", logs / f"demo-{i}.log",
+                              ["--fast", "--preview-hz", "0", "--demos", str(per_robot), "--max-episodes", str(per_robot),
+                               "--eval-seeds", "0", "--seed", str(900 + i)], env) for i in range(2)]
         for robot in robots:
             robot.wait()
         time.sleep(2.0)
-        _stop([learner])
+        learner.stop(30)
         (base / "demos" / "done").touch()
     store = base / algorithm / "learner"
     if not (base / algorithm / "done").exists():
@@ -174,9 +172,8 @@ def initial_store(root: Path, tasks: tuple[str, ...], algorithm: str, args, env:
         reader.close()
         print(f"initial policy: {algorithm} version 0 on {count} demonstrations, {args.bootstrap_updates} updates",
               flush=True)
-        learner = _learner(store, free_port(), ["--algorithm", algorithm, "--min-demos", str(count),
-                                                "--bootstrap-updates", str(args.bootstrap_updates)],
-                           logs, env, f"v0-{algorithm}")
+        learner = _learner(store, ["--algorithm", algorithm, "--min-demos", str(count),
+                                   "--bootstrap-updates", str(args.bootstrap_updates)], logs, env, f"v0-{algorithm}")
         try:
             while True:
                 registry = VersionRegistry(store)
@@ -184,11 +181,11 @@ def initial_store(root: Path, tasks: tuple[str, ...], algorithm: str, args, env:
                 registry.close()
                 if latest is not None:
                     break
-                if learner.poll() is not None:
+                if learner.proc.poll() is not None:
                     raise RuntimeError(f"the learner training version 0 exited; see {logs}")
                 time.sleep(2.0)
         finally:
-            _stop([learner])
+            learner.stop(30)
         (base / algorithm / "done").touch()
     return store
 
@@ -229,18 +226,16 @@ class FleetRun:
         self.data = self.dir / "learner"
         self.logs = self.dir / "logs"
         self.logs.mkdir(exist_ok=True)
-        port = free_port()
-        self.learner = _learner(self.data, port, [
+        self.learner = _learner(self.data, [
             "--algorithm", s.algorithm, "--sampler", s.sampler, "--operators", str(max(1, s.robots // 2)),
             "--max-updates-per-s", str(a.updates_per_s), "--publish-every-s", str(a.publish_every_s),
             "--ema-decay", str(a.ema_decay),
             "--publish-every-updates", "1000000", "--tasks", ",".join(s.tasks), "--trainer-seed", str(s.seed)],
             self.logs, self.env, "fleet")
-        self.robots = [_fleet(["robot", "--sim", ",".join(s.tasks), "--learner", f"127.0.0.1:{port}",
-                               "--token-file", str(self.dir / "tokens.txt"), "--robot-id", f"arm-{i}",
-                               "--work-dir", str(self.dir / "robots" / f"arm-{i}"), "--insecure", "--preview-hz", "0",
-                               "--eval-seeds", "0", "--seed", str(1000 * s.seed + i)],
-                              self.logs / f"arm-{i}.log", self.env) for i in range(s.robots)]
+        self.robots = [spawn_robot(self.learner.address, f"arm-{i}", ",".join(s.tasks), self.dir / "tokens.txt",
+                                   self.dir / "robots" / f"arm-{i}", self.logs / f"arm-{i}.log",
+                                   ["--preview-hz", "0", "--eval-seeds", "0", "--seed", str(1000 * s.seed + i)], self.env)
+                       for i in range(s.robots)]
         self.started = time.time()
         self.cpu = CpuMeter()
         self.evaluator = Evaluator(self.pool, s.tasks, a.eval_seeds)
@@ -277,8 +272,8 @@ class FleetRun:
         if time.time() - self.last_cpu >= 5.0:  # cumulative counters: a reading every few seconds is enough
             self.last_cpu = time.time()
             self.cpu.sample("robots", [p.pid for p in self.robots])
-            self.cpu.sample("learner", [self.learner.pid])
-            self.cpu.sample("trainer", _children(self.learner.pid))
+            self.cpu.sample("learner", [self.learner.proc.pid])
+            self.cpu.sample("trainer", _children(self.learner.proc.pid))
         self._versions()
         finished = self.evaluator.collect()
         if finished is not None and self.evaluator.results[finished] >= self.args.target and self.reached is None:
@@ -301,7 +296,7 @@ class FleetRun:
 
     def finish(self) -> None:
         ended = time.time()
-        _stop(self.robots + [self.learner])
+        stop_fleet(self.learner.proc, self.robots, 30)
         self.registry.close()
         self.done = True
         s = self.spec

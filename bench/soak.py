@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.rlco import _fleet
+from harness.learner import LearnerProcess
+from harness.processes import spawn_robot, stop_processes
 
 TOKEN = "soak-token-0123456789"
 
@@ -84,27 +84,18 @@ def main(argv: list[str]) -> dict:
         (root / "tokens").write_text(TOKEN + "\n")
         data.mkdir()
         publish_policy(data)
-        port_file = root / "port"
-        learner = _fleet(["learner", "--data", str(data), "--host", "127.0.0.1", "--port", "0", "--port-file",
-                          str(port_file), "--token-file", str(root / "tokens"), "--no-train", "--operators", "2",
-                          "--dashboard-port", "0", "--insecure"], logs / "learner.log")
-        deadline = time.time() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if learner.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the learner did not start: {(logs / 'learner.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        address = f"127.0.0.1:{port_file.read_text().strip()}"
-        robots = [_fleet(["robot", "--sim", args.task, "--learner", address, "--token-file", str(root / "tokens"),
-                          "--robot-id", f"soak-{i}", "--work-dir", str(root / "robots" / f"soak-{i}"), "--help-gate",
-                          "rule", "--preview-hz", "2", "--ack-log", "--insecure", "--seed", str(i)],
-                         logs / f"soak-{i}.log") for i in range(args.robots)]
+        learner = LearnerProcess(data, root / "tokens", logs / "learner.log", dashboard_port=0,
+                                 extra=["--no-train", "--operators", "2"]).start()
+        robots = [spawn_robot(learner.address, f"soak-{i}", args.task, root / "tokens", root / "robots" / f"soak-{i}",
+                              logs / f"soak-{i}.log", ["--help-gate", "rule", "--preview-hz", "2", "--ack-log",
+                                                       "--seed", str(i)]) for i in range(args.robots)]
         print(f"soak: {args.robots} robots at 10 Hz against one learner for {args.minutes:g} min "
               f"(memory growth measured after {warmup:g} min)...", flush=True)
         started = time.time()
         memory: dict[str, list[tuple[float, float]]] = {"learner": []}
         for i in range(args.robots):
             memory[f"soak-{i}"] = []
-        processes = {"learner": learner, **{f"soak-{i}": p for i, p in enumerate(robots)}}
+        processes = {"learner": learner.proc, **{f"soak-{i}": p for i, p in enumerate(robots)}}
         next_report = started + 60
         while time.time() - started < args.minutes * 60:
             elapsed = time.time() - started
@@ -120,12 +111,9 @@ def main(argv: list[str]) -> dict:
                       f"robots {robots_mb:.0f} MB each on average", flush=True)
                 next_report += 60
             time.sleep(args.sample_s)
-        for proc in robots:  # a robot ends its episode, drains its spool and writes its stats
-            proc.send_signal(signal.SIGTERM)
-        for proc in robots:
-            proc.wait(120)
-        learner.send_signal(signal.SIGTERM)
-        learner.wait(60)
+        # A robot ends its episode, drains its spool and writes its stats: the figures need every one.
+        stop_processes(robots, 120, kill=False)
+        learner.stop(60, kill=False)
         sent = sum(json.loads((root / "robots" / f"soak-{i}" / "stats.json").read_text())["steps_spooled"]
                    for i in range(args.robots))
         left = sum(len(list((root / "robots" / f"soak-{i}" / "spool").glob("*.chunk"))) for i in range(args.robots))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -21,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.soak import TOKEN, _fleet, publish_policy
+from bench.soak import TOKEN, publish_policy
+from harness.learner import LearnerProcess
+from harness.processes import spawn_robot, stop_processes, wait_for
 
 OPERATOR = "bench-operator-token-0123456789"
+DASHBOARD_LINE = re.compile(r"operator dashboard on http://[^:/]+:(\d+)/")
 
 
 def _api(base: str, path: str, method: str = "GET") -> dict:
@@ -44,25 +48,17 @@ def main(argv: list[str]) -> dict:
         (root / "tokens").write_text(TOKEN + "\n")
         (root / "operators").write_text(f"bench {OPERATOR}\n")
         publish_policy(data)
-        port_file, dashboard_port = root / "port", None
-        learner = _fleet(["learner", "--data", str(data), "--host", "127.0.0.1", "--port", "0", "--port-file",
-                          str(port_file), "--token-file", str(root / "tokens"), "--no-train", "--dashboard-port", "0",
-                          "--operator-token-file", str(root / "operators"), "--insecure"], root / "learner.log")
+        learner = LearnerProcess(data, root / "tokens", root / "learner.log", dashboard_port=0,
+                                 extra=["--no-train", "--operator-token-file", str(root / "operators")])
         robots: list[subprocess.Popen] = []
         try:
-            deadline = time.time() + 60
-            while dashboard_port is None:
-                text = (root / "learner.log").read_text() if (root / "learner.log").exists() else ""
-                if "operator dashboard on http://" in text:
-                    dashboard_port = int(text.split("operator dashboard on http://")[1].split("/")[0].split(":")[1])
-                elif learner.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the learner did not start: {text[-2000:]}")
-                time.sleep(0.2)
-            address = f"127.0.0.1:{port_file.read_text().strip()}"
-            base = f"http://127.0.0.1:{dashboard_port}"
-            robots = [_fleet(["robot", "--sim", "push_cube", "--learner", address, "--token-file", str(root / "tokens"),
-                              "--robot-id", f"arm-{i}", "--work-dir", str(root / f"arm-{i}"), "--help-gate", "off",
-                              "--preview-hz", "0", "--insecure"], root / f"arm-{i}.log") for i in range(args.robots)]
+            learner.start()
+            # The dashboard was asked for any free port: the learner's log says which.
+            found = wait_for(lambda: DASHBOARD_LINE.search(learner.log_path.read_text()), 60, "the operator dashboard")
+            base = f"http://127.0.0.1:{found.group(1)}"
+            robots = [spawn_robot(learner.address, f"arm-{i}", "push_cube", root / "tokens", root / f"arm-{i}",
+                                  root / f"arm-{i}.log", ["--help-gate", "off", "--preview-hz", "0"])
+                      for i in range(args.robots)]
             deadline = time.time() + 120
             while sum(r.get("mode") == "autonomous" for r in _api(base, "/api/state")["robots"]) < args.robots:
                 if time.time() > deadline:
@@ -80,12 +76,8 @@ def main(argv: list[str]) -> dict:
             time.sleep(1.5)
             records.update({c["command_id"]: c for c in _api(base, "/api/state")["commands"]})
         finally:
-            for proc in robots:
-                proc.terminate()
-            for proc in robots:
-                proc.wait(60)
-            learner.terminate()
-            learner.wait(30)
+            stop_processes(robots, 60, kill=False)
+            learner.stop(30, kill=False)
     by_action: dict[str, list[tuple[float, float]]] = {}
     for c in records.values():
         if c["action"] in ("pause", "resume", "stop") and c.get("effective_at"):

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -17,25 +13,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from harness.learner import LearnerProcess  # noqa: E402
+from harness.processes import free_port, wait_for  # noqa: E402
+from harness.redis_server import INSTALL_HINT, RedisServer  # noqa: E402
+
 torch.set_num_threads(1)
 
 TOKEN = "test-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+# What test modules import from here (`from conftest import wait_for`), the harness's names included.
+__all__ = ["TOKEN", "LearnerThread", "LearnerProcess", "free_port", "wait_for"]
 
 
 @pytest.fixture
@@ -115,54 +101,14 @@ def learner_thread(tmp_path, token_file):
         learner.stop()
 
 
-class LearnerProcess:
-    """`fleet learner` as a subprocess, so tests can kill -9 it and start it again."""
-
-    def __init__(self, data_dir: Path, token_file: Path, port: int, log_path: Path, extra: list[str]):
-        self.args = [sys.executable, "-m", "fleetlearn.cli", "learner", "--data", str(data_dir), "--host", "127.0.0.1",
-                     "--port", str(port), "--token-file", str(token_file), "--dashboard-port", "0", "--insecure", *extra]
-        self.port = port
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> "LearnerProcess":
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: b"listening" in self.log_path.read_bytes() or self.proc.poll() is not None, 60,
-                 "learner to listen")
-        assert self.proc.poll() is None, self.log_path.read_text()
-        # The next start must find its own "listening" line: mark the log.
-        with open(self.log_path, "a") as f:
-            f.write("--- started ---\n")
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        text = self.log_path.read_text().replace("listening", "listened")
-        self.log_path.write_text(text)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 @pytest.fixture
 def learner_process(tmp_path, token_file):
+    """`fleet learner` subprocesses on one data directory and one log (each start appends to it)."""
     made = []
 
     def make(extra: list[str] | None = None, port: int | None = None) -> LearnerProcess:
-        learner = LearnerProcess(tmp_path / "learner", token_file, port or free_port(), tmp_path / "learner.log",
-                                 extra or [])
+        learner = LearnerProcess(tmp_path / "learner", token_file, tmp_path / "learner.log", port=port or free_port(),
+                                 extra=extra or [], dashboard_port=0)
         made.append(learner)
         return learner
 
@@ -173,32 +119,9 @@ def learner_process(tmp_path, token_file):
 
 @pytest.fixture
 def redis_url(tmp_path):
-    """A real redis-server on a free loopback port, persisting as deploy/ runs it (AOF, fsync always)."""
-    import shutil
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it; on Debian: apt-get install redis-server)")
-    import redis
-
-    port = free_port()
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-                             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-                            stdout=open(directory / "redis.log", "w"), stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-
-    def up():
-        try:
-            return client.ping()
-        except redis.ConnectionError:
-            assert proc.poll() is None, (directory / "redis.log").read_text()
-            return False
-
-    wait_for(up, 10, "redis-server to answer")
-    client.close()
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    """A real redis-server on a free loopback port (harness.redis_server.RedisServer)."""
+    if RedisServer.binary() is None:
+        pytest.skip(f"redis-server is not installed (.ci/run installs it; {INSTALL_HINT})")
+    server = RedisServer(tmp_path / "redis").start()
+    yield server.url
+    server.stop()

@@ -22,8 +22,9 @@ LAYERS = {
     "monitor": 3,        # FLOAT: both sides run it
     "robot_client": 4, "learner": 4,
     "dashboard": 5, "fleet_lerobot": 5,
-    "bench": 6,          # benchmarks and the process harness (tests and the demo use it too)
-    "fleetlearn": 7,     # the command line and the demo
+    "harness": 6,        # starting and stopping fleet processes (tests, benchmarks and the demo use it)
+    "bench": 7,          # benchmarks
+    "fleetlearn": 8,     # the command line and the demo
 }
 # What robots run: none of it may import learner or dashboard code, directly or through others.
 ROBOT_SIDE = ("robot_client", "policy", "sim", "monitor", "fleet_lerobot.driver", "fleet_lerobot.shim",

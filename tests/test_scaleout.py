@@ -4,7 +4,6 @@ processes, robots failing over between them, and the trainer's consumer group.""
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -126,19 +125,14 @@ def test_versions_in_redis_are_shared(tmp_path, redis_url):
         two.publish(7)
 
 
-class IngestProcess(LearnerProcess):
+def ingest_process(data_dir: Path, token_file: Path, log_path: Path, redis_url: str, name: str,
+                   dashboard: bool = False, operator_tokens: Path | None = None) -> LearnerProcess:
     """`fleet ingest` (one replica) as a subprocess, so the test can kill -9 it."""
-
-    def __init__(self, data_dir: Path, token_file: Path, log_path: Path, redis_url: str, name: str,
-                 dashboard: bool = False, operator_tokens: Path | None = None):
-        super().__init__(data_dir, token_file, free_port(), log_path, [])
-        self.args = [sys.executable, "-m", "fleetlearn.cli", "ingest", "--data", str(data_dir), "--host", "127.0.0.1",
-                     "--port", str(self.port), "--token-file", str(token_file), "--redis", redis_url,
-                     "--replica-id", name, "--insecure"]
-        self.dashboard_port = free_port() if dashboard else None
-        self.args += ["--dashboard-port", str(self.dashboard_port) if dashboard else "-1"]
-        if operator_tokens is not None:
-            self.args += ["--operator-token-file", str(operator_tokens)]
+    extra = ["--redis", redis_url, "--replica-id", name]
+    if operator_tokens is not None:
+        extra += ["--operator-token-file", str(operator_tokens)]
+    return LearnerProcess(data_dir, token_file, log_path, port=free_port(), command="ingest", extra=extra,
+                          dashboard_port=free_port() if dashboard else -1)
 
 
 def post(url: str, token: str) -> dict:
@@ -164,9 +158,9 @@ def test_replicas_relay_commands_and_robots_fail_over_without_losing_a_step(tmp_
     data = tmp_path / "store"
     operators = tmp_path / "operators.txt"
     operators.write_text("alice alice-token-0123\n")
-    a = IngestProcess(data, token_file, tmp_path / "a.log", redis_url, "replica-a", dashboard=True,
-                      operator_tokens=operators).start()
-    b = IngestProcess(data, token_file, tmp_path / "b.log", redis_url, "replica-b").start()
+    a = ingest_process(data, token_file, tmp_path / "a.log", redis_url, "replica-a", dashboard=True,
+                       operator_tokens=operators).start()
+    b = ingest_process(data, token_file, tmp_path / "b.log", redis_url, "replica-b").start()
     publish_small_policy_in_redis(data, redis_url, 0)
     index = RedisStoreReader(data, redis_url)
     # arm-1 starts on A, arm-2 on B; each lists the other replica to fail over to.
