@@ -7,7 +7,8 @@ import argparse
 
 import pytest
 
-from bench.scaling import CpuMeter, summarise
+from bench.fleet_watch import CpuMeter
+from bench.scaling import summarise
 
 
 def _run(part, robots, seed, time_s, reached=True, algorithm="hg_dagger", sampler="offline_online_mix",
