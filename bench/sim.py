@@ -47,6 +47,13 @@ def _env(task: str, variant: str, shift: float | None):
     return _envs[key]
 
 
+def close_envs() -> None:
+    """Closes the envs `_env` keeps; for a process that runs these jobs itself (a test), not in a
+    pool worker, whose envs live as long as it does."""
+    while _envs:
+        _envs.popitem()[1].close()
+
+
 def _run_episode(env, seed: int, choose, options: dict | None = None) -> dict:
     """Runs one episode, `choose(observation) -> action` each step; returns the last step's info
     (its "is_success" says whether the episode succeeded)."""

@@ -20,6 +20,7 @@ from gymnasium import spaces
 
 from sim import variants
 from sim.arm import WRIST_CAMERA_NAME, CartesianArm
+from sim.rendering import ThreadRenderer
 from sim.scene import FRONT_CAMERA_NAME, build_tabletop_xml
 
 CONTROL_HZ = 10
@@ -96,7 +97,8 @@ class TabletopArmEnv(gym.Env):
                                                 FRONT_CAMERA_NAME, self.arm.wrist_camera)
         self._pending_actions: deque[np.ndarray] = deque()
         self._noise_rng = np.random.default_rng(0)
-        self._renderer = mujoco.Renderer(self.model, height=height, width=width)
+        # Bound to this thread: render here; close() anywhere (sim/rendering.py says why).
+        self._renderer = ThreadRenderer(self.model, height=height, width=width)
 
         self._slide_qpos = [self._joint_qpos_address(name) for name in self.arm.slide_joints]
         self._slide_qvel = [self._joint_qvel_address(name) for name in self.arm.slide_joints]

@@ -52,9 +52,12 @@ def test_trial_waits_for_both_arms_then_promotes_or_rolls_back():
 
 
 def demonstrations(n: int):
-    from bench.sim import _demonstration
+    from bench.sim import _demonstration, close_envs
 
-    return [_demonstration(("reach", seed)) for seed in range(n)]
+    try:
+        return [_demonstration(("reach", seed)) for seed in range(n)]
+    finally:
+        close_envs()  # the env it rendered them with is not left open on this thread
 
 
 def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner_thread, tmp_path):

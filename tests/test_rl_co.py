@@ -238,7 +238,9 @@ def test_a_real_proxy_robot_refuses_to_serve_rl_rollouts(learner_thread, tmp_pat
     publish_rl_version(tmp_path / "learner")
     driver = SimDriver(["push_cube"], variant="real-proxy")
     assert driver.robot_type == "real_proxy_cartesian_arm" and not driver.serves_rl
-    assert SimDriver(["push_cube"]).serves_rl
+    sim_driver = SimDriver(["push_cube"])
+    assert sim_driver.serves_rl
+    sim_driver.close()
     client = RobotClient(RobotConfig(robot_id="real-1", tasks=("push_cube",), learner=learner.address,
                                      token="test-token-0123456789", work_dir=tmp_path / "real-1", realtime=False,
                                      eval_seeds=(0,), help_gate="off", max_episodes=1),

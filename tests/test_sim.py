@@ -227,3 +227,77 @@ def test_close_is_idempotent():
     env.reset(seed=0)
     env.close()
     env.close()
+
+
+# Runs in its own process, so that a crash fails the test instead of killing pytest. The main
+# thread owns two envs; another thread, rendering an env of its own, closes one of them and
+# collects the other (an unclosed env in a reference cycle). Neither may touch that thread's
+# renderer: MuJoCo used to free them there, deleting its GL objects by number in the wrong context.
+FOREIGN_CLOSE_SCRIPT = r"""
+import gc, json, sys, threading, weakref
+import numpy as np
+import sim
+
+def front(env):
+    return env.reset(seed=0)[0]["images"]["front"]
+
+result, go, done = {}, threading.Event(), threading.Event()
+collected = sim.make("reach", image_size=32)
+front(collected)
+closed = sim.make("reach", image_size=32)
+front(closed)  # rendered last: its context is still current on the main thread
+gc.disable()  # collections only where this script asks for them
+
+def other_thread():
+    env = sim.make("reach", image_size=32)
+    reference = front(env)
+    try:
+        front(closed)  # still current on the main thread: refused
+    except Exception as error:
+        result["render_elsewhere"] = type(error).__name__
+    try:
+        closed.close()
+    except Exception as error:
+        result["close_error"] = repr(error)
+    result["same_after_close"] = bool(np.array_equal(front(env), reference))
+    go.set()
+    done.wait()
+    gc.collect()  # finalises `collected` here
+    result["same_after_collect"] = bool(np.array_equal(front(env), reference))
+    env.close()
+
+thread = threading.Thread(target=other_thread)
+thread.start()
+go.wait()
+front(collected)  # current on the main thread again, then garbage
+collected._cycle = collected
+freed = weakref.ref(getattr(collected._renderer, "_renderer", collected._renderer))
+del collected
+done.set()
+thread.join()
+again = sim.make("reach", image_size=32)  # the main thread frees what was handed back to it
+result["main_renders"] = bool(front(again).any())
+again.close()
+result["freed_on_main"] = freed() is None or freed()._mjr_context is None
+print(json.dumps(result))
+"""
+
+
+def test_an_env_closed_or_collected_on_another_thread_leaves_that_threads_renderer_alone(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYTHONPATH": path}
+    run = subprocess.run([sys.executable, "-c", FOREIGN_CLOSE_SCRIPT], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=env)
+    assert run.returncode == 0, f"exit {run.returncode}\n{run.stderr[-3000:]}"
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "close_error" not in result, result
+    assert result["same_after_close"] and result["same_after_collect"], result
+    assert "render_elsewhere" in result, result
+    assert result["main_renders"] and result["freed_on_main"], result
+    assert "Exception ignored" not in run.stderr, run.stderr[-3000:]

@@ -70,7 +70,8 @@ def test_shift_size_is_a_parameter():
         gaps.append(env.shift)
         env.close()
     assert gaps == [0.5, 2.0]
-    assert sim.make("push_cube", variant="real-proxy").shift == sim.DEFAULT_SHIFT
+    with sim.make("push_cube", variant="real-proxy") as env:
+        assert env.shift == sim.DEFAULT_SHIFT
     with pytest.raises(ValueError, match="real-proxy variant only"):
         sim.make("push_cube", variant="sim", shift=1.0)
     with pytest.raises(ValueError, match="unknown variant"):
