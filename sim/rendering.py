@@ -11,6 +11,12 @@ it is current nowhere else). Closed on the owner thread it is freed at once; clo
 else, or collected, it is only handed back, and the owner frees it at its next render or
 renderer creation. One whose owner thread has ended is kept, unfreed, until the process exits.
 
+All GL work of a process (creating, rendering, freeing) is also serialised by one lock. Several
+robot threads of one test process each rendered with their own EGL context at once, and one
+full `make test` in two crashed inside the renderer; software rendering (Mesa llvmpipe) is not
+known to be safe with contexts driven from several threads at a time, and robots in production
+run one sim per process, so the lock costs them nothing and takes the question away.
+
 Every live `mujoco.Renderer` is referenced from this module, not only from the object that uses
 it, so the cyclic collector never finalises one (`mujoco.Renderer.__del__` closes it wherever
 the collector runs).
@@ -25,6 +31,7 @@ import mujoco
 # Reentrant: a collection (so a finalizer handing a renderer back) may start wherever objects are
 # allocated, this module's own code under the lock included.
 _lock = threading.RLock()
+_gl = threading.RLock()  # one thread at a time does GL work in this process (module docstring)
 _live: dict[int, mujoco.Renderer] = {}  # every open renderer, by id
 _handed_back: list[tuple[mujoco.Renderer, threading.Thread]] = []  # closed elsewhere: (renderer, owner)
 _kept: list[mujoco.Renderer] = []  # their owner thread has ended: never freed
@@ -36,7 +43,8 @@ class ThreadRenderer:
 
     def __init__(self, model: mujoco.MjModel, height: int, width: int):
         free_handed_back()
-        renderer = mujoco.Renderer(model, height=height, width=width)
+        with _gl:
+            renderer = mujoco.Renderer(model, height=height, width=width)
         self._owner = threading.current_thread()
         self._use = threading.RLock()  # a close elsewhere waits for a render in progress
         self._key = id(renderer)
@@ -51,7 +59,8 @@ class ThreadRenderer:
         with self._use:
             renderer = self._open()
             free_handed_back()
-            pixels = renderer.render()  # on another thread: fails if still current on the owner
+            with _gl:
+                pixels = renderer.render()  # on another thread: fails if still current on the owner
             self._owner = threading.current_thread()  # current here now, so this thread frees it
             return pixels
 
@@ -60,7 +69,8 @@ class ThreadRenderer:
         if renderer is None:
             return
         if threading.current_thread() is self._owner:
-            renderer.close()
+            with _gl:
+                renderer.close()
             free_handed_back()
         else:
             _hand_back(renderer, self._owner)
@@ -103,7 +113,8 @@ def free_handed_back() -> None:
     me = threading.current_thread()
     for renderer, owner in taken:
         if owner is me:
-            renderer.close()
+            with _gl:
+                renderer.close()
         elif owner.is_alive():
             _hand_back(renderer, owner)
         else:
