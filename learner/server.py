@@ -24,7 +24,7 @@ from learner.interceptors import MalformedRequestInterceptor, TokenAuthIntercept
 from learner.limits import RobotLimits
 from learner.publisher import WeightPublisher
 from learner.servicer import TRANSPORT_MAX_MESSAGE_BYTES, FleetLearnerServicer
-from learner.store import EpisodeStore
+from learner.store import EpisodeStore, open_index
 from learner.trainer import TrainerConfig, trainer_main
 from learner.versions import open_registry
 from monitor.calibration import PercentileBook
@@ -73,14 +73,12 @@ class Learner:
             log.warning("no --token-file and no robot credentials yet: robots are refused until one is made "
                         "(fleet token create --robot ID --data %s)", config.data_dir)
         self.relay = None
+        self.replica_id = ""
         if config.redis_url:
             from learner.redis_client import default_replica_id
-            from learner.store.redis import RedisIndex
 
             self.replica_id = config.replica_id or default_replica_id()
-            self.store = EpisodeStore(config.data_dir, index=RedisIndex(config.redis_url, self.replica_id))
-        else:
-            self.store = EpisodeStore(config.data_dir)
+        self.store = EpisodeStore(config.data_dir, index=open_index(config.data_dir, config.redis_url, self.replica_id))
         self.registry = open_registry(config.data_dir, config.redis_url)
         self.publisher = WeightPublisher(self.registry, canary=config.canary, data_dir=config.data_dir)
         self.control = FleetControl([f"sim-operator-{i + 1}" for i in range(config.operators)],

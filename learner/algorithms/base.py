@@ -92,4 +92,4 @@ def make_algorithm(name: str, config: Any = None) -> Algorithm:
     if entry.config is None or not isinstance(config, entry.config):
         wanted = entry.config.__name__ if entry.config else "no settings"
         raise ConfigError(f"algorithm {name!r} takes {wanted}, got a {type(config).__name__}")
-    return entry.factory(config)
+    return ALGORITHMS.make(name, config)
