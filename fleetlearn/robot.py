@@ -70,7 +70,7 @@ def _robot_plugins(args, dotted: dict[str, dict[str, str]]):
     --driver/--teleop and their dotted settings, the old flags, and --config."""
     import importlib
 
-    from core.registry import choose, read_config_file
+    from core.registry import choose, chosen_settings, read_config_file
     from robot_client.plugins import DRIVERS, TELEOPS, default_teleop
 
     if (args.lerobot_teleop or args.lerobot_arg or args.lerobot_teleop_arg) and not args.lerobot_robot:
@@ -85,18 +85,19 @@ def _robot_plugins(args, dotted: dict[str, dict[str, str]]):
     name, config = choose(DRIVERS, args.driver or old_driver, {**old_settings, **dotted["driver"]}, file)
     driver = DRIVERS.make(name, config)
     try:
-        teleop_settings = {**old_teleop_settings, **dotted["teleop"]}
-        teleop_name = args.teleop or old_teleop or (file or {}).get("teleop", {}).get("name") or default_teleop(driver)
+        # Settings from the file, then the operator flags (the scripted operator's), then dotted ones.
+        teleop_name, settings = chosen_settings(TELEOPS, args.teleop or old_teleop, {}, file,
+                                                default=default_teleop(driver))
         if teleop_name == "scripted":
             operator = dict(segment_steps=args.operator_steps, noise_std=args.operator_noise,
                             reaction_delay_steps=args.operator_delay, suboptimality=args.operator_suboptimality,
                             seed=args.seed)
-            teleop_settings = {**{k: v for k, v in operator.items() if v is not None}, **teleop_settings}
+            settings.update({k: v for k, v in operator.items() if v is not None})
         if args.demos > 0 and teleop_name == "none":
             sys.exit("fleet robot: --demos needs an expert to record them: --driver.expert MODULE:FACTORY (--expert) "
                      "for a gym env, or a person's device (--teleop lerobot --teleop.type TYPE)")
-        teleop_name, teleop_config = choose(TELEOPS, teleop_name, teleop_settings, file)
-        teleop = TELEOPS.make(teleop_name, teleop_config, driver)
+        settings.update({**old_teleop_settings, **dotted["teleop"]})
+        teleop = TELEOPS.make(teleop_name, TELEOPS.config(teleop_name, settings), driver)
     except BaseException:
         driver.close()  # a LeRobot arm connected already
         raise
