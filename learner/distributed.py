@@ -13,8 +13,8 @@ needs to run as one of K:
 - rank 0 alone writes checkpoints and publishes; each rank writes DATA/trainer/rank-R.json with
   its updates, episodes and a digest of its weights at every version.
 
-The backend is gloo: the trainer runs on CPUs. (NCCL needs the policy on the GPU, and policy/
-still builds some tensors on the CPU inside the loss; that port is not done.)
+The backend follows the trainer's device: NCCL when the ranks train on GPUs (each on the GPU of
+its LOCAL_RANK), gloo on CPUs.
 """
 
 from __future__ import annotations
@@ -51,13 +51,17 @@ class _Loss(torch.nn.Module):
 class DataParallel:
     """This process's place among the trainer's ranks (rank 0 of 1 when not under torchrun)."""
 
-    def __init__(self, rank: int = 0, world: int = 1):
+    def __init__(self, rank: int = 0, world: int = 1, device: torch.device | None = None):
         self.rank, self.world = rank, world
+        # Where collectives' tensors live: NCCL takes GPU tensors only, gloo CPU ones.
+        self.device = device or torch.device("cpu")
 
     @classmethod
     def current(cls) -> "DataParallel":
         if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
+            nccl = dist.get_backend() == "nccl"
+            return cls(dist.get_rank(), dist.get_world_size(),
+                       torch.device("cuda", torch.cuda.current_device()) if nccl else None)
         return cls()
 
     @property
@@ -76,7 +80,7 @@ class DataParallel:
         """Each flag true on every rank if it is true on any rank (one all-reduce)."""
         if not self.active:
             return tuple(bool(f) for f in flags)
-        t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32)
+        t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return tuple(bool(v) for v in t.tolist())
 
@@ -89,19 +93,21 @@ class DataParallel:
         if not self.active:
             return value
         data = json.dumps(value).encode() if self.leader else b""
-        size = torch.tensor([len(data)], dtype=torch.int64)
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
         dist.broadcast(size, 0)
-        buffer = torch.zeros(int(size.item()), dtype=torch.uint8)
+        buffer = torch.zeros(int(size.item()), dtype=torch.uint8, device=self.device)
         if self.leader:
-            buffer[:] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            buffer[:] = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(self.device)
         dist.broadcast(buffer, 0)
-        return json.loads(buffer.numpy().tobytes().decode())
+        return json.loads(buffer.cpu().numpy().tobytes().decode())
 
-    def loss_function(self, policy: torch.nn.Module, algorithm):
+    def loss_function(self, policy: torch.nn.Module, algorithm, device: torch.device | None = None):
         """batch -> (loss, figures); under torchrun the gradients of backward are averaged over
         the ranks, and building it broadcasts rank 0's weights."""
         if not self.active:
             return lambda batch: algorithm.loss(policy, batch)
+        if device is not None and device.type == "cuda":
+            return DistributedDataParallel(_Loss(policy, algorithm), device_ids=[device])
         return DistributedDataParallel(_Loss(policy, algorithm))
 
     def gather_digests(self, module: torch.nn.Module) -> list[str]:

@@ -12,6 +12,7 @@ policy (obs_steps > 1 in `policy_overrides`) trains in three stages: learner/lon
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import logging
@@ -29,6 +30,7 @@ import torch.distributed as dist
 
 from core.episode import EpisodeArrays
 from learner.algorithms.base import ALGORITHMS, make_algorithm
+from learner.batches import BatchPrefetcher
 from learner.distributed import DataParallel, policy_from_spec, policy_spec, write_rank_status
 from learner.embeddings import EmbeddingCache
 from learner.float_calibration import FloatCalibration
@@ -38,6 +40,7 @@ from learner.leases import LeaseHeld
 from learner.store import open_reader
 from learner.versions import open_registry
 from policy import VLAPolicy, load_checkpoint, save_checkpoint
+from policy.device import DEVICE_CHOICES, autocast, resolve_device, to_device
 from policy.normalize import Normalizer
 from policy.registry import family_config, policy_class
 from policy.vla import downsample_images, instruction_words
@@ -71,8 +74,18 @@ class TrainerConfig:
     finetune_lr: float = 1e-3   # later versions, fine-tuning on demos + fleet data
     weight_decay: float = 1e-6
     # Robots run an exponential moving average of the weights. A long average (~1000 updates)
-    # keeps consecutive versions from swinging with the last few hundred noisy batches.
+    # keeps consecutive versions from swinging with the last few hundred noisy batches. Its lag,
+    # decay / (1 - decay) updates, is recorded with every version in updates and in seconds.
     ema_decay: float = 0.999
+    # After version 0: "frozen" trains what the algorithm needs on cached frame embeddings
+    # (the encoder is version 0's, every frame is embedded once: learner/embeddings.py);
+    # "finetune" goes on training the encoder on images, at `encoder_lr`.
+    encoder: str = "frozen"
+    encoder_lr: float = 1e-4
+    # Where the trainer runs (policy/device.py): auto, cpu, cuda or cuda:N.
+    device: str = "auto"
+    # Batches assembled this many ahead on a thread of their own (0: on the training thread).
+    prefetch: int = 2
     refresh_every_s: float = 5.0
     # Stop publishing after this Unix time (the demo uses it to leave time for evaluation).
     publish_until: float | None = None
@@ -91,6 +104,30 @@ class TrainerConfig:
     redis_url: str | None = None
 
 
+class UpdateRate:
+    """Updates per second over the last `window` updates."""
+
+    def __init__(self, window: int = 200):
+        self.times: collections.deque[float] = collections.deque(maxlen=window)
+
+    def tick(self) -> None:
+        self.times.append(time.perf_counter())
+
+    def per_s(self) -> float | None:
+        if len(self.times) < 2:
+            return None
+        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+
+
+def fused_adamw(device: torch.device) -> dict:
+    """AdamW's fused kernel (one pass over all tensors) where torch has it for the device."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
+
+
+def _host_tokenizer(policy):
+    return lambda instructions: policy.tokenize(instructions, device="cpu")
+
+
 def trainer_reader(config: TrainerConfig, dp: DataParallel):
     """The store as the trainer reads it; with Redis, each rank follows the episode stream
     through its own consumer group."""
@@ -100,9 +137,15 @@ def trainer_reader(config: TrainerConfig, dp: DataParallel):
                        consumer=f"rank-{dp.rank}")
 
 
+ENCODER_MODES = ("frozen", "finetune")
+
+
 class Trainer(LongContextStages):
     def __init__(self, config: TrainerConfig):
+        if config.encoder not in ENCODER_MODES:
+            raise ValueError(f"encoder {config.encoder!r}: choose one of {ENCODER_MODES}")
         self.config = config
+        self.device = resolve_device(config.device)
         self.dp = DataParallel.current()  # rank 0 of 1 unless under torchrun (learner/distributed.py)
         self.reader = trainer_reader(config, self.dp)
         self.registry = open_registry(config.data_dir, config.redis_url) if config.data_dir else None
@@ -128,6 +171,12 @@ class Trainer(LongContextStages):
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss = None  # batch -> (loss, figures), gradients averaged over the ranks
         self.updates, self.version = 0, -1  # no version published yet
+        # Batches come from a thread of their own, with its own random stream.
+        batch_rng = np.random.default_rng([config.seed, self.dp.rank, 1])
+        self.batches = BatchPrefetcher(lambda: self.make_batch(batch_rng), depth=config.prefetch,
+                                       pin_memory=self.device.type == "cuda")
+        self.step_s = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}  # time per phase, all steps
+        self.rate = UpdateRate()
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -194,20 +243,35 @@ class Trainer(LongContextStages):
         self.image_size = self.policy.config.encoder_image_size
         self.version = version
         self.updates = int(checkpoint.meta["info"].get("updates", 0))
-        if self.policy.config.obs_steps > 1:
+        if self.policy.config.obs_steps > 1 or self.config.encoder == "frozen":
             self._resume_head()
         self.algorithm.restore(checkpoint.artifacts, self.policy)
         self._reset_optimizer()
         log.info("resumed from version %d (%d updates)", version, self.updates)
 
-    def _reset_optimizer(self) -> None:
-        self.policy.train()
-        self.loss = self.dp.loss_function(self.policy, self.algorithm)  # under torchrun: rank 0's weights
+    def _reset_optimizer(self, lr: float | None = None) -> None:
+        """A fresh optimizer and moving average for `self.policy` as it is now (moved to the
+        trainer's device); the encoder, when it trains after version 0, in a group at its own rate."""
+        self.policy.to(self.device).train()
+        self.loss = self.dp.loss_function(self.policy, self.algorithm, self.device)  # under torchrun: rank 0's weights
         self.ema = copy.deepcopy(self.policy).eval()
-        trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        trainable += self.algorithm.extra_parameters(self.policy)
-        self.optimizer = torch.optim.AdamW(trainable, lr=self.config.lr,
-                                           betas=(0.9, 0.95), weight_decay=self.config.weight_decay)
+        encoder = {id(p) for p in self.policy.encoder_parameters()}
+        head = [p for p in self.policy.parameters() if p.requires_grad and id(p) not in encoder]
+        head += self.algorithm.extra_parameters(self.policy)
+        groups = [{"params": head, "name": "head"}]
+        if any(p.requires_grad for p in self.policy.encoder_parameters()):
+            groups.append({"params": [p for p in self.policy.encoder_parameters() if p.requires_grad], "name": "encoder"})
+        self.optimizer = torch.optim.AdamW(groups, lr=lr or self.config.lr, betas=(0.9, 0.95),
+                                           weight_decay=self.config.weight_decay, **fused_adamw(self.device))
+        self.trainable = [p for group in groups for p in group["params"]]
+        # The moving average follows the weights that train (the frozen ones never move).
+        pairs = [(e, p) for e, p in zip(self.ema.parameters(), self.policy.parameters()) if p.requires_grad]
+        self.ema_pairs = ([e for e, _ in pairs], [p for _, p in pairs])
+        self.batches.reset()
+
+    def set_learning_rates(self, lr: float, encoder_lr: float | None = None) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = encoder_lr if group.get("name") == "encoder" and encoder_lr is not None else lr
 
     def relabel(self) -> dict[str, float]:
         """Lets the algorithm recompute its labels (RECAP's advantages)."""
@@ -215,20 +279,56 @@ class Trainer(LongContextStages):
             return {}
         return self.algorithm.relabel(self.index, self.policy, cached=self.cache is not None)
 
+    def make_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One batch of the current index, on the host (the prefetch thread calls this)."""
+        index, policy = self.index, self.policy
+        picks = self.sampler.sample(index, self.config.batch_size, rng)
+        return index.batch(picks, policy.config.cameras, _host_tokenizer(policy), cached=self.cache is not None)
+
     def train_step(self) -> dict[str, float]:
-        picks = self.sampler.sample(self.index, self.config.batch_size, self.rng)
-        batch = self.index.batch(picks, self.policy.config.cameras, self.policy.tokenize, cached=self.cache is not None)
-        loss, figures = self.loss(batch)
+        batch = to_device(self.batches.next(), self.device)
+        started = time.perf_counter()
+        with autocast(self.device):
+            loss, figures = self.loss(batch)
+        forward = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], 1.0)
+        backward = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0, foreach=True)
         self.optimizer.step()
         with torch.no_grad():  # exponential moving average of the weights is what robots run
-            d = self.config.ema_decay
-            for ema_p, p in zip(self.ema.parameters(), self.policy.parameters()):
-                ema_p.mul_(d).add_(p.detach(), alpha=1 - d)
+            torch._foreach_lerp_(self.ema_pairs[0], self.ema_pairs[1], 1.0 - self.config.ema_decay)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # honest phase times
+        done = time.perf_counter()
+        for phase, seconds in (("forward", forward - started), ("backward", backward - forward),
+                               ("optimizer", done - backward)):
+            self.step_s[phase] += seconds
         self.updates += 1
+        self.rate.tick()
         return figures
+
+    def ema_lag(self) -> dict[str, float | None]:
+        """How far behind the trained weights the averaged ones (what robots run) are: the
+        average's mean age, in updates and in seconds at the recent update rate."""
+        d = self.config.ema_decay
+        updates = d / (1.0 - d) if d < 1 else float("inf")
+        rate = self.rate.per_s()
+        return {"ema_lag_updates": round(updates, 1), "updates_per_s": round(rate, 2) if rate else None,
+                "ema_lag_s": round(updates / rate, 1) if rate else None}
+
+    def freeze_encoder(self) -> None:
+        """After version 0 (encoder "frozen"): every indexed frame is embedded once with version
+        0's encoder and from here on the steps train the rest on the cached embeddings."""
+        self.policy.load_state_dict(self.ema.state_dict())
+        self.policy.freeze_encoder()
+        self.cache = EmbeddingCache(self.policy, self.config.data_dir)
+        started = time.time()
+        for item in self.index.episodes:
+            self._embed(item.episode)
+        log.info("encoder frozen: frame embeddings of %d episodes in %.1f s (encoder %s)",
+                 len(self.index.episodes), time.time() - started, self.cache.encoder_id)
+        self._reset_optimizer()
 
     def bootstrap(self, updates: int, should_stop=lambda: False) -> float | None:
         """Version 0: trains the fresh policy on what is indexed (the demonstrations) to convergence.
@@ -272,7 +372,8 @@ class Trainer(LongContextStages):
             log.error("the ranks' weights differ at version %d: %s", self.version, digests)
         info = {"updates": self.updates, "algorithm": self.config.algorithm, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
-                **figures}
+                "encoder": "frozen" if self.policy.encoder_frozen else "trained", "device": str(self.device),
+                **self.ema_lag(), **figures}
         if (fractions := self.sampler.online_fractions(self.index)) is not None:
             info["online_fraction"] = fractions
         demos = [item.episode for item in self.index.episodes if not item.online]
@@ -312,8 +413,9 @@ class Trainer(LongContextStages):
             if loss is None:
                 return
             self.publish("trained on offline demonstrations", {"denoise_loss": loss})
-        for group in self.optimizer.param_groups:
-            group["lr"] = c.finetune_lr
+        if c.encoder == "frozen" and not self.policy.encoder_frozen:
+            self.freeze_encoder()
+        self.set_learning_rates(c.finetune_lr, c.encoder_lr)
         last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
         last_refresh = 0.0
         losses = []
@@ -395,10 +497,16 @@ def train_main(config, redis_url: str | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        dist.init_process_group("gloo")
-        log.info("rank %d of %d (gloo)", dist.get_rank(), world)
     config = dataclasses.replace(config, redis_url=redis_url)
+    if world > 1:
+        backend = "gloo"
+        if resolve_device(config.device).type == "cuda":  # one GPU per rank: its LOCAL_RANK's
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            config = dataclasses.replace(config, device=f"cuda:{local}")
+            backend = "nccl"
+        dist.init_process_group(backend)
+        log.info("rank %d of %d (%s, %s)", dist.get_rank(), world, backend, config.device)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from policy.diffusion import gaussian
 from policy.vla import VLAPolicy
 
 
@@ -32,9 +33,9 @@ class GaussianChain:
         self.abar_prev = torch.cat([bars[1:], torch.ones(1)])  # the last step lands on the chunk
 
     def _mean(self, x: torch.Tensor, k: int, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        t = self.timesteps[k].expand(x.shape[0])
+        t = self.timesteps[k].to(x.device).expand(x.shape[0])
         out = self.policy.head(x, t, frames, text)
-        abar, abar_prev = self.abar[k], self.abar_prev[k]
+        abar, abar_prev = self.abar[k].to(x.device), self.abar_prev[k].to(x.device)
         if self.policy.config.prediction == "sample":
             x0 = out.clamp(-1.0, 1.0)
         else:
@@ -47,11 +48,11 @@ class GaussianChain:
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(chunk (B, T, A) normalised, chain (B, K + 1, T, A), per-step log-likelihood (B, K))."""
         c = self.policy.config
-        x = torch.randn((frames.shape[0], c.horizon, c.action_dim), generator=generator)
+        x = gaussian((frames.shape[0], c.horizon, c.action_dim), generator, frames.device)
         chain, logp = [x], []
         for k in range(len(self.timesteps)):
             mean = self._mean(x, k, frames, text)
-            x = mean + self.sigma * torch.randn(mean.shape, generator=generator)
+            x = mean + self.sigma * gaussian(mean.shape, generator, frames.device)
             logp.append(self._gaussian_log_prob(x, mean))
             chain.append(x)
         return x, torch.stack(chain, dim=1), torch.stack(logp, dim=1)

@@ -61,7 +61,7 @@ def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "artifacts").mkdir(parents=True)
-    state = {k: v.detach().contiguous().clone() for k, v in policy.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in policy.state_dict().items()}  # device-free
     save_torch(state, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT, "version": str(version)})
     files = {WEIGHTS_FILE: sha256_file(staging / WEIGHTS_FILE)}
     for name, tensors in (artifacts or {}).items():
@@ -75,8 +75,8 @@ def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict
         "policy": type(policy).family,
         "config": policy.config.to_dict(),
         "normalization": {
-            "state": {"centre": policy.state_norm.centre.tolist(), "half_range": policy.state_norm.half_range.tolist()},
-            "action": {"centre": policy.action_norm.centre.tolist(), "half_range": policy.action_norm.half_range.tolist()},
+            "state": {"centre": policy.state_norm.centre.cpu().tolist(), "half_range": policy.state_norm.half_range.cpu().tolist()},
+            "action": {"centre": policy.action_norm.centre.cpu().tolist(), "half_range": policy.action_norm.half_range.cpu().tolist()},
         },
         "files": files,
         "info": info or {},

@@ -21,6 +21,13 @@ def squared_cosine_alpha_bars(steps: int, s: float = 0.008, max_beta: float = 0.
     return torch.cumprod(1 - torch.tensor(betas, dtype=torch.float32), dim=0)
 
 
+def gaussian(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+    """Standard normal noise on `device`, drawn from `generator` (on its own device) when given."""
+    if generator is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
 class DiffusionSchedule:
     def __init__(self, train_steps: int, inference_steps: int):
         self.train_steps = train_steps
@@ -33,14 +40,17 @@ class DiffusionSchedule:
 
     @torch.no_grad()
     def sample(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
-               prediction: str = "epsilon", generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDIM from pure noise; `predict` returns eps or x0 according to `prediction`."""
-        x = torch.randn(shape, generator=generator)
+               prediction: str = "epsilon", generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+        """DDIM from pure noise on `device`; `predict` returns eps or x0 according to `prediction`.
+        The noise is drawn on the generator's device (the same seed gives the same chunk on any)."""
+        x = gaussian(shape, generator, device)
         timesteps = torch.linspace(self.train_steps - 1, 0, self.inference_steps).round().long()
+        alpha_bars = self.alpha_bars.to(device)
         for i, t in enumerate(timesteps):
-            abar = self.alpha_bars[t]
-            abar_prev = self.alpha_bars[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0)
-            out = predict(x, t.expand(shape[0]))
+            abar = alpha_bars[t]
+            abar_prev = alpha_bars[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.ones((), device=device)
+            out = predict(x, t.to(device).expand(shape[0]))
             if prediction == "sample":
                 x0 = out.clamp(-1.0, 1.0)
             else:

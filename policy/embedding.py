@@ -19,6 +19,7 @@ def embed_episode(policy: VLAPolicy, episode) -> np.ndarray:
     out = []
     for start in range(0, episode.num_steps, EMBED_BATCH):
         part = slice(start, start + EMBED_BATCH)
-        images = {cam: torch.from_numpy(arrays[f"image/{cam}"][part]) for cam in policy.config.cameras}
-        out.append(policy.embed_frames(images, torch.from_numpy(arrays["state"][part])).numpy())
+        images = {cam: torch.from_numpy(arrays[f"image/{cam}"][part]).to(policy.device) for cam in policy.config.cameras}
+        state = torch.from_numpy(arrays["state"][part]).to(policy.device)
+        out.append(policy.embed_frames(images, state).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)

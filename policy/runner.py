@@ -110,15 +110,15 @@ class PolicyRunner:
             compared = min(len(self.executed), config.verified_past_tokens())
             if self.chain is not None:
                 normalized, steps, logp = self.chain.sample(window, text, self.generator)
-                chunk = policy.action_norm.unnormalize(normalized)[0].numpy()
-                self.planned = {"chain": steps[0].numpy(), "logp": logp[0].numpy()}
+                chunk = policy.action_norm.unnormalize(normalized)[0].cpu().numpy()
+                self.planned = {"chain": steps[0].cpu().numpy(), "logp": logp[0].cpu().numpy()}
             elif config.verify_candidates > 1 and compared > 0:
                 executed = np.stack(list(self.executed)[-compared:])
                 chunk, self.last_distances = policy.verified_chunk(window, text, executed, config.verify_candidates,
                                                                    self.generator)
             else:
                 normalized = policy.sample_normalized(window, text, self.generator)
-                chunk = policy.action_norm.unnormalize(normalized)[0].numpy()
+                chunk = policy.action_norm.unnormalize(normalized)[0].cpu().numpy()
             start = config.past_tokens
             self.plan = list(chunk[start:start + config.n_action_steps])
         action = np.clip(self.plan.pop(0), -1.0, 1.0).astype(np.float32)

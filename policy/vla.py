@@ -92,10 +92,17 @@ class VLAPolicy(nn.Module):
         digest.update(np.asarray(self.state_norm.half_range, np.float32).tobytes())
         return digest.hexdigest()[:16]
 
-    def tokenize(self, instructions: list[str]) -> torch.Tensor:
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; every tensor the policy makes is made there."""
+        return self.head.position.device
+
+    def tokenize(self, instructions: list[str], device: torch.device | str | None = None) -> torch.Tensor:
+        """(B, L) word ids on `device` (the policy's by default), 0 = padding."""
         ids = [[self.word_index.get(w, _UNK) for w in instruction_words(text)] or [_UNK] for text in instructions]
         width = max(len(row) for row in ids)
-        return torch.tensor([row + [_PAD] * (width - len(row)) for row in ids], dtype=torch.long)
+        return torch.tensor([row + [_PAD] * (width - len(row)) for row in ids], dtype=torch.long,
+                            device=self.device if device is None else device)
 
     def embed_text(self, tokens: torch.Tensor, advantage: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) word ids -> (B, d_model): the mean word embedding, plus for an advantage-
@@ -112,7 +119,7 @@ class VLAPolicy(nn.Module):
         if self.advantage_embedding is None:
             return text
         if advantage is None:
-            advantage = torch.full((text.shape[0],), self.config.deploy_advantage, dtype=torch.long)
+            advantage = torch.full((text.shape[0],), self.config.deploy_advantage, dtype=torch.long, device=text.device)
         return text + self.advantage_embedding(advantage.long())
 
     def embed_frames(self, images: dict[str, torch.Tensor], state: torch.Tensor, augment: bool = False) -> torch.Tensor:
@@ -160,10 +167,11 @@ class VLAPolicy(nn.Module):
         (PTP setting) that carry a label. `observation`: the batch's (frames, text) when the caller
         has already computed them with `_observation` (so the encoder runs once)."""
         actions = self.action_norm.normalize(batch["action"].float())
-        mask = batch["label_mask"].float() * torch.tensor(self.config.loss_token_mask(), dtype=torch.float32)
+        mask = batch["label_mask"].float() * torch.tensor(self.config.loss_token_mask(), dtype=torch.float32,
+                                                          device=actions.device)
         frames, text = observation or self._observation(batch, augment=self.training)
         noise = torch.randn_like(actions)
-        t = torch.randint(0, self.schedule.train_steps, (actions.shape[0],))
+        t = torch.randint(0, self.schedule.train_steps, (actions.shape[0],), device=actions.device)
         predicted = self.head(self.schedule.add_noise(actions, noise, t), t, frames, text)
         target = actions if self.config.prediction == "sample" else noise
         per_token = ((predicted - target) ** 2).mean(-1)
@@ -176,13 +184,14 @@ class VLAPolicy(nn.Module):
                           generator: torch.Generator | None = None) -> torch.Tensor:
         """Samples (B, horizon, action_dim) chunks in normalised units from frame embeddings."""
         shape = (frames.shape[0], self.config.horizon, self.config.action_dim)
-        return self.schedule.sample(lambda x, t: self.head(x, t, frames, text), shape, self.config.prediction, generator)
+        return self.schedule.sample(lambda x, t: self.head(x, t, frames, text), shape, self.config.prediction, generator,
+                                    device=frames.device)
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> np.ndarray:
         """Samples (B, horizon, action_dim) actions in raw units."""
         frames, text = self._observation(batch, augment=False)
-        return self.action_norm.unnormalize(self.sample_normalized(frames, text, generator)).numpy()
+        return self.action_norm.unnormalize(self.sample_normalized(frames, text, generator)).cpu().numpy()
 
     @torch.no_grad()
     def verified_chunk(self, frames: torch.Tensor, text: torch.Tensor, executed: np.ndarray, candidates: int,
@@ -199,15 +208,16 @@ class VLAPolicy(nn.Module):
             raise ValueError(f"verification compares 1..{self.config.past_tokens} executed actions, got {k}")
         chunks = self.sample_normalized(frames.expand(candidates, -1, -1, -1), text.expand(candidates, -1), generator)
         past = self.config.past_tokens
-        target = self.action_norm.normalize(torch.as_tensor(np.asarray(executed, np.float32)))
+        target = self.action_norm.normalize(torch.as_tensor(np.asarray(executed, np.float32), device=chunks.device))
         distance = ((chunks[:, past - k:past] - target) ** 2).mean(dim=(1, 2))
         best = int(distance.argmin())
-        return self.action_norm.unnormalize(chunks[best]).numpy(), distance.numpy()
+        return self.action_norm.unnormalize(chunks[best]).cpu().numpy(), distance.cpu().numpy()
 
     def frame_inputs(self, images: dict[str, np.ndarray], state: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One robot frame as `embed_frames` inputs (a batch of one)."""
-        pixels = {cam: torch.from_numpy(np.ascontiguousarray(images[cam]))[None] for cam in self.config.cameras}
-        return pixels, torch.from_numpy(np.asarray(state, np.float32))[None]
+        device = self.device
+        pixels = {cam: torch.from_numpy(np.ascontiguousarray(images[cam]))[None].to(device) for cam in self.config.cameras}
+        return pixels, torch.from_numpy(np.asarray(state, np.float32))[None].to(device)
 
 
 def downsample_images(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -226,7 +236,8 @@ def _random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Pads by edge replication and crops back at a random integer offset per sample."""
     b, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    rows = torch.randint(0, 2 * pad + 1, (b, 1)) + torch.arange(h)
-    cols = torch.randint(0, 2 * pad + 1, (b, 1)) + torch.arange(w)
-    shifted = padded[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
+    device = x.device
+    rows = torch.randint(0, 2 * pad + 1, (b, 1), device=device) + torch.arange(h, device=device)
+    cols = torch.randint(0, 2 * pad + 1, (b, 1), device=device) + torch.arange(w, device=device)
+    shifted = padded[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
     return shifted.permute(0, 3, 1, 2)

@@ -38,6 +38,7 @@ from learner.algorithms.hg_dagger import HUMAN_SOURCES
 from learner.algorithms.recap_labels import binarise, n_step_advantages, returns_to_go, step_rewards, task_norm
 from core.episode import EpisodeArrays
 from policy import VLAPolicy
+from policy.device import to_device
 
 NEGATIVE, POSITIVE = 1, 2  # the policy's advantage indicator; 0 is "none" (conditioning dropout)
 
@@ -86,7 +87,7 @@ def two_hot(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     position = (values - support[0]) / step
     lower = position.floor().long().clamp(0, len(support) - 2)
     upper_weight = (position - lower.float()).clamp(0.0, 1.0)
-    target = torch.zeros(values.shape[0], len(support))
+    target = torch.zeros(values.shape[0], len(support), device=values.device)
     target.scatter_(1, lower.unsqueeze(1), (1.0 - upper_weight).unsqueeze(1))
     target.scatter_add_(1, (lower + 1).unsqueeze(1), upper_weight.unsqueeze(1))
     return target
@@ -137,19 +138,20 @@ class Recap(Algorithm):
         """Trained with the policy, by the same optimizer (built for this policy's shape)."""
         c = policy.config
         if self.value is None:
-            self.value = ValueNet(c.d_model, c.frame_tokens, self.config.bins, self.config.value_hidden)
+            self.value = ValueNet(c.d_model, c.frame_tokens, self.config.bins, self.config.value_hidden).to(policy.device)
         return list(self.value.parameters())
 
     def artifacts(self) -> dict[str, dict[str, np.ndarray]]:
         """The value network, saved with each version so a restarted learner resumes it."""
         if self.value is None:
             return {}
-        return {"recap_value": {k: v.detach().numpy().copy() for k, v in self.value.state_dict().items()}}
+        return {"recap_value": {k: v.detach().cpu().numpy().copy() for k, v in self.value.state_dict().items()}}
 
     def restore(self, artifacts: dict[str, dict[str, np.ndarray]], policy: VLAPolicy) -> None:
         self.extra_parameters(policy)
         if "recap_value" in artifacts:
             self.value.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in artifacts["recap_value"].items()})
+            self.value.to(policy.device)
 
     @torch.no_grad()
     def episode_values(self, index, position: int, policy: VLAPolicy, cached: bool) -> np.ndarray:
@@ -157,8 +159,8 @@ class Recap(Algorithm):
         values = []
         for start in range(0, n, 128):
             picks = [(position, t) for t in range(start, min(n, start + 128))]
-            batch = index.batch(picks, policy.config.cameras, policy.tokenize, cached=cached)
-            values.append(self.value.expected(self.value(value_features(policy, batch))).numpy())
+            batch = to_device(index.batch(picks, policy.config.cameras, policy.tokenize, cached=cached), policy.device)
+            values.append(self.value.expected(self.value(value_features(policy, batch))).cpu().numpy())
         return np.concatenate(values).astype(np.float64)
 
     def relabel(self, index, policy: VLAPolicy, cached: bool = False) -> dict[str, float]:
@@ -197,7 +199,7 @@ class Recap(Algorithm):
         if self.value is None:
             self.extra_parameters(policy)
         indicator = batch["advantage"]
-        dropped = torch.rand(indicator.shape) < self.config.dropout
+        dropped = torch.rand(indicator.shape, device=indicator.device) < self.config.dropout
         conditioned = {**batch, "advantage": torch.where(dropped, torch.zeros_like(indicator), indicator)}
         observation = policy._observation(conditioned, augment=policy.training)  # the encoder runs once
         denoise = policy.compute_loss(conditioned, observation)
