@@ -67,19 +67,19 @@ def _trainer(arm: str, demos, args):
     from learner.trainer import Trainer, TrainerConfig
 
     config = TrainerConfig(data_dir=None, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                           bootstrap_updates=args.bootstrap_updates,
                            encoder="frozen" if arm == "default" else "finetune",
                            prefetch=2 if arm == "default" else 0)
     trainer = Trainer(config)
     for episode in demos:
         trainer.add_episode(episode, online=False)
-    trainer._build_policy()
-    trainer.bootstrap(args.bootstrap_updates)
+    trainer.train_version_zero()
     figures = {}
     if arm == "default":
         started = time.perf_counter()
         trainer.freeze_encoder()
         figures["embed_s"] = round(time.perf_counter() - started, 2)
-    trainer.set_learning_rates(config.finetune_lr, config.encoder_lr)
+    trainer.opt.set_learning_rates(config.finetune_lr, config.encoder_lr)
     return trainer, figures
 
 
@@ -147,7 +147,7 @@ def main(argv: list[str]) -> dict:
                                            for k in blocks[arm][0] if k.startswith("ms/")}
     figures["speedup"] = round(figures["updates_per_s_default"] / figures["updates_per_s_end_to_end"], 2)
     figures["publish_s"] = round(_publish_s(trainers["default"]), 3)
-    lag = trainers["default"].ema_lag()
+    lag = trainers["default"].opt.ema_lag()
     figures["ema_lag_updates"] = lag["ema_lag_updates"]
     figures["ema_lag_s_default"] = round(lag["ema_lag_updates"] / figures["updates_per_s_default"], 1)
     for trainer in trainers.values():

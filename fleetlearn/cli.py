@@ -132,7 +132,7 @@ def cmd_ingest(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from learner.trainer import train_main
+    from learner.train_process import train_main
     from learner.trainer import TrainerConfig
 
     train_main(TrainerConfig(data_dir=Path(args.data), **_trainer_settings(args)), redis_url=args.redis)

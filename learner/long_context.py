@@ -60,6 +60,15 @@ class LongContextStages:
             self.index = self.index.rebuilt(config.horizon, config.past_tokens)
             self._reset_optimizer()
             return None
+        self.embed_index(cache)
+        self.index = self.index.rebuilt(config.horizon, config.past_tokens)
+        self._reset_optimizer()
+        return self.cache
+
+    def embed_index(self, cache: EmbeddingCache | None = None) -> None:
+        """Freezes the policy's encoder and replaces the images of every indexed episode by their
+        frame embeddings (through `cache`, or a new one in the store); episodes indexed later are
+        embedded as they arrive. The caller rebuilds its optimizer."""
         self.policy.freeze_encoder()
         self.cache = cache or EmbeddingCache(self.policy, self.config.data_dir)
         if self.cache.encoder_id != self.policy.encoder_id():
@@ -67,12 +76,9 @@ class LongContextStages:
         started, computed = time.time(), self.cache.computed
         for item in self.index.episodes:
             self._embed(item.episode)
-        self.index = self.index.rebuilt(config.horizon, config.past_tokens)
-        log.info("stage 2: frame embeddings of %d episodes (%d computed now, the rest cached) in %.1f s; encoder %s",
+        log.info("frame embeddings of %d episodes (%d computed now, the rest cached) in %.1f s; encoder %s",
                  len(self.index.episodes), self.cache.computed - computed, time.time() - started,
                  self.cache.encoder_id)
-        self._reset_optimizer()
-        return self.cache
 
     def _resume_head(self) -> None:
         """A resumed long-context head goes on training on cached embeddings (stage 3)."""

@@ -25,7 +25,8 @@ from learner.limits import RobotLimits
 from learner.publisher import WeightPublisher
 from learner.servicer import TRANSPORT_MAX_MESSAGE_BYTES, FleetLearnerServicer
 from learner.store import EpisodeStore, open_index
-from learner.trainer import TrainerConfig, trainer_main
+from learner.train_process import trainer_main
+from learner.trainer import TrainerConfig
 from learner.versions import open_registry
 from monitor.calibration import PercentileBook
 

@@ -6,19 +6,15 @@ fleet data as it streams in) and publishes a new version every N updates or T se
 
 The algorithm (learner/algorithms/) decides which steps are labels and what a batch's loss is;
 the trainer calls its hooks unconditionally (base.py's are no-ops). An algorithm with a loop of
-its own names its trainer, a subclass of this one, and `run_trainer` runs that. A long-context
+its own names its trainer, a subclass of this one, and learner/train_process.py runs that. A long-context
 policy (obs_steps > 1 in `policy_overrides`) trains in three stages: learner/long_context.py.
 """
 
 from __future__ import annotations
 
-import collections
-import copy
 import dataclasses
+import functools
 import logging
-import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,21 +22,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from core.episode import EpisodeArrays
-from learner.algorithms.base import ALGORITHMS, make_algorithm
+from learner.algorithms.base import make_algorithm
 from learner.batches import BatchPrefetcher
 from learner.distributed import DataParallel, policy_from_spec, policy_spec, write_rank_status
 from learner.embeddings import EmbeddingCache
 from learner.float_calibration import FloatCalibration
 from learner.long_context import LongContextStages
+from learner.optimization import Optimization
 from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
-from learner.leases import LeaseHeld
 from learner.store import open_reader
 from learner.versions import open_registry
 from policy import VLAPolicy, load_checkpoint, save_checkpoint
-from policy.device import DEVICE_CHOICES, autocast, resolve_device, to_device
+from policy.device import autocast, resolve_device, to_device
 from policy.normalize import Normalizer
 from policy.registry import family_config, policy_class
 from policy.vla import downsample_images, instruction_words
@@ -104,30 +99,6 @@ class TrainerConfig:
     redis_url: str | None = None
 
 
-class UpdateRate:
-    """Updates per second over the last `window` updates."""
-
-    def __init__(self, window: int = 200):
-        self.times: collections.deque[float] = collections.deque(maxlen=window)
-
-    def tick(self) -> None:
-        self.times.append(time.perf_counter())
-
-    def per_s(self) -> float | None:
-        if len(self.times) < 2:
-            return None
-        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
-
-
-def fused_adamw(device: torch.device) -> dict:
-    """AdamW's fused kernel (one pass over all tensors) where torch has it for the device."""
-    return {"fused": True} if device.type in ("cpu", "cuda") else {}
-
-
-def _host_tokenizer(policy):
-    return lambda instructions: policy.tokenize(instructions, device="cpu")
-
-
 def trainer_reader(config: TrainerConfig, dp: DataParallel):
     """The store as the trainer reads it; with Redis, each rank follows the episode stream
     through its own consumer group."""
@@ -167,8 +138,7 @@ class Trainer(LongContextStages):
         self.float_calibration = FloatCalibration()  # FLOAT's bank and threshold data per version
         self.last_completed_at = 0.0
         self.policy: VLAPolicy | None = None
-        self.ema: VLAPolicy | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.opt: Optimization | None = None  # the optimizer and the weights' moving average
         self.loss = None  # batch -> (loss, figures), gradients averaged over the ranks
         self.updates, self.version = 0, -1  # no version published yet
         # Batches come from a thread of their own, with its own random stream.
@@ -176,7 +146,6 @@ class Trainer(LongContextStages):
         self.batches = BatchPrefetcher(lambda: self.make_batch(batch_rng), depth=config.prefetch,
                                        pin_memory=self.device.type == "cuda")
         self.step_s = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}  # time per phase, all steps
-        self.rate = UpdateRate()
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -243,35 +212,26 @@ class Trainer(LongContextStages):
         self.image_size = self.policy.config.encoder_image_size
         self.version = version
         self.updates = int(checkpoint.meta["info"].get("updates", 0))
-        if self.policy.config.obs_steps > 1 or self.config.encoder == "frozen":
-            self._resume_head()
+        if self.policy.config.obs_steps > 1 or checkpoint.meta["info"].get("encoder") == "frozen":
+            self._resume_head()  # its encoder was frozen: go on on cached embeddings
         self.algorithm.restore(checkpoint.artifacts, self.policy)
         self._reset_optimizer()
         log.info("resumed from version %d (%d updates)", version, self.updates)
 
-    def _reset_optimizer(self, lr: float | None = None) -> None:
+    @property
+    def ema(self) -> VLAPolicy | None:
+        """The moving average of the weights: what robots run."""
+        return self.opt.ema if self.opt else None
+
+    def _reset_optimizer(self) -> None:
         """A fresh optimizer and moving average for `self.policy` as it is now (moved to the
-        trainer's device); the encoder, when it trains after version 0, in a group at its own rate."""
+        trainer's device)."""
         self.policy.to(self.device).train()
         self.loss = self.dp.loss_function(self.policy, self.algorithm, self.device)  # under torchrun: rank 0's weights
-        self.ema = copy.deepcopy(self.policy).eval()
-        encoder = {id(p) for p in self.policy.encoder_parameters()}
-        head = [p for p in self.policy.parameters() if p.requires_grad and id(p) not in encoder]
-        head += self.algorithm.extra_parameters(self.policy)
-        groups = [{"params": head, "name": "head"}]
-        if any(p.requires_grad for p in self.policy.encoder_parameters()):
-            groups.append({"params": [p for p in self.policy.encoder_parameters() if p.requires_grad], "name": "encoder"})
-        self.optimizer = torch.optim.AdamW(groups, lr=lr or self.config.lr, betas=(0.9, 0.95),
-                                           weight_decay=self.config.weight_decay, **fused_adamw(self.device))
-        self.trainable = [p for group in groups for p in group["params"]]
-        # The moving average follows the weights that train (the frozen ones never move).
-        pairs = [(e, p) for e, p in zip(self.ema.parameters(), self.policy.parameters()) if p.requires_grad]
-        self.ema_pairs = ([e for e, _ in pairs], [p for _, p in pairs])
+        c = self.config
+        self.opt = Optimization(self.policy, self.algorithm.extra_parameters(self.policy), c.lr, c.weight_decay,
+                                c.ema_decay, self.device)
         self.batches.reset()
-
-    def set_learning_rates(self, lr: float, encoder_lr: float | None = None) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = encoder_lr if group.get("name") == "encoder" and encoder_lr is not None else lr
 
     def relabel(self) -> dict[str, float]:
         """Lets the algorithm recompute its labels (RECAP's advantages)."""
@@ -283,51 +243,25 @@ class Trainer(LongContextStages):
         """One batch of the current index, on the host (the prefetch thread calls this)."""
         index, policy = self.index, self.policy
         picks = self.sampler.sample(index, self.config.batch_size, rng)
-        return index.batch(picks, policy.config.cameras, _host_tokenizer(policy), cached=self.cache is not None)
+        return index.batch(picks, policy.config.cameras, functools.partial(policy.tokenize, device="cpu"),
+                           cached=self.cache is not None)
 
     def train_step(self) -> dict[str, float]:
         batch = to_device(self.batches.next(), self.device)
         started = time.perf_counter()
         with autocast(self.device):
             loss, figures = self.loss(batch)
-        forward = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        backward = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0, foreach=True)
-        self.optimizer.step()
-        with torch.no_grad():  # exponential moving average of the weights is what robots run
-            torch._foreach_lerp_(self.ema_pairs[0], self.ema_pairs[1], 1.0 - self.config.ema_decay)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # honest phase times
-        done = time.perf_counter()
-        for phase, seconds in (("forward", forward - started), ("backward", backward - forward),
-                               ("optimizer", done - backward)):
+        self.step_s["forward"] += time.perf_counter() - started
+        for phase, seconds in self.opt.step(loss).items():
             self.step_s[phase] += seconds
         self.updates += 1
-        self.rate.tick()
         return figures
-
-    def ema_lag(self) -> dict[str, float | None]:
-        """How far behind the trained weights the averaged ones (what robots run) are: the
-        average's mean age, in updates and in seconds at the recent update rate."""
-        d = self.config.ema_decay
-        updates = d / (1.0 - d) if d < 1 else float("inf")
-        rate = self.rate.per_s()
-        return {"ema_lag_updates": round(updates, 1), "updates_per_s": round(rate, 2) if rate else None,
-                "ema_lag_s": round(updates / rate, 1) if rate else None}
 
     def freeze_encoder(self) -> None:
         """After version 0 (encoder "frozen"): every indexed frame is embedded once with version
         0's encoder and from here on the steps train the rest on the cached embeddings."""
         self.policy.load_state_dict(self.ema.state_dict())
-        self.policy.freeze_encoder()
-        self.cache = EmbeddingCache(self.policy, self.config.data_dir)
-        started = time.time()
-        for item in self.index.episodes:
-            self._embed(item.episode)
-        log.info("encoder frozen: frame embeddings of %d episodes in %.1f s (encoder %s)",
-                 len(self.index.episodes), time.time() - started, self.cache.encoder_id)
+        self.embed_index()
         self._reset_optimizer()
 
     def bootstrap(self, updates: int, should_stop=lambda: False) -> float | None:
@@ -373,7 +307,7 @@ class Trainer(LongContextStages):
         info = {"updates": self.updates, "algorithm": self.config.algorithm, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
                 "encoder": "frozen" if self.policy.encoder_frozen else "trained", "device": str(self.device),
-                **self.ema_lag(), **figures}
+                **self.opt.ema_lag(), **figures}
         if (fractions := self.sampler.online_fractions(self.index)) is not None:
             info["online_fraction"] = fractions
         demos = [item.episode for item in self.index.episodes if not item.online]
@@ -415,7 +349,7 @@ class Trainer(LongContextStages):
             self.publish("trained on offline demonstrations", {"denoise_loss": loss})
         if c.encoder == "frozen" and not self.policy.encoder_frozen:
             self.freeze_encoder()
-        self.set_learning_rates(c.finetune_lr, c.encoder_lr)
+        self.opt.set_learning_rates(c.finetune_lr, c.encoder_lr)
         last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
         last_refresh = 0.0
         losses = []
@@ -454,32 +388,6 @@ class Trainer(LongContextStages):
                 time.sleep(max(0.0, step_started + 1.0 / c.max_updates_per_s - time.time()))
 
 
-def run_trainer(config: TrainerConfig, should_stop) -> None:
-    """The trainer the config names, until told to stop. Scaled out, its rank 0 first takes the
-    store's trainer lease: one trainer per store."""
-    lease = None
-    if config.redis_url and DataParallel.current().leader:
-        from learner.leases import TrainerLease
-
-        lease = TrainerLease(config.redis_url, wait_s=TrainerLease.TTL_S + 5)
-    try:
-        trainer = ALGORITHMS.get(config.algorithm).factory.trainer() or Trainer
-        trainer(config).run(should_stop=should_stop)
-    finally:
-        if lease is not None:
-            lease.release()
-
-
-def trainer_main(config: TrainerConfig, stop_event) -> None:
-    """Entry point of the spawned trainer process."""
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        run_trainer(config, stop_event.is_set)
-    except LeaseHeld as exc:  # another trainer's store: this learner serves without training (exit 0)
-        log.error("trainer not started: %s", exc)
-
-
 def fit_offline(episodes: list[EpisodeArrays], updates: int, config: TrainerConfig | None = None) -> VLAPolicy:
     """Version 0 without a learner: a fresh policy trained on in-memory demonstrations, exactly
     as the trainer trains it from the store (benchmarks and experiments use this). `updates` is
@@ -490,31 +398,3 @@ def fit_offline(episodes: list[EpisodeArrays], updates: int, config: TrainerConf
         trainer.add_episode(episode, online=episode.kind != "demonstration")
     trainer.train_version_zero()
     return trainer.ema.eval()
-
-
-def train_main(config, redis_url: str | None = None) -> None:
-    """`fleet train`: one rank of the trainer (torchrun sets RANK / WORLD_SIZE), or the only one."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    config = dataclasses.replace(config, redis_url=redis_url)
-    if world > 1:
-        backend = "gloo"
-        if resolve_device(config.device).type == "cuda":  # one GPU per rank: its LOCAL_RANK's
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            config = dataclasses.replace(config, device=f"cuda:{local}")
-            backend = "nccl"
-        dist.init_process_group(backend)
-        log.info("rank %d of %d (%s, %s)", dist.get_rank(), world, backend, config.device)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        reason = ALGORITHMS.get(config.algorithm).factory.single_rank_reason
-        if reason and world > 1:
-            raise SystemExit(f"{config.algorithm} trains on one rank: {reason}")
-        run_trainer(config, stop.is_set)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()

@@ -104,11 +104,11 @@ def test_dotted_flags_reach_the_algorithm_config(learner_settings):
 
 def test_fleet_train_takes_the_same_settings(monkeypatch):
     import fleetlearn.cli as cli
-    import learner.trainer
+    import learner.train_process
     from learner.algorithms import RecapConfig
 
     seen = []
-    monkeypatch.setattr(learner.trainer, "train_main", lambda config, redis_url: seen.append(config))
+    monkeypatch.setattr(learner.train_process, "train_main", lambda config, redis_url: seen.append(config))
     cli.main(["train", "--redis", "redis://localhost:1", "--algorithm", "recap", "--algorithm.top-fraction", "0.3"])
     assert seen[0].algorithm_config == RecapConfig(top_fraction=0.3)
 
