@@ -28,17 +28,18 @@ from learner.algorithms.base import make_algorithm
 from learner.batches import BatchPrefetcher
 from learner.distributed import DataParallel, policy_from_spec, policy_spec, write_rank_status
 from learner.embeddings import EmbeddingCache
+from learner.fleet_data import FleetData
 from learner.float_calibration import FloatCalibration
 from learner.long_context import LongContextStages
 from learner.optimization import Optimization
-from learner.samplers import LabelledEpisode, WindowIndex, make_sampler
+from learner.samplers import WindowIndex, make_sampler
 from learner.store import open_reader
 from learner.versions import open_registry
 from policy import VLAPolicy, load_checkpoint, save_checkpoint
 from policy.device import autocast, resolve_device, to_device
 from policy.normalize import Normalizer
 from policy.registry import family_config, policy_class
-from policy.vla import downsample_images, instruction_words
+from policy.vla import instruction_words
 
 log = logging.getLogger("fleetlearn.trainer")
 
@@ -111,7 +112,7 @@ def trainer_reader(config: TrainerConfig, dp: DataParallel):
 ENCODER_MODES = ("frozen", "finetune")
 
 
-class Trainer(LongContextStages):
+class Trainer(FleetData, LongContextStages):
     def __init__(self, config: TrainerConfig):
         if config.encoder not in ENCODER_MODES:
             raise ValueError(f"encoder {config.encoder!r}: choose one of {ENCODER_MODES}")
@@ -146,44 +147,6 @@ class Trainer(LongContextStages):
         self.batches = BatchPrefetcher(lambda: self.make_batch(batch_rng), depth=config.prefetch,
                                        pin_memory=self.device.type == "cuda")
         self.step_s = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}  # time per phase, all steps
-
-    # -- data ----------------------------------------------------------------------------------
-
-    def refresh(self) -> int:
-        """Loads newly completed episodes the algorithm wants; returns how many windows it added."""
-        added = 0
-        for row in self.reader.complete_episodes(self.last_completed_at):
-            self.last_completed_at = max(self.last_completed_at, row["completed_at"])
-            key = (row["robot_id"], row["episode_id"])
-            if key in self.seen:
-                continue
-            self.seen.add(key)
-            if self.config.tasks is not None and row["task"] not in self.config.tasks:
-                continue
-            self.float_calibration.observe(row)
-            if row["kind"] == "training":  # the adaptive sampler's success term
-                self.sampler.observe(row["task"], bool(row["success"]) and not row["human_steps"])
-            if row["kind"] != "demonstration" and not self.dp.owns(*key):
-                continue  # another rank learns from it
-            if not self.algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"] or 0):
-                continue
-            added += self.add_episode(self.reader.load_episode(row), online=row["kind"] != "demonstration")
-        return added
-
-    def add_episode(self, episode: EpisodeArrays, online: bool) -> int:
-        """Labels one episode with the algorithm and indexes its windows; returns how many."""
-        episode = dataclasses.replace(episode, arrays=dict(episode.arrays))  # the caller's stays as it was
-        for key in [k for k in episode.arrays if k.startswith("image/")]:
-            self.camera_image_size = episode.arrays[key].shape[1]
-            # Cache frames at encoder size: a quarter of the memory, and no resize per batch.
-            episode.arrays[key] = downsample_images(torch.from_numpy(episode.arrays[key]), self.image_size).numpy()
-        if self.cache is not None:
-            self._embed(episode)
-        return self.index.add(LabelledEpisode(episode, self.algorithm.step_labels(episode), online=online))
-
-    def demonstrations(self) -> int:
-        counts = self.reader.demonstration_counts()
-        return sum(n for task, n in counts.items() if self.config.tasks is None or task in self.config.tasks)
 
     # -- model ---------------------------------------------------------------------------------
 
