@@ -1,4 +1,4 @@
-"""Where a policy runs: the `--device` setting of the trainer and the robot runner.
+"""Where a policy runs: the trainer's `--device` setting (the robot runner's is still to come).
 
 "auto" is the first CUDA device when torch sees one, else the CPU; "cuda" and "cuda:N" insist on
 a GPU (a clear error when there is none). A policy makes every tensor on `policy.device`, batches
@@ -35,9 +35,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A policy batch on `device` (the same dict when it is there already)."""
-    if all(v.device == device for v in batch.values()):
-        return batch
+    """A policy batch on `device` (a tensor already there is passed through as it is)."""
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
