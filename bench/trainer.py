@@ -6,10 +6,14 @@ torch thread as the demo's trainer runs:
 
     end_to_end   the path before issue 23: the encoder keeps training, every batch carries images
                  (random-shift augmented, through both camera CNNs), assembled on the training
-                 thread. It runs on today's code, so it has the fused AdamW and the one-call
-                 moving average too: the baseline is if anything faster than the old trainer.
+                 thread, in fp32, the head's decoder run by torch's nn.TransformerDecoder (the
+                 implementation it had; the same weights and function as policy/model.py's). It
+                 has today's fused AdamW and one-call moving average: if anything it is faster
+                 than the old trainer.
     default      the new default: the encoder frozen after version 0, every frame embedded once,
-                 the head trained on cached embeddings, batches assembled on a thread of their own.
+                 the head trained on cached embeddings by policy/model.py's decoder, bf16
+                 autocast where the CPU multiplies bf16 in hardware (`--precision auto`), batches
+                 assembled on a thread of their own.
 
 The arms alternate (`--rounds` blocks of `--steps` updates each) so that a slow spell of the
 machine hits both; each figure is the median over blocks.
@@ -63,13 +67,26 @@ class EncoderTimer:
         self.seconds += time.perf_counter() - self._started.pop(id(module))
 
 
+def _todays_decoder(head) -> None:
+    """The head's decoder as torch's nn.TransformerDecoder runs it (the implementation before
+    issue 23), holding the same weights: same function, the old speed."""
+    layer = head.decoder.layers[0]
+    d_model, n_heads = head.d_model, layer.self_attn.n_heads
+    decoder = torch.nn.TransformerDecoder(
+        torch.nn.TransformerDecoderLayer(d_model, n_heads, dim_feedforward=layer.linear1.out_features, dropout=0.0,
+                                         batch_first=True, norm_first=True), len(head.decoder.layers))
+    decoder.load_state_dict(head.decoder.state_dict())
+    head.decoder = decoder.to(head.position.device)
+
+
 def _trainer(arm: str, demos, args):
     from learner.trainer import Trainer, TrainerConfig
 
     config = TrainerConfig(data_dir=None, batch_size=args.batch_size, seed=args.seed, device=args.device,
                            bootstrap_updates=args.bootstrap_updates,
                            encoder="frozen" if arm == "default" else "finetune",
-                           prefetch=2 if arm == "default" else 0)
+                           precision=args.precision if arm == "default" else "fp32",
+                           prefetch=args.prefetch if arm == "default" else 0)
     trainer = Trainer(config)
     for episode in demos:
         trainer.add_episode(episode, online=False)
@@ -79,6 +96,10 @@ def _trainer(arm: str, demos, args):
         started = time.perf_counter()
         trainer.freeze_encoder()
         figures["embed_s"] = round(time.perf_counter() - started, 2)
+        figures["precision_default"] = trainer.precision
+    else:
+        _todays_decoder(trainer.policy.head)
+        trainer._reset_optimizer()
     trainer.opt.set_learning_rates(config.finetune_lr, config.encoder_lr)
     return trainer, figures
 
@@ -117,6 +138,8 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--steps", type=int, default=100, help="timed updates per block")
     parser.add_argument("--rounds", type=int, default=3, help="blocks per arm, alternating")
     parser.add_argument("--device", default="cpu", help="the trainer's device (policy/device.py)")
+    parser.add_argument("--precision", default="auto", help="the default arm's --precision (the baseline's: fp32)")
+    parser.add_argument("--prefetch", type=int, default=2, help="the default arm's prefetch depth (the baseline's: 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the demo's trainer: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))

@@ -63,7 +63,8 @@ def _trainer_settings(args) -> dict:
                    tasks=tuple(args.tasks.split(",")) if args.tasks else None,
                    policy=family, policy_overrides=overrides, head_updates=args.head_updates,
                    batch_size=args.batch_size, max_updates_per_s=args.max_updates_per_s, seed=args.trainer_seed,
-                   ema_decay=args.ema_decay, encoder=args.encoder, encoder_lr=args.encoder_lr, device=args.device)
+                   ema_decay=args.ema_decay, encoder=args.encoder, encoder_lr=args.encoder_lr, device=args.device,
+                   precision=args.precision)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     return trainer
@@ -298,6 +299,8 @@ def _trainer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-lr", type=float, default=1e-4, help="with --encoder finetune: the encoder's learning rate")
     p.add_argument("--device", default="auto", help="where the trainer runs: auto (a GPU when torch sees one), cpu, "
                    "cuda or cuda:N; under torchrun each rank takes the GPU of its LOCAL_RANK (NCCL)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="training precision: auto is bf16 autocast on CUDA and on CPUs with AMX, fp32 elsewhere")
     p.add_argument("--max-updates-per-s", type=float,
                    help="cap the trainer's update rate after version 0 (benchmarks: the same rate for every fleet size)")
     p.add_argument("--tasks", help="comma-separated tasks to train the one shared policy on (default: all received)")

@@ -36,7 +36,7 @@ from learner.samplers import WindowIndex, make_sampler
 from learner.store import open_reader
 from learner.versions import open_registry
 from policy import VLAPolicy, load_checkpoint, save_checkpoint
-from policy.device import autocast, resolve_device, to_device
+from policy.device import autocast, resolve_device, resolve_precision, to_device
 from policy.normalize import Normalizer
 from policy.registry import family_config, policy_class
 from policy.vla import instruction_words
@@ -80,6 +80,9 @@ class TrainerConfig:
     encoder_lr: float = 1e-4
     # Where the trainer runs (policy/device.py): auto, cpu, cuda or cuda:N.
     device: str = "auto"
+    # Training precision (policy/device.py): auto is bf16 autocast on CUDA and on CPUs with AMX
+    # (weights, optimizer and robots' inference stay fp32), fp32 elsewhere.
+    precision: str = "auto"
     # Batches assembled this many ahead on a thread of their own (0: on the training thread).
     prefetch: int = 2
     refresh_every_s: float = 5.0
@@ -118,6 +121,7 @@ class Trainer(FleetData, LongContextStages):
             raise ValueError(f"encoder {config.encoder!r}: choose one of {ENCODER_MODES}")
         self.config = config
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(self.device, config.precision)
         self.dp = DataParallel.current()  # rank 0 of 1 unless under torchrun (learner/distributed.py)
         self.reader = trainer_reader(config, self.dp)
         self.registry = open_registry(config.data_dir, config.redis_url) if config.data_dir else None
@@ -212,7 +216,7 @@ class Trainer(FleetData, LongContextStages):
     def train_step(self) -> dict[str, float]:
         batch = to_device(self.batches.next(), self.device)
         started = time.perf_counter()
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             loss, figures = self.loss(batch)
         self.step_s["forward"] += time.perf_counter() - started
         for phase, seconds in self.opt.step(loss).items():
@@ -270,6 +274,7 @@ class Trainer(FleetData, LongContextStages):
         info = {"updates": self.updates, "algorithm": self.config.algorithm, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
                 "encoder": "frozen" if self.policy.encoder_frozen else "trained", "device": str(self.device),
+                "precision": self.precision,
                 **self.opt.ema_lag(), **figures}
         if (fractions := self.sampler.online_fractions(self.index)) is not None:
             info["online_fraction"] = fractions

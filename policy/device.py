@@ -44,8 +44,29 @@ def pin(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.pin_memory() for k, v in batch.items()}
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (weights and optimizer stay fp32); nothing on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISION_CHOICES = ("auto", "bf16", "fp32")
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles): there bf16 autocast
+    makes a training step ~1.4x faster; on other CPUs it would be slower than fp32."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def resolve_precision(device: torch.device, spec: str = "auto") -> str:
+    """The training precision a `--precision` value names on `device`: "auto" is bf16 autocast
+    on CUDA and on CPUs with AMX, fp32 elsewhere."""
+    if spec not in PRECISION_CHOICES:
+        raise ValueError(f"unknown precision {spec!r}; choose one of {PRECISION_CHOICES}")
+    if spec == "auto":
+        return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matmul()) else "fp32"
+    return spec
+
+
+def autocast(device: torch.device, precision: str = "bf16"):
+    """The forward pass's autocast for a resolved precision: bf16 matmuls with fp32 weights,
+    optimizer state and loss reductions; "fp32": none."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

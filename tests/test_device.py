@@ -9,7 +9,8 @@ import torch
 
 from policy import PolicyConfig, VLAPolicy
 from policy.chain import GaussianChain
-from policy.device import resolve_device
+from policy.device import autocast, cpu_has_bf16_matmul, resolve_device, resolve_precision
+from policy.model import Decoder, DecoderLayer
 
 META = torch.device("meta")
 
@@ -63,3 +64,49 @@ def test_device_names():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda:0")
+
+
+def test_precision_names():
+    cpu = torch.device("cpu")
+    assert resolve_precision(cpu, "fp32") == "fp32"
+    assert resolve_precision(cpu, "bf16") == "bf16"
+    assert resolve_precision(cpu, "auto") == ("bf16" if cpu_has_bf16_matmul() else "fp32")
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision(cpu, "fp8")
+
+
+def test_the_heads_decoder_is_torchs_decoder_in_function_and_weights():
+    """policy/model.py's decoder is a faster implementation of nn.TransformerDecoder (norm first,
+    no dropout): the same state-dict keys and shapes, so checkpoints written with either load,
+    and the same outputs and gradients on the same weights."""
+    torch.manual_seed(0)
+    reference = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(
+        32, 4, 128, dropout=0.0, batch_first=True, norm_first=True), 2)
+    mine = Decoder(DecoderLayer(32, 4, 128), 2)
+    assert {k: v.shape for k, v in mine.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    mine.load_state_dict(reference.state_dict())
+    x, memory = torch.randn(3, 8, 32), torch.randn(3, 5, 32)
+    out_ref, out = reference(x, memory), mine(x, memory)
+    assert torch.allclose(out, out_ref, atol=1e-5)
+    out_ref.square().sum().backward()
+    out.square().sum().backward()
+    grads = dict(reference.named_parameters())
+    for name, p in mine.named_parameters():
+        assert torch.allclose(p.grad, grads[name].grad, atol=1e-4), name
+
+
+def test_a_bf16_loss_is_the_fp32_loss_to_bf16_precision():
+    torch.manual_seed(0)
+    policy = VLAPolicy(PolicyConfig(cameras=("front",), image_size=32, encoder_image_size=16, vocab=("reach",))).train()
+    c, b = policy.config, 8
+    batch = {"frames": torch.randn(b, 1, c.frame_tokens, c.d_model), "tokens": policy.tokenize(["reach"] * b),
+             "action": torch.randn(b, c.horizon, c.action_dim), "label_mask": torch.ones(b, c.horizon, dtype=torch.bool)}
+    cpu = torch.device("cpu")
+    losses = []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(1)  # the same noise and timesteps
+        with autocast(cpu, precision):
+            losses.append(policy.compute_loss(batch))
+    assert losses[1].dtype == torch.float32  # the loss is reduced in fp32 either way
+    assert abs(float(losses[1]) - float(losses[0])) < 0.03 * float(losses[0])
+    assert float(losses[1]) != float(losses[0])  # bf16 really ran
