@@ -98,25 +98,10 @@ def _expert_episode(job) -> tuple[str, str, bool]:
 
 def _demonstration(job):
     """One expert demonstration on the sim variant, as the trainer's EpisodeArrays."""
-    import sim
-    from fleet.v1 import fleet_pb2 as pb
-    from core.episode import EpisodeArrays
+    from sim.scripted import expert_episode
 
     task, seed = job
-    env = _env(task, "sim", None)
-    expert = sim.make_expert(env)
-    steps = []  # (observation, action) pairs as the robot would record them
-
-    def record(obs):
-        steps.append((obs, expert.act(env)))
-        return steps[-1][1]
-
-    success = bool(_run_episode(env, seed, record)["is_success"])
-    arrays = {f"image/{name}": np.stack([obs["images"][name] for obs, _ in steps]) for name in env.camera_names}
-    arrays.update(state=np.stack([obs["state"] for obs, _ in steps]),
-                  action=np.stack([action for _, action in steps]).astype(np.float32),
-                  source=np.full(len(steps), pb.ACTION_SOURCE_OFFLINE_DEMO, np.int8))
-    return EpisodeArrays("bench", f"{task}-{seed}", task, env.instruction, "demonstration", -1, success, arrays)
+    return expert_episode(_env(task, "sim", None), seed, robot_id="bench")
 
 
 def _policy_episode(job) -> tuple[str, str, float | None, bool]:

@@ -64,7 +64,7 @@ def _trainer_settings(args) -> dict:
                    policy=family, policy_overrides=overrides, head_updates=args.head_updates,
                    batch_size=args.batch_size, max_updates_per_s=args.max_updates_per_s, seed=args.trainer_seed,
                    ema_decay=args.ema_decay, encoder=args.encoder, encoder_lr=args.encoder_lr, device=args.device,
-                   precision=args.precision)
+                   precision=args.precision, base=args.base)
     if args.publish_until:
         trainer["publish_until"] = args.publish_until
     return trainer
@@ -178,9 +178,15 @@ def cmd_demo(args) -> None:
         sys.exit(f"fleet demo: {error}")
     run_demo(DemoConfig(minutes=args.minutes, robots=args.robots, operators=args.operators, out=Path(args.out),
                         tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds, policy=args.policy,
-                        help_gate=args.help_gate, dashboard_port=args.dashboard_port,
+                        base=args.base, help_gate=args.help_gate, dashboard_port=args.dashboard_port,
                         screenshot=Path(args.screenshot) if args.screenshot else None,
                         screenshot_at_min=args.screenshot_at_min))
+
+
+def cmd_pretrain(args) -> None:
+    from learner.pretrain import main as pretrain_main
+
+    pretrain_main(args.extra)
 
 
 def cmd_rollback(args) -> None:
@@ -299,6 +305,9 @@ def _trainer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-lr", type=float, default=1e-4, help="with --encoder finetune: the encoder's learning rate")
     p.add_argument("--device", default="auto", help="where the trainer runs: auto (a GPU when torch sees one), cpu, "
                    "cuda or cuda:N; under torchrun each rank takes the GPU of its LOCAL_RANK (NCCL)")
+    p.add_argument("--base", default="default",
+                   help="where version 0 starts: default (the shipped multi-task base, policy/bases/tabletop, "
+                        "when it fits the robots), none (from scratch) or a `fleet pretrain` checkpoint directory")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="training precision: auto is bf16 autocast on CUDA and on CPUs with AMX, fp32 elsewhere")
     p.add_argument("--max-updates-per-s", type=float,
@@ -368,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seeds", type=int, help="evaluation seeds per task (default 30 for one task, 20 each for several)")
     p.add_argument("--policy", choices=["default", "ptp"], default="default",
                    help="ptp: the long-context policy with past-token prediction and self-verification")
+    p.add_argument("--base", default="default",
+                   help="where version 0 starts: default (the shipped base, which never saw push_cube), none "
+                        "(from scratch) or a `fleet pretrain` checkpoint directory")
     p.add_argument("--help-gate", choices=["float", "rule", "off"], default="float",
                    help="when robots ask for help: FLOAT failure detection, the sim's fixed rule, or never")
     p.add_argument("--dashboard-port", type=int, default=8080,
@@ -375,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", help="save a PNG of the dashboard's fleet view (needs chromium and playwright)")
     p.add_argument("--screenshot-at-min", type=float, default=4.0, help="when to take it, minutes into the run")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("pretrain", help="train a multi-task base policy on scripted episodes (`fleet pretrain --help`)",
+                       add_help=False)
+    p.set_defaults(fn=cmd_pretrain)
 
     p = sub.add_parser("rollback", help="publish an earlier policy version again")
     p.add_argument("--data", default="runs/learner")
@@ -422,7 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ConfigError as exc:
         sys.exit(str(exc))
     args, extra = parser.parse_known_args(rest)
-    if extra and args.command != "bench":
+    if extra and args.command not in ("bench", "pretrain"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     for kind, fields in settings.items():
         if fields and kind not in getattr(args, "plugin_kinds", ()):

@@ -90,10 +90,14 @@ def plot_learning_curve(table: list[dict], path: Path) -> None:
         for task in tasks:
             ax1.plot([r["version"] for r in rows], [100 * r["task_success"].get(task, 0.0) for r in rows],
                      ".--", alpha=0.7, label=task)
-    ax1.plot([r["version"] for r in rows], [100 * r["success_rate"] for r in rows], "o-", color="black",
-             label="all tasks")
-    if len(tasks) > 1:
-        ax1.legend(fontsize=7)
+    versions = [r["version"] for r in rows]
+    if rows and all(r.get("success_ci") for r in rows):
+        ax1.fill_between(versions, [100 * r["success_ci"][0] for r in rows], [100 * r["success_ci"][1] for r in rows],
+                         color="black", alpha=0.12, label="95% interval")
+    ax1.plot(versions, [100 * r["success_rate"] for r in rows], "o-", color="black", label="all tasks")
+    if rows:
+        ax1.axhline(100 * rows[0]["success_rate"], color="tab:blue", ls=":", label=f"version {rows[0]['version']} level")
+    ax1.legend(fontsize=7, loc="lower right")
     ax1.set(xlabel="policy version", ylabel="evaluation success (%)", title="Success on fixed evaluation seeds",
             ylim=(0, 100))
     ax1.grid(alpha=0.3)

@@ -34,6 +34,7 @@ class FleetConfig:
     demos: int = 12  # per task
     eval_seeds: int | None = None  # per task; default 30 for one task, 20 each for several
     policy: str = "default"  # or "ptp": long context, trained in stages (learner/trainer.py)
+    base: str = "default"  # where version 0 starts: the shipped base, "none" (scratch) or a checkpoint dir
     help_gate: str = "float"  # when robots ask for help: "float", "rule" (the sim's fixed rule) or "off"
     dashboard_port: int = 8080  # the operator dashboard (a free port when this one is taken; -1: none)
 
@@ -133,7 +134,7 @@ class FleetRun:
             dashboard_port=self.dashboard_port, env=env,
             extra=["--operators", str(c.operators), "--min-demos", str(c.demos_per_robot * c.robots),
                    "--publish-until", str(self.deadline - c.final_eval_s),
-                   "--bootstrap-updates", str(c.bootstrap_updates), "--policy", c.policy,
+                   "--bootstrap-updates", str(c.bootstrap_updates), "--policy", c.policy, "--base", c.base,
                    "--head-updates", str(c.head_updates), "--publish-every-s", str(c.publish_every_s),
                    "--publish-every-updates", "100000", "--operator-token-file", str(self.out / "operators.txt")],
         ).launch()
@@ -151,10 +152,27 @@ class FleetRun:
         if not self.db_path.exists():
             return None
         reader = StoreReader(self.out / "learner")
-        table = version_table(reader, self.config.robots, self.config.operators, self.config.eval_episodes)
+        table = version_table(reader, self.config.robots, self.config.operators, self.config.eval_episodes,
+                              self._version_records())
         demos = sum(reader.demonstration_counts().values())
         reader.close()
         return FleetProgress(time.time() - self.started, demos, table)
+
+    def _version_records(self) -> list[dict]:
+        """The learner's version records (the trainer's figures per version), read-only."""
+        import sqlite3
+
+        from learner.versions import VersionRegistry
+
+        registry = None
+        try:
+            registry = VersionRegistry(self.out / "learner", readonly=True)
+            return registry.versions()
+        except sqlite3.OperationalError:  # the index or its versions table not made yet
+            return []
+        finally:
+            if registry is not None:
+                registry.close()
 
     def watch(self, report: Report | None = print_progress, alarms: Sequence[Alarm] = ()) -> None:
         """Until the deadline: progress to `report` every POLL_S seconds, and each alarm's action
@@ -189,7 +207,7 @@ class FleetRun:
         """The run's figures from the store and the robots' stats files, also written to DIR/summary.json."""
         c = self.config
         reader = StoreReader(self.out / "learner")
-        table = version_table(reader, c.robots, c.operators, c.eval_episodes)
+        table = version_table(reader, c.robots, c.operators, c.eval_episodes, self._version_records())
         reader.close()
         evaluated = [r for r in table if r["eval_complete"]]
         first, final = (evaluated[0], evaluated[-1]) if evaluated else (None, None)

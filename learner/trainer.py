@@ -38,6 +38,7 @@ from learner.versions import open_registry
 from policy import VLAPolicy, load_checkpoint, save_checkpoint
 from policy.device import autocast, resolve_device, resolve_precision, to_device
 from policy.normalize import Normalizer
+from policy.pretrained import BaseMismatch, base_tasks, load_base, start_from_base
 from policy.registry import family_config, policy_class
 from policy.vla import instruction_words
 
@@ -92,6 +93,11 @@ class TrainerConfig:
     # The policy family (policy/registry.py) and the fields of its config the run sets.
     policy: str = "vla"
     policy_overrides: dict = field(default_factory=dict)
+    # Where version 0 starts (policy/pretrained.py): "default" the shipped multi-task base (if it
+    # fits the fleet's embodiment; else from scratch, said in the log), "none" from scratch, or a
+    # checkpoint directory written by `fleet pretrain`. Version 0 is the base fine-tuned on the
+    # fleet's demonstrations for `bootstrap_updates`.
+    base: str = "default"
     # Long context only: stage 1's short context (overrides on top of `policy_overrides`) and
     # the head-only updates of stage 3 that make version 0.
     short_context: dict = field(default_factory=lambda: {"obs_steps": 1, "horizon": 16})
@@ -143,6 +149,7 @@ class Trainer(FleetData, LongContextStages):
         self.float_calibration = FloatCalibration()  # FLOAT's bank and threshold data per version
         self.last_completed_at = 0.0
         self.policy: VLAPolicy | None = None
+        self.base_info: dict = {}  # where version 0 started (recorded with every version)
         self.opt: Optimization | None = None  # the optimizer and the weights' moving average
         self.loss = None  # batch -> (loss, figures), gradients averaged over the ranks
         self.updates, self.version = 0, -1  # no version published yet
@@ -164,14 +171,41 @@ class Trainer(FleetData, LongContextStages):
         config = dataclasses.replace(base, cameras=cameras, image_size=self.camera_image_size,
                                      state_dim=first["state"].shape[1], action_dim=first["action"].shape[1],
                                      vocab=tuple(vocab))
-        states = np.concatenate([e.arrays["state"] for e in demos])
-        actions = np.concatenate([e.arrays["action"] for e in demos])
-        self.policy = self.policy_class(config, Normalizer.fit(states), Normalizer.fit(actions))
+        self.policy = self._from_base(config)
+        if self.policy is None:
+            states = np.concatenate([e.arrays["state"] for e in demos])
+            actions = np.concatenate([e.arrays["action"] for e in demos])
+            self.policy = self.policy_class(config, Normalizer.fit(states), Normalizer.fit(actions))
         if self.dp.active:  # every rank takes rank 0's architecture and normalisers
             spec = self.dp.broadcast_json(policy_spec(self.policy) if self.dp.leader else None)
             if not self.dp.leader:
                 self.policy = policy_from_spec(spec)
         self._reset_optimizer()
+
+    def _from_base(self, config) -> VLAPolicy | None:
+        """The policy started from the configured base, or None (no base, or the default base
+        does not fit this fleet: then version 0 starts from scratch)."""
+        spec = self.config.base
+        try:
+            base = load_base(spec)
+            if base is None:
+                self.base_info = {"base": "none"}
+                return None
+            policy, report = start_from_base(self.policy_class, config, base)
+        except BaseMismatch as exc:
+            if spec != "default":
+                raise
+            log.warning("the shipped base does not fit this fleet (%s): version 0 starts from scratch", exc)
+            self.base_info = {"base": "none", "base_skipped": str(exc)}
+            return None
+        tasks = base_tasks(base)
+        self.base_info = {"base": str(spec), "base_tasks": tasks, "base_tensors_copied": report["copied"]}
+        seen = sorted({item.episode.task for item in self.index.episodes} & set(tasks))
+        log.info("version 0 starts from base %s (trained on %s; %d of %d tensors copied; new words %s)", spec,
+                 ",".join(tasks) or "?", report["copied"], report["tensors"], report["new_words"])
+        if seen:
+            log.warning("the base was trained on this fleet's task(s) %s: its gain is not the fleet's alone", seen)
+        return policy
 
     def _resume(self, version: int) -> None:
         checkpoint = load_checkpoint(self.registry.checkpoint_dir(version))
@@ -274,7 +308,7 @@ class Trainer(FleetData, LongContextStages):
         info = {"updates": self.updates, "algorithm": self.config.algorithm, "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
                 "encoder": "frozen" if self.policy.encoder_frozen else "trained", "device": str(self.device),
-                "precision": self.precision,
+                "precision": self.precision, **self.base_info,
                 **self.opt.ema_lag(), **figures}
         if (fractions := self.sampler.online_fractions(self.index)) is not None:
             info["online_fraction"] = fractions

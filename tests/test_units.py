@@ -275,3 +275,13 @@ def test_runner_executes_from_the_current_token_on():
     frame = {"front": np.zeros((96, 96, 3), np.uint8)}
     executed = [float(runner.act(frame, np.zeros(1), "")[0]) for _ in range(2)]
     assert executed == pytest.approx([0.2, 0.3])  # tokens 2 and 3: the current step and the next
+
+
+def test_success_intervals_are_wilson_intervals():
+    from learner.metrics import wilson_interval
+
+    low, high = wilson_interval(15, 30)
+    assert abs(low - 0.3315) < 1e-3 and abs(high - 0.6685) < 1e-3
+    assert wilson_interval(0, 30)[0] == 0.0 and 0.10 < wilson_interval(0, 30)[1] < 0.12  # 0/30 is not "surely 0"
+    assert wilson_interval(30, 30)[1] == 1.0 and wilson_interval(30, 30)[0] < 0.9
+    assert wilson_interval(0, 0) is None
