@@ -9,7 +9,7 @@ import platform
 import sys
 from pathlib import Path
 
-BENCHMARKS = {"dashboard": "bench.dashboard", "transport-vs-lerobot": "bench.transport_vs_lerobot", "float": "bench.float", "ingest": "bench.ingest", "rlco": "bench.rlco", "scale": "bench.scale", "scaling": "bench.scaling", "soak": "bench.soak", "stop-latency": "bench.stop_latency", "ptp": "bench.ptp", "sim": "bench.sim", "trainer": "bench.trainer", "weights": "bench.weights"}
+BENCHMARKS = {"dashboard": "bench.dashboard", "data-ceiling": "bench.data_ceiling", "transport-vs-lerobot": "bench.transport_vs_lerobot", "float": "bench.float", "ingest": "bench.ingest", "rlco": "bench.rlco", "scale": "bench.scale", "scaling": "bench.scaling", "soak": "bench.soak", "stop-latency": "bench.stop_latency", "ptp": "bench.ptp", "sim": "bench.sim", "trainer": "bench.trainer", "weights": "bench.weights"}
 
 
 def machine() -> str:

@@ -348,7 +348,9 @@ class Trainer(FleetData, LongContextStages):
             loss = self.train_version_zero(should_stop)
             if loss is None:
                 return
-            self.publish("trained on offline demonstrations", {"denoise_loss": loss})
+            # robots run version 0's converged weights themselves, not a lagging average of them
+            self.publish("trained on offline demonstrations", {"denoise_loss": loss, "ema_lag_updates": 0.0,
+                                                               "ema_lag_s": 0.0})
         if c.encoder == "frozen" and not self.policy.encoder_frozen:
             self.freeze_encoder()
         self.opt.set_learning_rates(c.finetune_lr, c.encoder_lr)
