@@ -117,6 +117,7 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
 def cmd_robot(args) -> None:
     import torch
 
+    from policy.device import resolve_device
     from robot_client.loop import RobotClient, RobotConfig
 
     torch.set_num_threads(1)
@@ -124,6 +125,7 @@ def cmd_robot(args) -> None:
         # ValueError covers a bad MODULE:FACTORY, an env breaking the contract, unknown sim tasks,
         # variants and settings (ConfigError): all of them are the command line's to fix, so a
         # message beats a traceback.
+        device = str(resolve_device(args.device))
         driver, teleop, help_reference = _robot_plugins(args, args.plugin_settings)
     except (ValueError, ImportError, ConnectionError) as error:  # ConfigError is a ValueError
         sys.exit(f"fleet robot: {error}")
@@ -133,7 +135,8 @@ def cmd_robot(args) -> None:
                          eval_seeds=eval_seeds, max_episodes=args.max_episodes, realtime=not args.fast,
                          help_gate=args.help_gate,
                          help_wait_s=args.help_wait_s, preview_hz=args.preview_hz, seed=args.seed,
-                         tls=_client_tls(args), ack_log=args.ack_log)
+                         tls=_client_tls(args), ack_log=args.ack_log,
+                         device=device)
     client = RobotClient(config, driver, teleop, expert_action=help_reference)
     # SIGTERM (the demo, a process manager) stops the robot cleanly: the running episode ends as
     # "stopped", the spool drains for a moment and the loop's figures are written.
@@ -208,6 +211,8 @@ def robot_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview-hz", type=float, default=4.0,
                    help="live camera pictures sent to the dashboard per second (0: none)")
     p.add_argument("--max-episodes", type=int)
+    p.add_argument("--device", default="cpu", help="where the policy runs: cpu (default), auto (a GPU when torch "
+                   "sees one) or cuda[:N]")
     p.add_argument("--fast", action="store_true", help="run ticks back to back instead of in real time")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_robot, plugin_kinds=ROBOT_PLUGIN_KINDS)

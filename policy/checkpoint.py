@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from safetensors.torch import load_file as load_torch, save_file as save_torch
 
 from core.durable import fsync_dir, fsync_file
 from core.registry import ConfigError
+from policy.device import resolve_device
 from policy.normalize import Normalizer
 from policy.registry import POLICIES
 from policy.vla import VLAPolicy
@@ -92,7 +94,8 @@ def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict
     return directory
 
 
-def load_checkpoint(directory: Path) -> Checkpoint:
+def load_checkpoint(directory: Path, device: torch.device | str | None = None) -> Checkpoint:
+    """A verified checkpoint's policy, on `device` (a torch device or a `--device` value; None: the CPU)."""
     directory = Path(directory)
     meta_path = directory / META_FILE
     if not meta_path.is_file():
@@ -127,6 +130,8 @@ def load_checkpoint(directory: Path) -> Checkpoint:
     except Exception as exc:  # safetensors header errors, missing keys, shape mismatches
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: cannot load weights ({exc})") from exc
     policy.eval()
+    if device is not None:
+        policy.to(resolve_device(device))
     artifacts = {
         rel[len("artifacts/"):-len(".safetensors")]: load_numpy(str(directory / rel))
         for rel in meta["files"] if rel.startswith("artifacts/")

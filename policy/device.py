@@ -1,4 +1,5 @@
-"""Where a policy runs: the trainer's `--device` setting (the robot runner's is still to come).
+"""Where a policy runs: the `--device` setting of the trainer (`fleet learner`, `fleet train`) and
+of the robot (`fleet robot`, cpu by default: a robot's computer).
 
 "auto" is the first CUDA device when torch sees one, else the CPU; "cuda" and "cuda:N" insist on
 a GPU (a clear error when there is none). A policy makes every tensor on `policy.device`, batches

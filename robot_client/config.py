@@ -34,6 +34,8 @@ class RobotConfig:
     seed: int = 0
     tls: ClientTLS | None = None  # the learner's CA (and this robot's certificate for mTLS); None: plaintext
     ack_log: bool = False  # log every chunk's ack latency to work_dir/acks.csv (soak benchmarks)
+    # Where the policy runs (policy/device.py): cpu (the default: a robot's computer), auto or cuda[:N].
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.help_gate not in HELP_GATES:

@@ -136,10 +136,12 @@ class EpisodeRunner:
                 termination = "ended by operator"
                 break
 
+            holding = False
             if kind == "demonstration":
                 source, action = "offline_demo", self.teleop.expert_action()
             elif takeover.under_takeover:
                 source, action = "intervention", np.asarray(operators.source.action(obs), np.float32)
+                holding = bool(getattr(operators.source, "holding", False))
                 takeover.record_step()
                 human_steps += 1
             else:
@@ -162,6 +164,8 @@ class EpisodeRunner:
             sources.append(source)
             done = terminated or truncated or step == driver.max_steps - 1
             extras = {"float_index": np.float32(self.monitor.index)} if self.monitor.running else {}
+            if kind == "training":  # a takeover's hold-still ticks are recorded but are no labels
+                extras["operator_holding"] = np.bool_(holding)
             if rl_extras is not None:  # an RL rollout: the chain, and the task's distance for reward shaping
                 extras.update(rl_extras)
                 extras["rl/distance"] = np.array([distance_before, driver.task_distance()], np.float32)  # NaN: none

@@ -97,7 +97,8 @@ class RobotClient:
         self.uplink = Uplink(
             UplinkConfig(address=config.learner, token=config.token, robot_id=config.robot_id,
                          spool_dir=config.work_dir / "spool", weights_dir=config.work_dir / "weights",
-                         tls=config.tls, ack_log=config.work_dir / "acks.csv" if config.ack_log else None),
+                         tls=config.tls, ack_log=config.work_dir / "acks.csv" if config.ack_log else None,
+                         device=config.device),
             embodiment, driver.tasks, self._heartbeat, running_version=lambda: self.version)
         previews = Previews(self.uplink, driver.cameras, driver.control_hz, config.preview_hz)
         remote = RemoteJog(driver, driver.jog_dims) if driver.jog_dims else None  # a person jogging from the dashboard

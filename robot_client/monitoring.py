@@ -90,7 +90,7 @@ class RobotMonitor:
         """At every chunk start: hands the policy's observation window to the worker (never waits)."""
         if self.running and step % CHUNK_STEPS == 0:
             window = runner.window(images, state)
-            self.worker.submit(ChunkSignals(window_feature(window[0].numpy())))
+            self.worker.submit(ChunkSignals(window_feature(window[0].cpu().numpy())))
 
     @property
     def index(self) -> float:

@@ -97,6 +97,7 @@ class OperatorBehaviour:
         self._decay = float(np.exp(-1.0 / model.wander_steps))  # OU step over one tick
         self._wander = np.zeros(len(self._motion_dims))
         self.reaction_left = 0
+        self.holding = False  # the last action was a hold-still tick of the reaction delay
 
     def start(self, react: bool) -> None:
         """The person takes control: of a running robot (`react`, a takeover) or from the start."""
@@ -109,7 +110,8 @@ class OperatorBehaviour:
 
         Both are callables so that only the one needed is computed.
         """
-        if self.reaction_left > 0:
+        self.holding = self.reaction_left > 0
+        if self.holding:
             self.reaction_left -= 1
             return np.asarray(hold(), np.float32)
         return self.perturb(expert_action())

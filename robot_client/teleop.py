@@ -37,6 +37,10 @@ class TeleopSource(Protocol):
     # Optional, defaults in TeleopBase.
     can_drive: bool  # False: refuse takeovers by this robot's own device (there is none)
     operator_id: str  # who takes over when the device itself asks to
+    # The last `action` held the robot still because the person had not acted yet (a reaction
+    # delay, no jog key down): executed and recorded, but not the person's answer to the
+    # state, so the learner does not take it as a label (step extra "operator_holding").
+    holding: bool
 
     def expert_action(self) -> np.ndarray:
         """The action a demonstration records this tick."""
@@ -59,6 +63,7 @@ class TeleopBase:
 
     can_drive = True
     operator_id = "teleop"
+    holding = False
 
     def expert_action(self) -> np.ndarray:
         raise RuntimeError(f"{type(self).__name__} records no demonstrations")
@@ -141,6 +146,10 @@ class ScriptedOperator(TeleopBase):
     def wants_hand_back(self) -> bool:
         return self.steps >= self.segment_steps
 
+    @property
+    def holding(self) -> bool:
+        return self.behaviour.holding
+
     def _hold(self) -> np.ndarray:
         # Before the robot's first command of an episode there is nothing to repeat: hold the
         # set-points the expert would command now.
@@ -199,6 +208,7 @@ class RemoteJog(TeleopBase):
         self._velocity = np.zeros(3, np.float32)
         self._until = 0.0
         self._gripper: float | None = None
+        self._gripper_changed = False  # a jog set the gripper since the last tick
         self._last_jog = 0.0
 
     def jog(self, dx: float, dy: float, dz: float, duration_s: float, gripper: float | None = None) -> None:
@@ -211,6 +221,7 @@ class RemoteJog(TeleopBase):
             if not np.isfinite(gripper):
                 raise ValueError(f"gripper set-point must be finite, got {gripper}")
             self._gripper = float(np.clip(gripper, -1.0, 1.0))
+            self._gripper_changed = True
         self._velocity = np.clip(velocity, -1.0, 1.0).astype(np.float32)
         self._until = self.clock() + min(float(duration_s), self.MAX_DURATION_S)
         self._last_jog = self.clock()
@@ -220,6 +231,7 @@ class RemoteJog(TeleopBase):
         self._velocity[:] = 0.0
         self._until = 0.0
         self._gripper = None
+        self._gripper_changed = False
         self._last_jog = self.clock()
 
     def action(self, observation: Observation) -> np.ndarray:
@@ -228,8 +240,11 @@ class RemoteJog(TeleopBase):
                              last if last is not None else np.zeros(self.driver.action_dim, np.float32))
         if self._gripper is not None:
             action[list(self.setpoint_dims)[0]] = self._gripper
-        if self.clock() < self._until:
+        jogging = self.clock() < self._until
+        if jogging:
             action[self.jog_dims] = self._velocity
+        self.holding = not (jogging or self._gripper_changed)
+        self._gripper_changed = False
         return action
 
     def wants_hand_back(self) -> bool:

@@ -83,6 +83,7 @@ class UplinkConfig:
     inflight_chunks: int = 32
     tls: ClientTLS | None = None  # None: plaintext (the CLI asks for --insecure)
     ack_log: Path | None = None   # append "time,latency_ms,steps" per acknowledged chunk (soak benchmarks)
+    device: str = "cpu"            # where downloaded policies are loaded (the robot's --device)
 
 
 class Uplink:
@@ -322,7 +323,7 @@ class Uplink:
                     started = time.time()
                     directory = download_version(stub, announcement, self.config.robot_id,
                                                  self.config.weights_dir, self.metadata)
-                    checkpoint = load_downloaded(directory)
+                    checkpoint = load_downloaded(directory, self.config.device)
                     self.standby.offer(checkpoint)
                     log.info("%s staged policy version %d (%.2f s)", self.config.robot_id, checkpoint.version,
                              time.time() - started)

@@ -80,9 +80,10 @@ class StandbySlot:
             return self._checkpoint.version if self._checkpoint else None
 
 
-def load_downloaded(directory: Path) -> Checkpoint:
+def load_downloaded(directory: Path, device: str = "cpu") -> Checkpoint:
+    """A downloaded version's checkpoint, its policy on `device` (the robot's `--device`)."""
     try:
-        return load_checkpoint(directory)
+        return load_checkpoint(directory, device)
     except Exception:
         shutil.rmtree(directory, ignore_errors=True)  # corrupt on disk: fetch it again next time
         raise

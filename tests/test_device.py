@@ -110,3 +110,23 @@ def test_a_bf16_loss_is_the_fp32_loss_to_bf16_precision():
     assert losses[1].dtype == torch.float32  # the loss is reduced in fp32 either way
     assert abs(float(losses[1]) - float(losses[0])) < 0.03 * float(losses[0])
     assert float(losses[1]) != float(losses[0])  # bf16 really ran
+
+
+def test_a_robot_loads_each_version_on_its_device(tmp_path):
+    from policy import save_checkpoint
+    from robot_client.weights import load_downloaded
+
+    policy = VLAPolicy(PolicyConfig(cameras=("front",), image_size=32, encoder_image_size=16, vocab=("reach",)))
+    save_checkpoint(tmp_path / "v1", policy, 1)
+    loaded = load_downloaded(tmp_path / "v1", "cpu").policy
+    assert loaded.device == torch.device("cpu")
+    assert all(t.device.type == "cpu" for t in [*loaded.parameters(), *loaded.buffers()])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_robot_asked_for_a_missing_gpu_stops_with_a_reason(capsys):
+    from fleetlearn import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["robot", "--sim", "reach", "--learner", "127.0.0.1:1", "--insecure", "--device", "cuda"])
+    assert "no CUDA device" in str(stopped.value)

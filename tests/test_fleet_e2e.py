@@ -17,6 +17,7 @@ from learner.versions import VersionRegistry
 from policy import PolicyConfig, VLAPolicy, save_checkpoint
 from robot_client.driver import SimDriver
 from robot_client.loop import RobotClient, RobotConfig
+from robot_client.operators import OperatorModel
 from robot_client.teleop import ScriptedOperator
 
 SMALL_POLICY = dict(d_model=32, n_heads=2, n_layers=1, keypoints=8, encoder_image_size=32)
@@ -109,15 +110,29 @@ def test_interventions_arrive_labelled_and_are_exactly_the_hg_dagger_labels(lear
         assert row["takeovers"] == summary["takeovers"], (summary["termination"], "".join(s[0] for s in summary["sources"]))
     assert sum(s["human_steps"] for s in history) > 0, "no operator ever took over"
 
-    # The HG-DAgger loss trains on exactly the human steps: demos + interventions, nothing autonomous.
+    # The HG-DAgger loss trains on exactly the human steps: demos + interventions, nothing
+    # autonomous, and none of the hold-still ticks that start each takeover (the operator's
+    # reaction delay, 2 ticks by default), which the robot marks in the step extra operator_holding.
     algorithm = make_algorithm("hg_dagger")
     reader = StoreReader(data_dir)
     index = WindowIndex(horizon=PolicyConfig().horizon)
     human_steps, trained_steps = set(), set()
+    delay, held_steps = OperatorModel().reaction_delay_steps, 0
     for row in reader.complete_episodes():
         episode = reader.load_episode(row)
-        for t, source in enumerate(episode.arrays["source"]):
-            if source in (pb.ACTION_SOURCE_INTERVENTION, pb.ACTION_SOURCE_OFFLINE_DEMO) and row["kind"] != "evaluation":
+        source = episode.arrays["source"]
+        if row["kind"] == "training":
+            held = episode.arrays["extra/operator_holding"].astype(bool).reshape(-1)
+            under = source == pb.ACTION_SOURCE_INTERVENTION
+            starts = under & ~np.r_[False, under[:-1]]
+            assert not np.any(held & ~under), "a hold-still tick outside a takeover"
+            assert np.all(held[starts]), "a takeover that did not start with the operator's reaction"
+            held_steps += int(held.sum())
+        else:
+            held = np.zeros(len(source), bool)
+        for t, s in enumerate(source):
+            if s in (pb.ACTION_SOURCE_INTERVENTION, pb.ACTION_SOURCE_OFFLINE_DEMO) and row["kind"] != "evaluation" \
+                    and not held[t]:
                 human_steps.add((row["episode_id"], t))
         if not algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"]):
             continue
@@ -128,6 +143,7 @@ def test_interventions_arrive_labelled_and_are_exactly_the_hg_dagger_labels(lear
                 labels = index.episodes[pos].labels[t:t + index.horizon]
                 trained_steps.update((row["episode_id"], t + j) for j in np.flatnonzero(labels))
     assert trained_steps == human_steps
+    assert 0 < held_steps <= delay * sum(s["takeovers"] for s in history)
 
     # And the trainer really trained on them: a version after v0 was published from fleet data.
     registry = VersionRegistry(data_dir)

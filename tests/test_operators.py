@@ -59,12 +59,13 @@ def test_reaction_delay_holds_still_for_k_ticks_then_acts():
     twin = CountingExpert(3)
     for _ in range(2):  # every takeover starts with the delay again
         op.begin("op-1")
-        holds = [op.action(None) for _ in range(3)]
-        for hold in holds:  # no motion, the gripper-like set-point kept as last commanded
-            assert np.array_equal(hold, np.array([0.0, 0.0, 0.7], np.float32))
+        for _ in range(3):  # no motion, the gripper-like set-point kept as last commanded
+            assert np.array_equal(op.action(None), np.array([0.0, 0.0, 0.7], np.float32))
+            assert op.holding  # recorded, but no label for the learner
         calls_before = expert.calls
         for _ in range(4):
             assert np.array_equal(op.action(None), twin(None, None))
+            assert not op.holding
         assert expert.calls == calls_before + 4, "the expert was consulted while holding still"
 
 
@@ -174,12 +175,16 @@ def test_remote_jog_moves_for_the_jog_duration_then_stops_and_holds_the_gripper(
     jog = RemoteJog(_JogDriver(), clock=lambda: now[0])
     jog.begin("alice")
     np.testing.assert_allclose(jog.action(None), [0, 0, 0, 0.7])  # nothing pressed: still, gripper as it was
+    assert jog.holding  # the person has not acted: no label
     jog.jog(0.5, -2.0, 0.0, duration_s=0.3)
     np.testing.assert_allclose(jog.action(None), [0.5, -1.0, 0.0, 0.7])  # clipped to the action range
+    assert not jog.holding
     now[0] += 0.31
     np.testing.assert_allclose(jog.action(None), [0, 0, 0, 0.7])  # dead man's switch: the jog ran out
+    assert jog.holding
     jog.jog(0.0, 0.0, 0.0, duration_s=0.05, gripper=-1.0)
     np.testing.assert_allclose(jog.action(None), [0, 0, 0, -1.0])
+    assert not jog.holding  # the person chose the gripper
     jog.jog(0.0, 0.0, 1.0, duration_s=60.0)
     now[0] += RemoteJog.MAX_DURATION_S + 0.01
     np.testing.assert_allclose(jog.action(None), [0, 0, 0, -1.0])  # no jog lasts longer than 2 s

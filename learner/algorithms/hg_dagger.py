@@ -3,7 +3,7 @@
     D <- D_demos  U  {(o_t, a_human_t) : a human had taken over at step t}
 
 Only steps whose action a person chose become labels: offline demonstrations and intervention
-segments. Autonomous steps are stored (metrics, FLOAT, RL) but are not labels, unless
+segments, less the ticks where the robot held still while the person reacted. Autonomous steps are stored (metrics, FLOAT, RL) but are not labels, unless
 `use_autonomous_successes` is on, in which case autonomous steps of successful episodes count
 too (ARMADA-style union). A training window [t, t + horizon) that straddles a takeover keeps
 only the human tokens as labels: the loss mask below is exactly `step_labels` over the window.
@@ -22,6 +22,17 @@ from learner.algorithms.base import ALGORITHMS, Algorithm
 from policy import VLAPolicy
 
 HUMAN_SOURCES = (pb.ACTION_SOURCE_INTERVENTION, pb.ACTION_SOURCE_OFFLINE_DEMO)
+
+
+def human_labels(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Steps whose action a person chose: demonstrations and takeovers, less the ticks where the
+    robot held still because the person had not acted yet (their reaction time, no jog key down;
+    the robot's step extra "operator_holding"). A person taking over first has to notice and
+    reach the controls: those ticks are recorded as intervention, but "hold still" is not their
+    answer to the state, and learning it teaches the policy to stall exactly where it failed."""
+    human = np.isin(arrays["source"], HUMAN_SOURCES)
+    held = arrays.get("extra/operator_holding")
+    return human if held is None else human & ~np.asarray(held, bool).reshape(human.shape)
 
 
 @dataclass
@@ -46,7 +57,7 @@ class HGDagger(Algorithm):
 
     def step_labels(self, episode: EpisodeArrays) -> np.ndarray:
         source = episode.arrays["source"]
-        labels = np.isin(source, HUMAN_SOURCES)
+        labels = human_labels(episode.arrays)
         if self.config.use_autonomous_successes and episode.success:
             labels |= source == pb.ACTION_SOURCE_AUTONOMOUS
         return labels

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learner.algorithms.base import ALGORITHMS, Algorithm
-from learner.algorithms.hg_dagger import HUMAN_SOURCES
+from learner.algorithms.hg_dagger import human_labels
 from learner.algorithms.recap_labels import binarise, n_step_advantages, returns_to_go, step_rewards, task_norm
 from core.episode import EpisodeArrays
 from policy import VLAPolicy
@@ -125,7 +125,7 @@ class Recap(Algorithm):
         figures (the indicator from the human mask alone) until `relabel` computes advantages."""
         n = episode.num_steps
         returns = returns_to_go(step_rewards(n, episode.success, self.config.failure_penalty))
-        human = np.isin(episode.arrays["source"], HUMAN_SOURCES)
+        human = human_labels(episode.arrays)
         episode.arrays["recap/return"] = returns
         episode.arrays["recap/value"] = np.full(n, np.nan)
         episode.arrays["window/value_target"] = (returns / task_norm([returns])).astype(np.float32)
@@ -185,7 +185,7 @@ class Recap(Algorithm):
             norm = task_norm([a["recap/return"] for a in arrays])
             advantages = [n_step_advantages(a["recap/return"], a["recap/value"], norm, self.config.n_step)
                           for a in arrays]
-            humans = [np.isin(a["source"], HUMAN_SOURCES) for a in arrays]
+            humans = [human_labels(a) for a in arrays]
             for a, label in zip(arrays, binarise(advantages, humans, self.config.percentile)):
                 a["window/value_target"] = (a["recap/return"] / norm).astype(np.float32)
                 a["window/advantage"] = np.where(label, POSITIVE, NEGATIVE).astype(np.int64)

@@ -25,7 +25,7 @@ import torch
 
 from core.episode import EpisodeArrays
 from learner.algorithms.base import ALGORITHMS, Algorithm
-from learner.algorithms.hg_dagger import HUMAN_SOURCES
+from learner.algorithms.hg_dagger import human_labels
 from learner.algorithms.rl_co.loss import RLCoConfig
 from policy import VLAPolicy
 
@@ -71,7 +71,7 @@ class RLCo(Algorithm):
         return kind == "demonstration"  # rollouts reach RLCoTrainer.refresh by another path
 
     def step_labels(self, episode: EpisodeArrays) -> np.ndarray:
-        return np.isin(episode.arrays["source"], HUMAN_SOURCES)
+        return human_labels(episode.arrays)
 
     def loss(self, policy: VLAPolicy, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         loss = policy.compute_loss(batch)
