@@ -3,7 +3,8 @@
     D <- D_demos  U  {(o_t, a_human_t) : a human had taken over at step t}
 
 Only steps whose action a person chose become labels: offline demonstrations and intervention
-segments, less the ticks where the robot held still while the person reacted. Autonomous steps are stored (metrics, FLOAT, RL) but are not labels, unless
+segments, less the ticks where the robot held still while the person reacted (`human_labels`).
+Autonomous steps are stored (metrics, FLOAT, RL) but are not labels, unless
 `use_autonomous_successes` is on, in which case autonomous steps of successful episodes count
 too (ARMADA-style union). A training window [t, t + horizon) that straddles a takeover keeps
 only the human tokens as labels: the loss mask below is exactly `step_labels` over the window.
