@@ -75,11 +75,12 @@ def test_the_base_class_hooks_are_no_ops():
 def learner_settings(monkeypatch):
     """`fleet learner ARGS` up to the server: the TrainerConfig its trainer process would get."""
     import fleetlearn.cli as cli
+    import fleetlearn.learner
     from learner.trainer import TrainerConfig
 
     def run(*args, data="runs/learner"):
         captured = {}
-        monkeypatch.setattr(cli, "_serve", lambda args, train, trainer: captured.update(trainer))
+        monkeypatch.setattr(fleetlearn.learner, "serve_learner", lambda args, train, trainer: captured.update(trainer))
         cli.main(["learner", "--insecure", "--data", str(data), *args])
         config = TrainerConfig(data_dir=data, **captured)
         return pickle.loads(pickle.dumps(config))  # what multiprocessing's spawn does to it
