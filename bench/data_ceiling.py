@@ -56,10 +56,12 @@ def _fleet_updates(store: Path) -> int:
     registry = VersionRegistry(store)
     try:
         latest = registry.latest()
-        first, last = registry.info(0) or {}, (registry.info(latest) or {}) if latest is not None else {}
+        if latest is None:
+            return 0
+        first, last = registry.info(0) or {}, registry.info(latest) or {}
     finally:
         registry.close()
-    return max(0, int(last.get("updates", 0)) - int(first.get("updates", 0)))
+    return max(0, last.get("updates", 0) - first.get("updates", 0))
 
 
 def main(argv: list[str]) -> dict:
@@ -104,9 +106,7 @@ def main(argv: list[str]) -> dict:
             if arm == "all_data":
                 for episode in fleet:
                     trainer.add_episode(episode, online=True)
-                if config.encoder == "frozen":
-                    trainer.freeze_encoder()
-                trainer.opt.set_learning_rates(config.finetune_lr, config.encoder_lr)
+                trainer.start_fleet_training()
                 print(f"[all_data] {len(episodes)} episodes: {fleet_updates} updates after version 0", flush=True)
                 for i in range(fleet_updates):
                     trainer.train_step()

@@ -265,6 +265,14 @@ class Trainer(FleetData, LongContextStages):
         self.embed_index()
         self._reset_optimizer()
 
+    def start_fleet_training(self) -> None:
+        """After version 0: the encoder frozen on cached embeddings (by default) and the fine-tuning
+        learning rates."""
+        c = self.config
+        if c.encoder == "frozen" and not self.policy.encoder_frozen:
+            self.freeze_encoder()
+        self.opt.set_learning_rates(c.finetune_lr, c.encoder_lr)
+
     def bootstrap(self, updates: int, should_stop=lambda: False) -> float | None:
         """Version 0: trains the fresh policy on what is indexed (the demonstrations) to convergence.
 
@@ -351,9 +359,7 @@ class Trainer(FleetData, LongContextStages):
             # robots run version 0's converged weights themselves, not a lagging average of them
             self.publish("trained on offline demonstrations", {"denoise_loss": loss, "ema_lag_updates": 0.0,
                                                                "ema_lag_s": 0.0})
-        if c.encoder == "frozen" and not self.policy.encoder_frozen:
-            self.freeze_encoder()
-        self.opt.set_learning_rates(c.finetune_lr, c.encoder_lr)
+        self.start_fleet_training()
         last_publish, updates_at_publish, windows_at_publish = time.time(), self.updates, len(self.index.windows)
         last_refresh = 0.0
         losses = []

@@ -141,7 +141,7 @@ class EpisodeRunner:
                 source, action = "offline_demo", self.teleop.expert_action()
             elif takeover.under_takeover:
                 source, action = "intervention", np.asarray(operators.source.action(obs), np.float32)
-                holding = bool(getattr(operators.source, "holding", False))
+                holding = operators.source.holding
                 takeover.record_step()
                 human_steps += 1
             else:
