@@ -72,11 +72,13 @@ class StoreHistory:
         if opened is None:
             return dict(versions=[], publications=[], ingest=[], robots_by_version={})
         reader, registry = opened
-        table = version_table(reader, robots=max(robots, 1), operators=operators)
+        records = registry.versions()
+        # Every registered version has a row, run or not, so that any of them can be published again.
+        table = version_table(reader, robots=max(robots, 1), operators=operators, versions=records, unrun=True)
         embodiment = reader.any_embodiment()
         control_hz = (embodiment.control_hz if embodiment is not None else 0.0) or 10.0
         losses, created = {}, {}
-        for entry in registry.versions():
+        for entry in records:
             created[entry["version"]] = entry["created_at"]
             loss = entry["info"].get("denoise_loss", entry["info"].get("loss"))
             if loss is not None:

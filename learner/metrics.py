@@ -30,29 +30,35 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def version_table(reader: StoreReader, robots: int, operators: int, eval_seeds: int = 0,
-                  versions: list[dict] | None = None) -> list[dict]:
+                  versions: list[dict] | None = None, unrun: bool = False) -> list[dict]:
     """One row per policy version that ran. A version is `eval_complete` once it has run at least
     `eval_seeds` evaluation episodes in all (robots skip a version superseded before they reach it).
-    `versions`: the version registry's records (`registry.versions()`), for the trainer's figures."""
+    `versions`: the version registry's records (`registry.versions()`), for the trainer's figures;
+    `unrun`: also a row, with no episodes, for each of those records that no robot has run yet."""
     records = {v["version"]: v.get("info") or {} for v in versions or []}
+    summaries = {r["version"]: dict(r) for r in reader.version_summaries()}
+    if unrun:
+        for version in records.keys() - summaries.keys():
+            summaries[version] = {"version": version}
     table = []
-    for r in reader.version_summaries():
-        episodes, evals = r["episodes"] or 0, r["eval_episodes"] or 0
+    for version in sorted(summaries):
+        r = summaries[version]
+        episodes, evals = r.get("episodes") or 0, r.get("eval_episodes") or 0
         table.append({
-            "version": r["version"],
+            "version": version,
             "episodes": episodes,
             "eval_episodes": evals,
             "eval_complete": evals >= eval_seeds,
             "success_rate": (r["eval_successes"] / evals) if evals else None,
-            "success_ci": wilson_interval(r["eval_successes"] or 0, evals),
+            "success_ci": wilson_interval(r.get("eval_successes") or 0, evals),
             "train_success_rate": (r["train_successes"] / episodes) if episodes else None,
             "interventions_per_episode": (r["takeovers"] / episodes) if episodes else None,
-            "human_steps": r["human_steps"] or 0,
+            "human_steps": r.get("human_steps") or 0,
             "rohe": (operators / robots) * (r["rohe_sum"] / episodes) if episodes and robots else None,
             "task_success": {},
             "task_eval_episodes": {},
-            "updates_per_s": records.get(r["version"], {}).get("updates_per_s"),
-            "weight_age_s": records.get(r["version"], {}).get("ema_lag_s"),
+            "updates_per_s": records.get(version, {}).get("updates_per_s"),
+            "weight_age_s": records.get(version, {}).get("ema_lag_s"),
         })
     by_version = {row["version"]: row for row in table}
     for r in reader.task_summaries("evaluation"):

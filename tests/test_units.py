@@ -192,6 +192,12 @@ def test_version_table_reports_success_per_task(tmp_path):
     assert table[1]["task_eval_episodes"] == {"push_cube": 1, "reach": 2}
     header = format_table(table).splitlines()[0]
     assert "push_cube" in header and "reach" in header
+    # The dashboard lists every registered version, one that no robot ran yet too.
+    records = [{"version": v, "info": {"updates_per_s": 10.0 * v}} for v in (0, 1, 2)]
+    assert [r["version"] for r in version_table(StoreReader(tmp_path), 1, 1, 3, records)] == [0, 1]
+    listed = version_table(StoreReader(tmp_path), 1, 1, 3, records, unrun=True)
+    assert [r["version"] for r in listed] == [0, 1, 2]
+    assert listed[2]["episodes"] == 0 and listed[2]["success_rate"] is None and listed[2]["updates_per_s"] == 20.0
 
 
 def test_spool_index_survives_a_restart_and_follows_acks(tmp_path):
