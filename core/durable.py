@@ -8,6 +8,7 @@ the same file at once, so the temporary name carries the process and the thread.
 from __future__ import annotations
 
 import os
+import string
 import threading
 from pathlib import Path
 
@@ -44,6 +45,18 @@ def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
         fsync_dir(path.parent)
 
 
+_LITERAL = frozenset(string.ascii_letters + string.digits + "-_.")
+
+
 def safe_name(name: str) -> str:
-    """Robot and episode ids become path components: keep them to a harmless alphabet."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:128] or "_"
+    """A robot or episode id as one path component, by an injective encoding: ASCII letters,
+    digits, '-', '_' and '.' stay (a valid id is its own name), every other character and a
+    leading '.' become %xx per UTF-8 byte. No literal '%' remains, so two ids never share a file,
+    and no name is '.', '..' or hidden. A '+' never appears either: it can join two names."""
+    if not name:
+        raise ValueError("an empty id cannot name a file")
+    encoded = "".join(ch if ch in _LITERAL and (i or ch != ".") else "".join(f"%{b:02x}" for b in ch.encode())
+                      for i, ch in enumerate(name))
+    if len(encoded) > 255:
+        raise ValueError(f"id {name[:40]!r}... is too long to name a file ({len(encoded)} characters encoded)")
+    return encoded

@@ -7,6 +7,8 @@ exception deep inside the learner.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fleet.v1 import fleet_pb2 as pb
@@ -14,6 +16,9 @@ from fleet.v1 import fleet_pb2 as pb
 # Largest gRPC message either side accepts, and the size robots seal chunks under.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 CHUNK_TARGET_BYTES = 1 * 1024 * 1024
+# A chunk's sequence within its episode (chunk files are named by it, six digits): at a chunk a
+# second, eleven days of one episode.
+MAX_SEQUENCE = 999_999
 
 _ALLOWED_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
 
@@ -32,8 +37,23 @@ KIND_TO_PROTO = {
 PROTO_TO_KIND = {v: k for k, v in KIND_TO_PROTO.items()}
 
 
+# Step extras in which NaN is a value ("none", e.g. no task distance); infinities never are.
+NAN_MEANS_NONE = frozenset({"rl/distance"})
+
+
 class WireError(ValueError):
     """A message that does not satisfy the fleet.v1 contract."""
+
+
+def _finite(value, what: str, nan_allowed: bool = False) -> None:
+    """Refuses NaN and infinities in a float value: a robot's bad sensor or bug must never become
+    a label, a reward or, through training, a robot's weights."""
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        return
+    bad = np.isinf(array) if nan_allowed else ~np.isfinite(array)
+    if bad.any():
+        raise WireError(f"{what}: non-finite value ({array[bad].flat[0]}); refused, nothing stored")
 
 
 def tensor_to_proto(array: np.ndarray) -> pb.Tensor:
@@ -47,10 +67,10 @@ def tensor_to_proto(array: np.ndarray) -> pb.Tensor:
 def tensor_from_proto(tensor: pb.Tensor, what: str = "tensor") -> np.ndarray:
     if tensor.dtype not in _ALLOWED_DTYPES:
         raise WireError(f"{what}: unknown dtype {tensor.dtype!r}")
-    if any(d < 0 for d in tensor.shape):
-        raise WireError(f"{what}: negative dimension in shape {list(tensor.shape)}")
+    if len(tensor.shape) > 8 or any(d < 0 for d in tensor.shape):
+        raise WireError(f"{what}: shape {list(tensor.shape)} needs at most 8 dimensions, none negative")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
-    expected = int(np.prod(tensor.shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(tensor.shape) * dtype.itemsize  # Python ints: [2**32, 2**32] does not wrap to 0
     if len(tensor.data) != expected:
         raise WireError(
             f"{what}: {len(tensor.data)} bytes do not match dtype {tensor.dtype} and shape "
@@ -129,6 +149,10 @@ def decode_chunk_steps(chunk: pb.EpisodeChunk, embodiment: pb.Embodiment) -> dic
         raise WireError("chunk has no steps")
     if chunk.kind not in PROTO_TO_KIND:
         raise WireError(f"chunk kind {chunk.kind} is not one of {sorted(KIND_TO_PROTO)}")
+    if chunk.episode_end:  # (FLOAT's threshold may be infinite: "never fire")
+        _finite(np.float32(chunk.outcome.total_reward), f"episode {chunk.episode_id} outcome total_reward")
+        if np.isnan(chunk.outcome.float_summary.final_index):
+            raise WireError(f"episode {chunk.episode_id} outcome: FLOAT final_index is NaN; refused, nothing stored")
     cams = {c.name: (c.height, c.width, c.channels) for c in embodiment.cameras}
     columns: dict[str, list[np.ndarray]] = {f"image/{name}": [] for name in cams}
     for key in ("state", "action", "policy_action", "source", "reward", "done", "step_index", "timestamp"):
@@ -155,6 +179,10 @@ def decode_chunk_steps(chunk: pb.EpisodeChunk, embodiment: pb.Embodiment) -> dic
             raise WireError(f"{where}: missing cameras {sorted(set(cams) - seen)}")
         state = tensor_from_proto(step.state, f"{where} state")
         action = tensor_from_proto(step.action, f"{where} action")
+        _finite(state, f"{where} state")
+        _finite(action, f"{where} action")
+        _finite(np.float32(step.reward), f"{where} reward")
+        _finite(np.float64(step.timestamp), f"{where} timestamp")
         if state.shape != (embodiment.state_dim,):
             raise WireError(f"{where}: state shape {state.shape} != ({embodiment.state_dim},)")
         if action.shape != (embodiment.action_dim,):
@@ -163,6 +191,7 @@ def decode_chunk_steps(chunk: pb.EpisodeChunk, embodiment: pb.Embodiment) -> dic
             proposed = tensor_from_proto(step.policy_action, f"{where} policy_action")
             if proposed.shape != (embodiment.action_dim,):
                 raise WireError(f"{where}: policy_action shape {proposed.shape} != ({embodiment.action_dim},)")
+            _finite(proposed, f"{where} policy_action")
         else:
             proposed = np.full(embodiment.action_dim, np.nan, np.float32)
         if step.source not in PROTO_TO_SOURCE:
@@ -170,7 +199,9 @@ def decode_chunk_steps(chunk: pb.EpisodeChunk, embodiment: pb.Embodiment) -> dic
         if set(step.extras.keys()) != extra_names:
             raise WireError(f"{where}: every step of a chunk must carry the same extras")
         for name in extra_names:
-            columns[f"extra/{name}"].append(tensor_from_proto(step.extras[name], f"{where} extra {name}"))
+            value = tensor_from_proto(step.extras[name], f"{where} extra {name}")
+            _finite(value, f"{where} extra {name}", nan_allowed=name in NAN_MEANS_NONE)
+            columns[f"extra/{name}"].append(value)
         columns["state"].append(state.astype(np.float32))
         columns["action"].append(action.astype(np.float32))
         columns["policy_action"].append(proposed.astype(np.float32))

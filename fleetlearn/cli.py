@@ -113,6 +113,7 @@ def cmd_rollback(args) -> None:
 def cmd_token(args) -> None:
     import datetime
 
+    from core.ids import robot_id_problem
     from learner.credentials import CredentialStore
 
     store = CredentialStore(Path(args.data))
@@ -120,6 +121,8 @@ def cmd_token(args) -> None:
         if bool(args.robot) == bool(args.operator):
             sys.exit("fleet token create needs exactly one of --robot ID or --operator NAME")
         kind, subject = ("robot", args.robot) if args.robot else ("operator", args.operator)
+        if kind == "robot" and (problem := robot_id_problem(subject)):
+            sys.exit(f"fleet token create: {problem}; the learner would refuse it")
         credential_id, token = store.create(kind, subject)
         # The token alone on stdout (`> arm-1.token` makes a --token-file); the rest on stderr.
         print(f"created {kind} credential {credential_id} for {subject!r}; its token, shown once, follows on stdout",

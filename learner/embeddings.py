@@ -45,7 +45,7 @@ class EmbeddingCache:
             self.directory.mkdir(exist_ok=True)
 
     def _path(self, episode: EpisodeArrays) -> Path:
-        return self.directory / f"{safe_name(episode.robot_id)}__{safe_name(episode.episode_id)}.safetensors"
+        return self.directory / f"{safe_name(episode.robot_id)}+{safe_name(episode.episode_id)}.safetensors"
 
     def frames(self, episode: EpisodeArrays) -> np.ndarray:
         """(steps, F, d_model) embeddings of the episode's frames: cached, or computed and cached."""

@@ -4,8 +4,9 @@
 rebuilt whenever that changes (version 0, the encoder frozen, a long-context head): AdamW, fused
 where torch has the kernel for the device, with the encoder in a group of its own when it trains;
 gradients clipped to norm 1; then the exponential moving average of the trainable weights moved
-in one call (the frozen ones never move). The average's lag is decay / (1 - decay) updates, and
-in seconds at the update rate of the last few hundred steps.
+in one call (the frozen ones never move). A step whose loss or gradients are not finite changes
+nothing (it is counted in `skipped`): one bad batch cannot turn the weights to NaN. The average's
+lag is decay / (1 - decay) updates, and in seconds at the update rate of the last few hundred steps.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Optimization:
         pairs = [(e, p) for e, p in zip(self.ema.parameters(), policy.parameters()) if p.requires_grad]
         self.ema_pairs = ([e for e, _ in pairs], [p for _, p in pairs])
         self.rate = UpdateRate()
+        self.skipped = 0
 
     def set_learning_rates(self, lr: float, encoder_lr: float | None = None) -> None:
         for group in self.optimizer.param_groups:
@@ -66,10 +68,14 @@ class Optimization:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         backward = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0, foreach=True)
-        self.optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(self.ema_pairs[0], self.ema_pairs[1], 1.0 - self.ema_decay)
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, 1.0, foreach=True)
+        if bool(torch.isfinite(norm)):  # (under DDP every rank sees the same all-reduced gradients)
+            self.optimizer.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema_pairs[0], self.ema_pairs[1], 1.0 - self.ema_decay)
+        else:
+            self.skipped += 1
+            self.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # honest phase times
         self.rate.tick()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from core import wire
+from core.ids import episode_id_problem, robot_id_problem
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from learner.control import FleetControl
@@ -25,16 +25,20 @@ from learner.store import EpisodeStore
 log = logging.getLogger("fleetlearn.learner")
 
 WEIGHTS_CHUNK_BYTES = 1 << 20
-# Robot ids appear in paths, file names and the dashboard's URLs: a safe alphabet, and not a word
-# the dashboard uses for the whole fleet.
-ROBOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-RESERVED_ROBOT_IDS = frozenset({"all", "fleet"})
-# Episode ids are the robot's choice (a UUID's hex by default): printable, path- and header-safe.
-EPISODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 HEARTBEAT_INTERVAL_S = 1.0
 # The transport accepts messages up to twice the announced limit so that the servicer, not the
 # transport, refuses most oversized chunks: with RESOURCE_EXHAUSTED, the chunk named, and a log line.
 TRANSPORT_MAX_MESSAGE_BYTES = 2 * wire.MAX_MESSAGE_BYTES
+
+
+def _embodiment_problem(e: pb.Embodiment) -> str | None:
+    if e.state_dim <= 0 or e.action_dim <= 0:
+        return f"state_dim and action_dim must be positive (got {e.state_dim}, {e.action_dim})"
+    if any(c.height <= 0 or c.width <= 0 or c.channels <= 0 for c in e.cameras):
+        return "every camera needs positive height, width and channels"
+    if len({c.name for c in e.cameras}) != len(e.cameras):
+        return "camera names must be unique"
+    return None
 
 
 class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
@@ -51,12 +55,16 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         self.max_message_bytes = max_message_bytes
 
     async def _acting_as(self, robot_id: str, context) -> None:
-        """Aborts with PERMISSION_DENIED unless the caller's credential may act as `robot_id`."""
+        """Aborts unless the caller's credential may act as `robot_id`: UNAUTHENTICATED for a
+        credential that is unknown or revoked, PERMISSION_DENIED for another robot's."""
         if self.auth is None:
             return
         identity = self.auth.identify(bearer(context.invocation_metadata()))
-        if identity is None or not identity.may_act_as_robot(robot_id):
-            who = f"{identity.kind} {identity.subject}" if identity else "an unknown caller"
+        if identity is None:
+            log.warning("refused an unknown or revoked credential acting as robot %r from %s", robot_id, context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing, unknown or revoked bearer token")
+        if not identity.may_act_as_robot(robot_id):
+            who = f"{identity.kind} {identity.subject}"
             log.warning("refused %s acting as robot %r from %s", who, robot_id, context.peer())
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"this credential belongs to {who}, not robot {robot_id!r}")
@@ -64,16 +72,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     async def Register(self, request: pb.RegisterRequest, context) -> pb.RegisterResponse:
         await self._acting_as(request.robot_id, context)
         e = request.embodiment
-        problem = None
-        if not ROBOT_ID.fullmatch(request.robot_id) or request.robot_id in RESERVED_ROBOT_IDS:
-            problem = (f"robot_id {request.robot_id!r} must be 1-64 letters, digits, '.', '_' or '-', "
-                       f"and not one of {sorted(RESERVED_ROBOT_IDS)}")
-        elif e.state_dim <= 0 or e.action_dim <= 0:
-            problem = f"state_dim and action_dim must be positive (got {e.state_dim}, {e.action_dim})"
-        elif any(c.height <= 0 or c.width <= 0 or c.channels <= 0 for c in e.cameras):
-            problem = "every camera needs positive height, width and channels"
-        elif len({c.name for c in e.cameras}) != len(e.cameras):
-            problem = "camera names must be unique"
+        problem = robot_id_problem(request.robot_id) or _embodiment_problem(e)
         if problem:
             log.warning("rejected registration of %r: %s", request.robot_id, problem)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -138,7 +137,10 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         if failure:
             code, message, chunk = failure
             log.warning("episode stream from %s rejected: %s: %s", context.peer(), code.name, message)
-            if chunk is not None and EPISODE_ID.fullmatch(chunk.episode_id):  # a header carries it: only a valid id
+            # The trailers name a chunk refused for what it holds (the robot sets it aside); a
+            # credential or a learner problem leaves it spooled. A header carries only a valid id.
+            if (chunk is not None and code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    and episode_id_problem(chunk.episode_id) is None):
                 context.set_trailing_metadata((("fleet-rejected-episode", chunk.episode_id),
                                                ("fleet-rejected-sequence", str(chunk.sequence))))
             await context.abort(code, message)
@@ -150,16 +152,18 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     f"chunk of {size} bytes exceeds max_message_bytes {self.max_message_bytes}; seal chunks smaller", chunk)
         if not chunk.robot_id or not chunk.episode_id:
             return grpc.StatusCode.INVALID_ARGUMENT, "chunk needs robot_id and episode_id", chunk
-        if not EPISODE_ID.fullmatch(chunk.episode_id):
-            return (grpc.StatusCode.INVALID_ARGUMENT, f"episode_id {chunk.episode_id!r} must be 1-128 letters, digits, "
-                    "'.', '_', ':' or '-'", chunk)
+        if problem := robot_id_problem(chunk.robot_id) or episode_id_problem(chunk.episode_id):
+            return grpc.StatusCode.INVALID_ARGUMENT, problem, chunk
         if self.auth is not None:  # every chunk: a credential revoked mid-stream stops the stream
             identity = self.auth.identify(bearer(context.invocation_metadata()))
-            if identity is None or not identity.may_act_as_robot(chunk.robot_id):
+            if identity is None:
+                return grpc.StatusCode.UNAUTHENTICATED, "this robot's credential is unknown or was revoked", chunk
+            if not identity.may_act_as_robot(chunk.robot_id):
                 return (grpc.StatusCode.PERMISSION_DENIED,
                         f"this credential may not write episodes of robot {chunk.robot_id!r}", chunk)
-        if chunk.sequence < 0:
-            return grpc.StatusCode.INVALID_ARGUMENT, f"negative sequence {chunk.sequence}", chunk
+        if not 0 <= chunk.sequence <= wire.MAX_SEQUENCE:
+            return (grpc.StatusCode.INVALID_ARGUMENT,
+                    f"sequence {chunk.sequence} is outside 0..{wire.MAX_SEQUENCE} (chunks of one episode)", chunk)
         if chunk.robot_id not in embodiments:
             embodiment = await asyncio.to_thread(self.store.robot_embodiment, chunk.robot_id)
             if embodiment is None:

@@ -36,6 +36,7 @@ from learner.samplers import WindowIndex, make_sampler
 from learner.store import open_reader
 from learner.versions import open_registry
 from policy import VLAPolicy, load_checkpoint, save_checkpoint
+from policy.checkpoint import nonfinite_tensors
 from policy.device import autocast, resolve_device, resolve_precision, to_device
 from policy.normalize import Normalizer
 from policy.pretrained import BaseMismatch, base_tasks, load_base, start_from_base
@@ -253,8 +254,14 @@ class Trainer(FleetData, LongContextStages):
         with autocast(self.device, self.precision):
             loss, figures = self.loss(batch)
         self.step_s["forward"] += time.perf_counter() - started
+        skipped = self.opt.skipped
         for phase, seconds in self.opt.step(loss).items():
             self.step_s[phase] += seconds
+        if self.opt.skipped > skipped:
+            if self.opt.skipped == 1 or self.opt.skipped % 100 == 0:
+                log.warning("update %d skipped: non-finite loss or gradients (%d skipped so far)", self.updates,
+                            self.opt.skipped)
+            return figures
         self.updates += 1
         return figures
 
@@ -302,7 +309,16 @@ class Trainer(FleetData, LongContextStages):
         return self.bootstrap(self.config.head_updates, should_stop)
 
     def publish(self, note: str, figures: dict[str, float]) -> int:
-        """Rank 0 writes and publishes the version; every rank records its weights' digest."""
+        """Rank 0 writes and publishes the version; every rank records its weights' digest.
+        Weights that are not all finite are never published: the trainer goes back to the last
+        published version (or, before version 0, stops) and the version number does not move."""
+        if bad := nonfinite_tensors(self.ema.state_dict()):  # the ranks' weights agree: all see the same
+            if self.version < 0:
+                raise RuntimeError(f"version 0 came out non-finite ({', '.join(bad[:3])}); nothing published")
+            log.error("the averaged weights hold non-finite values (%s): version %d is not published; "
+                      "back to version %d", ", ".join(bad[:3]), self.version + 1, self.version)
+            self._resume(self.version)
+            return self.version
         self.version += 1
         digests = self.dp.gather_digests(self.ema)
         online = sum(item.online for item in self.index.episodes)
@@ -313,7 +329,8 @@ class Trainer(FleetData, LongContextStages):
             return self.version
         if len(set(digests)) > 1:
             log.error("the ranks' weights differ at version %d: %s", self.version, digests)
-        info = {"updates": self.updates, "algorithm": self.config.algorithm, "windows": len(self.index.windows),
+        info = {"updates": self.updates, "skipped_updates": self.opt.skipped, "algorithm": self.config.algorithm,
+                "windows": len(self.index.windows),
                 "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
                 "encoder": "frozen" if self.policy.encoder_frozen else "trained", "device": str(self.device),
                 "precision": self.precision, **self.base_info,

@@ -4,7 +4,8 @@
     <dir>/meta.json              version, policy config, normalisation stats, sha256 of every file
     <dir>/artifacts/<name>.safetensors   named extras shipped with the version (e.g. a FLOAT bank)
 
-`load_checkpoint` refuses a directory whose files do not match the hashes in meta.json.
+`load_checkpoint` refuses a directory whose files do not match the hashes in meta.json, and
+both ends refuse a tensor holding NaN or an infinity: a hash proves a file intact, not sound.
 Writers create the directory under a temporary name and rename it, so a reader never sees a
 half-written version.
 """
@@ -48,6 +49,25 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def nonfinite_tensors(tensors: dict) -> list[str]:
+    """Names of the floating-point tensors (torch or numpy) that hold a NaN or an infinity."""
+    bad = []
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad.append(name)
+        elif np.asarray(value).dtype.kind == "f" and not np.isfinite(value).all():
+            bad.append(name)
+    return bad
+
+
+def _refuse_nonfinite(tensors: dict, where: str) -> None:
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise CheckpointError(f"{where}: non-finite values in {len(bad)} tensor(s) ({', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}); such weights never reach a robot")
+
+
 @dataclass
 class Checkpoint:
     version: int
@@ -60,10 +80,13 @@ def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict
                     artifacts: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
     """Writes version `version` into `directory` atomically and returns it."""
     directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in policy.state_dict().items()}  # device-free
+    _refuse_nonfinite(state, f"version {version}")
+    for name, tensors in (artifacts or {}).items():
+        _refuse_nonfinite(tensors, f"version {version} artifact {name}")
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "artifacts").mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in policy.state_dict().items()}  # device-free
     save_torch(state, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT, "version": str(version)})
     files = {WEIGHTS_FILE: sha256_file(staging / WEIGHTS_FILE)}
     for name, tensors in (artifacts or {}).items():
@@ -126,9 +149,12 @@ def load_checkpoint(directory: Path, device: torch.device | str | None = None) -
         action_norm=_normalizer(norm["action"]),
     )
     try:
-        policy.load_state_dict(load_torch(str(directory / WEIGHTS_FILE)))
+        weights = load_torch(str(directory / WEIGHTS_FILE))
+        policy.load_state_dict(weights)
     except Exception as exc:  # safetensors header errors, missing keys, shape mismatches
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: cannot load weights ({exc})") from exc
+    # A matching hash says the file is the one written, not that it is sound: refuse NaN weights.
+    _refuse_nonfinite(weights, str(directory / WEIGHTS_FILE))
     policy.eval()
     if device is not None:
         policy.to(resolve_device(device))
@@ -136,6 +162,8 @@ def load_checkpoint(directory: Path, device: torch.device | str | None = None) -
         rel[len("artifacts/"):-len(".safetensors")]: load_numpy(str(directory / rel))
         for rel in meta["files"] if rel.startswith("artifacts/")
     }
+    for name, tensors in artifacts.items():
+        _refuse_nonfinite(tensors, f"{directory} artifact {name}")
     return Checkpoint(version=int(meta["version"]), policy=policy, meta=meta, artifacts=artifacts)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -71,6 +72,21 @@ class Backoff:
     def wait(self, stop: threading.Event) -> None:
         stop.wait(self.delay)
         self.delay = min(self.delay * 2, self.maximum)
+
+
+class VersionRetries:
+    """Failed downloads or loads of a version (a corrupt file, a hash or a non-finite weight that
+    does not check out) retry that version after 1, 2, 4 ... 300 s, with +-50% jitter so a fleet
+    does not come back at once; an announcement does not reset it, a new version starts afresh."""
+
+    def __init__(self, initial: float = 1.0, maximum: float = 300.0, rng: random.Random | None = None):
+        self.initial, self.maximum, self.rng = initial, maximum, rng or random.Random()
+        self.failures: dict[int, int] = {}
+
+    def failed(self, version: int) -> float:
+        """Records one more failure of `version`; returns the seconds to wait before the next try."""
+        n = self.failures[version] = self.failures.get(version, 0) + 1
+        return min(self.maximum, self.initial * 2 ** (n - 1)) * self.rng.uniform(0.5, 1.5)
 
 
 @dataclass
@@ -310,9 +326,10 @@ class Uplink:
     # -- weights -------------------------------------------------------------------------------
 
     def _weights_loop(self) -> None:
-        backoff = Backoff()
+        backoff, retries = Backoff(), VersionRetries()
         while not self.stop_event.is_set():
             generation, stub = self._link()
+            version = None
             try:
                 self._ensure_registered(stub)
                 request = pb.WatchPolicyRequest(robot_id=self.config.robot_id, current_version=self.running_version())
@@ -320,17 +337,25 @@ class Uplink:
                     backoff.reset()
                     if announcement.version in (self.running_version(), self.standby.peek_version()):
                         continue
-                    started = time.time()
+                    started, version = time.time(), announcement.version
                     directory = download_version(stub, announcement, self.config.robot_id,
                                                  self.config.weights_dir, self.metadata)
                     checkpoint = load_downloaded(directory, self.config.device)
                     self.standby.offer(checkpoint)
                     log.info("%s staged policy version %d (%.2f s)", self.config.robot_id, checkpoint.version,
                              time.time() - started)
+                    version = None
             except grpc.RpcError as exc:
                 self._on_rpc_error("policy watch", exc, generation)
-            except Exception:
-                log.exception("policy download failed")
+            except Exception as exc:
+                if version is None:
+                    log.exception("policy watch failed")
+                else:
+                    delay = retries.failed(version)
+                    log.error("%s refused policy version %d (failure %d): %s; next try in %.1f s", self.config.robot_id,
+                              version, retries.failures[version], exc, delay)
+                    self.stop_event.wait(delay)
+                    continue
             if not self.stop_event.is_set():
                 backoff.wait(self.stop_event)
 

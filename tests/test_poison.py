@@ -1,0 +1,266 @@
+"""Nothing poisons the fleet (issue 24): non-finite values are refused at ingest, never trained
+into weights, never published and never loaded by a robot; a version that fails to load is
+retried on a growing, jittered delay; ids name files one to one and follow one rule everywhere;
+huge shapes and sequence numbers are refused as permanent before anything is allocated; a
+revoked credential is UNAUTHENTICATED, mid-stream too."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+from conftest import TOKEN, LearnerThread
+from core import wire
+from core.durable import safe_name
+from core.ids import robot_id_problem
+from fleet.v1 import fleet_pb2 as pb
+from fleet.v1 import fleet_pb2_grpc as pb_grpc
+from learner.credentials import REFRESH_S, CredentialStore
+from learner.optimization import Optimization
+from learner.store import SqliteIndex, StoreReader
+from learner.trainer import Trainer, TrainerConfig
+from policy import CheckpointError, PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
+from policy.checkpoint import WEIGHTS_FILE, sha256_file
+from robot_client.uplink import VersionRetries
+from test_pretrained import SMALL, episode
+
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+CAMERAS = {"front": (16, 16, 3)}
+
+
+def chunk(episode_id, state=None, action=None, reward=0.0, extras=None, policy_action=None):
+    step = wire.step_to_proto(0, 0.0, {"front": np.zeros((16, 16, 3), np.uint8)},
+                              np.zeros(7, np.float32) if state is None else state,
+                              np.zeros(4, np.float32) if action is None else action, policy_action, "autonomous",
+                              reward, True, extras)
+    return pb.EpisodeChunk(robot_id="arm", episode_id=episode_id, sequence=0, kind=pb.EPISODE_KIND_TRAINING,
+                           steps=[step], episode_end=True, outcome=pb.EpisodeOutcome(num_steps=1))
+
+
+@pytest.fixture
+def stub(learner_thread):
+    learner = learner_thread(train=False)
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    stub.Register(pb.RegisterRequest(robot_id="arm", embodiment=wire.embodiment_to_proto("arm", CAMERAS, 7, 4, 10)),
+                  metadata=AUTH, timeout=10)
+    yield stub, learner
+    channel.close()
+
+
+def stored_episodes(data_dir) -> set[str]:
+    reader = StoreReader(data_dir)
+    try:
+        return {row["episode_id"] for row in reader.db.execute("SELECT episode_id FROM episodes")}
+    finally:
+        reader.close()
+
+
+NAN, INF = np.float32(np.nan), np.float32(np.inf)
+BAD = {
+    "nan-action": dict(action=np.array([0, NAN, 0, 0], np.float32)),
+    "inf-state": dict(state=np.array([0, 0, 0, INF, 0, 0, 0], np.float32)),
+    "nan-reward": dict(reward=float("nan")),
+    "inf-policy-action": dict(policy_action=np.array([-INF, 0, 0, 0], np.float32)),
+    "nan-extra": dict(extras={"float_index": NAN}),
+    "inf-sentinel-extra": dict(extras={"rl/distance": np.array([INF, 0.1], np.float32)}),
+}
+
+
+def test_non_finite_values_are_refused_at_ingest_and_nothing_of_them_is_stored(stub):
+    stub, learner = stub
+    for name, fields in BAD.items():
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.StreamEpisodes(iter([chunk(name, **fields)]), metadata=AUTH, timeout=20))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert "non-finite" in info.value.details(), (name, info.value.details())
+        # The trailers name the chunk, so the robot sets it aside as refused instead of retrying it.
+        assert dict(info.value.trailing_metadata())["fleet-rejected-episode"] == name
+    # NaN where it means "none" (no task distance) is a value, and finite data are stored.
+    fine = chunk("nan-sentinel", extras={"rl/distance": np.array([NAN, 0.1], np.float32)})
+    acks = list(stub.StreamEpisodes(iter([fine]), metadata=AUTH, timeout=20))
+    assert [a.status for a in acks] == [pb.ACK_STATUS_STORED]
+    assert stored_episodes(learner.config.data_dir) == {"nan-sentinel"}
+
+
+def small_policy() -> VLAPolicy:
+    torch.manual_seed(0)
+    return VLAPolicy(PolicyConfig(vocab=("reach",), **SMALL))
+
+
+def test_a_checkpoint_with_a_non_finite_weight_is_never_written_nor_loaded(tmp_path):
+    policy = small_policy()
+    with torch.no_grad():
+        policy.head.out[1].weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_checkpoint(tmp_path / "v1", policy, 1)
+    assert not (tmp_path / "v1").exists() and not (tmp_path / "v1.partial").exists()
+
+    # A file that matches its hash is intact, not sound: a NaN written behind the writer's back
+    # (and the hash in meta.json made to match) is still refused by the loader robots use.
+    directory = save_checkpoint(tmp_path / "v2", small_policy(), 2)
+    weights = load_file(str(directory / WEIGHTS_FILE))
+    weights["head.out.1.weight"][0, 0] = float("inf")
+    save_file(weights, str(directory / WEIGHTS_FILE), metadata={"format": "fleetlearn-checkpoint/1"})
+    meta = json.loads((directory / "meta.json").read_text())
+    meta["files"][WEIGHTS_FILE] = sha256_file(directory / WEIGHTS_FILE)
+    (directory / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="non-finite values in 1 tensor"):
+        load_checkpoint(directory)
+
+
+def test_a_non_finite_loss_changes_neither_the_weights_nor_their_average():
+    policy = small_policy().train()
+    opt = Optimization(policy, [], lr=1e-3, weight_decay=0.0, ema_decay=0.9, device=torch.device("cpu"))
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    averaged = {k: v.clone() for k, v in opt.ema.state_dict().items()}
+    loss = sum(p.sum() for p in policy.parameters() if p.requires_grad) * float("nan")
+    opt.step(loss)
+    assert opt.skipped == 1
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
+    assert all(torch.equal(averaged[k], v) for k, v in opt.ema.state_dict().items())
+    opt.step(sum(p.square().sum() for p in policy.parameters() if p.requires_grad))  # a sound step still moves
+    assert opt.skipped == 1 and not torch.equal(before["head.out.1.weight"], policy.state_dict()["head.out.1.weight"])
+
+
+def test_the_trainer_never_publishes_non_finite_weights_and_goes_back_to_the_last_version(tmp_path):
+    (tmp_path / "learner").mkdir()
+    SqliteIndex(tmp_path / "learner").db.close()  # an empty store, as the learner makes it
+    trainer = Trainer(TrainerConfig(data_dir=tmp_path / "learner", bootstrap_updates=3, batch_size=4, base="none",
+                                    policy_overrides=dict(SMALL), prefetch=0, min_demos=1))
+    trainer.add_episode(episode("reach", "reach the ball"), online=False)
+    trainer.train_version_zero()
+    assert trainer.publish("version 0", {}) == 0
+    with torch.no_grad():
+        next(trainer.ema.parameters()).fill_(float("nan"))
+    assert trainer.publish("poisoned", {}) == 0  # refused: the version number does not move
+    assert trainer.registry.latest() == 0 and not trainer.registry.checkpoint_dir(1).exists()
+    assert all(torch.isfinite(t).all() for t in trainer.ema.state_dict().values() if t.is_floating_point())
+    trainer.train_step()  # and training goes on from version 0's weights
+    assert trainer.publish("sound again", {}) == 1
+    assert load_checkpoint(trainer.registry.checkpoint_dir(1)).version == 1
+    trainer.batches.close()
+
+
+def test_a_refused_version_is_retried_later_and_later_with_jitter():
+    retries = VersionRetries(initial=1.0, maximum=60.0, rng=random.Random(0))
+    delays = [retries.failed(7) for _ in range(8)]
+    for n, delay in enumerate(delays):
+        nominal = min(60.0, 2.0 ** n)
+        assert 0.5 * nominal <= delay <= 1.5 * nominal
+    assert delays[-1] > 10 * delays[0]  # growing, not reset by the announcements in between
+    assert retries.failed(8) <= 1.5  # a new version starts afresh
+    assert len({round(d, 6) for d in delays[6:]}) == 2  # capped, yet jittered
+
+
+# -- names: ids map to files one to one; one validator for the server and `fleet token create` --
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
+def test_distinct_ids_never_share_a_file_name(a, b):
+    name_a, name_b = safe_name(a), safe_name(b)
+    assert (name_a == name_b) == (a == b)
+    for name in (name_a, name_b):
+        assert name not in (".", "..") and not name.startswith(".") and not set(name) & set("/\\+\0")
+
+
+def test_episodes_whose_ids_differ_only_in_unsafe_characters_keep_their_own_data(stub):
+    stub, learner = stub
+    ids = ["col:1", "col_1", "col.1", "col-1"]
+    for n, episode_id in enumerate(ids):
+        acks = list(stub.StreamEpisodes(iter([chunk(episode_id, action=np.full(4, n, np.float32))]), metadata=AUTH,
+                                        timeout=20))
+        assert [a.status for a in acks] == [pb.ACK_STATUS_STORED]
+    reader = StoreReader(learner.config.data_dir)
+    try:
+        actions = {row["episode_id"]: float(reader.load_episode(row).arrays["action"][0, 0])
+                   for row in reader.complete_episodes()}
+    finally:
+        reader.close()
+    assert actions == {episode_id: float(n) for n, episode_id in enumerate(ids)}
+
+
+def test_robot_ids_follow_one_rule_at_registration_on_the_stream_and_for_new_tokens(stub, tmp_path):
+    stub, _ = stub
+    embodiment = wire.embodiment_to_proto("arm", CAMERAS, 7, 4, 10)
+    for bad in ("col:1", "../arm", "all", ".hidden", "x" * 65):
+        assert robot_id_problem(bad) is not None, bad
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Register(pb.RegisterRequest(robot_id=bad, embodiment=embodiment), metadata=AUTH, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        bad_chunk = chunk("e1")
+        bad_chunk.robot_id = bad
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.StreamEpisodes(iter([bad_chunk]), metadata=AUTH, timeout=20))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "robot_id" in info.value.details(), bad
+        made = subprocess.run([sys.executable, "-m", "fleetlearn.cli", "token", "create", "--data",
+                               str(tmp_path / "creds"), "--robot", bad], capture_output=True, text=True)
+        assert made.returncode != 0 and "robot_id" in made.stderr and not made.stdout.strip(), bad
+    assert robot_id_problem("col_1") is None and robot_id_problem("arm-1.left") is None
+
+
+# -- shapes and sequence numbers are range-checked before anything is allocated --------------
+
+def test_a_huge_declared_shape_or_sequence_is_refused_as_permanent_with_the_chunk_named(stub):
+    stub, learner = stub
+    huge = chunk("huge-shape")
+    huge.steps[0].action.CopyFrom(pb.Tensor(dtype="float32", shape=[2 ** 32, 2 ** 32], data=b""))
+    late = chunk("huge-seq")
+    late.sequence = 2 ** 62
+    deep = chunk("deep-shape")
+    deep.steps[0].action.CopyFrom(pb.Tensor(dtype="float32", shape=[1] * 9 + [4], data=np.zeros(4, np.float32).tobytes()))
+    for bad in (huge, late, deep):
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.StreamEpisodes(iter([bad]), metadata=AUTH, timeout=20))
+        # INVALID_ARGUMENT with the trailers is what the robot treats as "set aside", not "retry".
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad.episode_id, info.value.details())
+        trailers = dict(info.value.trailing_metadata())
+        assert (trailers["fleet-rejected-episode"], int(trailers["fleet-rejected-sequence"])) == \
+            (bad.episode_id, bad.sequence)
+    assert stored_episodes(learner.config.data_dir) == set()
+
+
+def test_a_credential_revoked_mid_stream_is_refused_as_unauthenticated(tmp_path):
+    data = tmp_path / "learner"
+    credentials = CredentialStore(data)
+    credential_id, token = credentials.create("robot", "arm")
+    learner = LearnerThread(data, None, train=False).start()
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    as_arm = (("authorization", f"Bearer {token}"),)
+    acked = threading.Event()
+
+    def chunks():
+        yield chunk("before")
+        assert acked.wait(20)
+        credentials.revoke(credential_id)
+        for n in range(int(REFRESH_S) + 10):  # the running server re-reads its credentials this often
+            time.sleep(1.0)
+            yield chunk(f"after-{n}")
+
+    try:
+        stub.Register(pb.RegisterRequest(robot_id="arm", embodiment=wire.embodiment_to_proto("arm", CAMERAS, 7, 4, 10)),
+                      metadata=as_arm, timeout=10)
+        stream = stub.StreamEpisodes(chunks(), metadata=as_arm, timeout=30)
+        with pytest.raises(grpc.RpcError) as info:
+            for ack in stream:
+                acked.set()
+        # The credential is gone, not another robot's: UNAUTHENTICATED, and the data are kept spooled.
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value.details()
+        assert "fleet-rejected-episode" not in dict(info.value.trailing_metadata() or ())
+        assert "before" in stored_episodes(data)
+    finally:
+        channel.close()
+        learner.stop()
