@@ -19,6 +19,7 @@ CHUNK_TARGET_BYTES = 1 * 1024 * 1024
 # A chunk's sequence within its episode (chunk files are named by it, six digits): at a chunk a
 # second, eleven days of one episode.
 MAX_SEQUENCE = 999_999
+MAX_STEP = 10 ** 9  # steps of one episode (at 1 kHz, eleven days)
 
 _ALLOWED_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
 
@@ -211,6 +212,22 @@ def decode_chunk_steps(chunk: pb.EpisodeChunk, embodiment: pb.Embodiment) -> dic
         columns["step_index"].append(np.int64(step.index))
         columns["timestamp"].append(np.float64(step.timestamp))
     try:
-        return {key: np.stack(values) for key, values in columns.items()}
+        arrays = {key: np.stack(values) for key, values in columns.items()}
     except ValueError as exc:  # extras whose shapes vary between steps
         raise WireError(f"episode {chunk.episode_id} chunk {chunk.sequence}: {exc}") from exc
+    _check_step_indices(chunk, arrays["step_index"])
+    return arrays
+
+
+def _check_step_indices(chunk: pb.EpisodeChunk, index: np.ndarray) -> None:
+    """Beyond the steps of a chunk numbered on by one (checked step by step above): indices in
+    range, the first chunk from step 0, and the end chunk's last step the outcome's num_steps - 1
+    (across chunks, learner/store/base.py checks)."""
+    where = f"episode {chunk.episode_id} chunk {chunk.sequence}"
+    if not 0 <= index[0] <= index[-1] <= MAX_STEP:
+        raise WireError(f"{where}: step indices {index[0]}..{index[-1]} are outside 0..{MAX_STEP}")
+    if chunk.sequence == 0 and index[0] != 0:
+        raise WireError(f"{where}: the first chunk of an episode starts at step 0, not {index[0]}")
+    if chunk.episode_end and index[-1] + 1 != chunk.outcome.num_steps:
+        raise WireError(f"{where}: the outcome says {chunk.outcome.num_steps} steps, but the last step is "
+                        f"{index[-1]} (num_steps must be the steps sent)")

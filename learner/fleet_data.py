@@ -4,19 +4,26 @@
 learner/long_context.py's stages): it follows the store's completion order, skips what it has
 seen, what another rank owns and what the algorithm does not want, keeps the frames at encoder
 size (or, once the encoder is frozen, as cached embeddings) and indexes every labelled window.
-The Trainer gives it `config`, `reader`, `algorithm`, `sampler`, `dp`, `index`, `cache`, `seen`,
-`float_calibration`, `last_completed_at` and `image_size`.
+It also assembles the batches (on the prefetch thread) and lets the algorithm relabel. The
+Trainer gives it `config`, `reader`, `algorithm`, `sampler`, `dp`, `index`, `cache`, `seen`,
+`float_calibration`, `last_completed_at`, `image_size` and `policy`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
+import time
 
+import numpy as np
 import torch
 
 from core.episode import EpisodeArrays
 from learner.samplers import LabelledEpisode
 from policy.vla import downsample_images
+
+log = logging.getLogger("fleetlearn.trainer")
 
 
 class FleetData:
@@ -52,6 +59,28 @@ class FleetData:
             self._embed(episode)
         return self.index.add(LabelledEpisode(episode, self.algorithm.step_labels(episode), online=online))
 
+    def relabel(self) -> dict[str, float]:
+        """Lets the algorithm recompute its labels (RECAP's advantages)."""
+        if self.policy is None or not self.index.episodes:
+            return {}
+        return self.algorithm.relabel(self.index, self.policy, cached=self.cache is not None)
+
+    def make_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One batch of the current index, on the host (the prefetch thread calls this)."""
+        index, policy = self.index, self.policy
+        picks = self.sampler.sample(index, self.config.batch_size, rng)
+        return index.batch(picks, policy.config.cameras, functools.partial(policy.tokenize, device="cpu"),
+                           cached=self.cache is not None)
+
     def demonstrations(self) -> int:
         counts = self.reader.demonstration_counts()
         return sum(n for task, n in counts.items() if self.config.tasks is None or task in self.config.tasks)
+
+    def wait_for_demonstrations(self, should_stop) -> bool:
+        """Waits until every rank sees `min_demos` demonstrations; False if told to stop first."""
+        while not self.dp.all(self.demonstrations() >= self.config.min_demos):
+            if self.dp.agree(should_stop())[0]:
+                return False
+            log.info("waiting for demonstrations: %d of %d", self.demonstrations(), self.config.min_demos)
+            time.sleep(2.0)
+        return True

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import collections
 import copy
+import logging
 import time
 
 import torch
 from torch import nn
+
+log = logging.getLogger("fleetlearn.trainer")
 
 
 class UpdateRate:
@@ -76,6 +79,8 @@ class Optimization:
         else:
             self.skipped += 1
             self.optimizer.zero_grad(set_to_none=True)
+            if self.skipped == 1 or self.skipped % 100 == 0:
+                log.warning("an update skipped: non-finite loss or gradients (%d skipped so far)", self.skipped)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # honest phase times
         self.rate.tick()

@@ -21,6 +21,7 @@ from learner.interceptors import bearer
 from learner.limits import FleetLimits, RobotLimits
 from learner.publisher import WeightPublisher
 from learner.store import EpisodeStore
+from learner.store.base import EpisodeContinuity
 
 log = logging.getLogger("fleetlearn.learner")
 
@@ -88,6 +89,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         """Reads chunks, stores them (pipelined through the group-commit writer) and acks in order."""
         pending: asyncio.Queue = asyncio.Queue()
         embodiments: dict[str, pb.Embodiment] = {}
+        continuity = EpisodeContinuity()  # steps run on across chunks; nothing after the end
 
         async def write_acks():
             while True:
@@ -116,6 +118,12 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                     break
                 await self.limits.episodes(chunk.robot_id).take(chunk.ByteSize())  # over its rate: it waits
                 arrays = wire.decode_chunk_steps(chunk, embodiments[chunk.robot_id])
+                if not continuity.known(chunk):  # once per episode and stream: what the index holds of it
+                    continuity.learn(chunk, await asyncio.to_thread(self.store.episode_spans, chunk.robot_id,
+                                                                    chunk.episode_id))
+                if problem := continuity.accept(chunk, int(arrays["step_index"][0]), len(chunk.steps)):
+                    failure = (grpc.StatusCode.INVALID_ARGUMENT, f"episode {chunk.episode_id}: {problem}", chunk)
+                    break
                 pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays))))
         except wire.WireError as exc:
             failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc), chunk)

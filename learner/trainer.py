@@ -13,7 +13,6 @@ policy (obs_steps > 1 in `policy_overrides`) trains in three stages: learner/lon
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from policy import VLAPolicy, load_checkpoint, save_checkpoint
 from policy.checkpoint import nonfinite_tensors
 from policy.device import autocast, resolve_device, resolve_precision, to_device
 from policy.normalize import Normalizer
-from policy.pretrained import BaseMismatch, base_tasks, load_base, start_from_base
+from policy.pretrained import start_fleet_policy
 from policy.registry import family_config, policy_class
 from policy.vla import instruction_words
 
@@ -172,7 +171,8 @@ class Trainer(FleetData, LongContextStages):
         config = dataclasses.replace(base, cameras=cameras, image_size=self.camera_image_size,
                                      state_dim=first["state"].shape[1], action_dim=first["action"].shape[1],
                                      vocab=tuple(vocab))
-        self.policy = self._from_base(config)
+        self.policy, self.base_info = start_fleet_policy(self.policy_class, config, self.config.base,
+                                                         {item.episode.task for item in self.index.episodes})
         if self.policy is None:
             states = np.concatenate([e.arrays["state"] for e in demos])
             actions = np.concatenate([e.arrays["action"] for e in demos])
@@ -182,31 +182,6 @@ class Trainer(FleetData, LongContextStages):
             if not self.dp.leader:
                 self.policy = policy_from_spec(spec)
         self._reset_optimizer()
-
-    def _from_base(self, config) -> VLAPolicy | None:
-        """The policy started from the configured base, or None (no base, or the default base
-        does not fit this fleet: then version 0 starts from scratch)."""
-        spec = self.config.base
-        try:
-            base = load_base(spec)
-            if base is None:
-                self.base_info = {"base": "none"}
-                return None
-            policy, report = start_from_base(self.policy_class, config, base)
-        except BaseMismatch as exc:
-            if spec != "default":
-                raise
-            log.warning("the shipped base does not fit this fleet (%s): version 0 starts from scratch", exc)
-            self.base_info = {"base": "none", "base_skipped": str(exc)}
-            return None
-        tasks = base_tasks(base)
-        self.base_info = {"base": str(spec), "base_tasks": tasks, "base_tensors_copied": report["copied"]}
-        seen = sorted({item.episode.task for item in self.index.episodes} & set(tasks))
-        log.info("version 0 starts from base %s (trained on %s; %d of %d tensors copied; new words %s)", spec,
-                 ",".join(tasks) or "?", report["copied"], report["tensors"], report["new_words"])
-        if seen:
-            log.warning("the base was trained on this fleet's task(s) %s: its gain is not the fleet's alone", seen)
-        return policy
 
     def _resume(self, version: int) -> None:
         checkpoint = load_checkpoint(self.registry.checkpoint_dir(version))
@@ -235,19 +210,6 @@ class Trainer(FleetData, LongContextStages):
                                 c.ema_decay, self.device)
         self.batches.reset()
 
-    def relabel(self) -> dict[str, float]:
-        """Lets the algorithm recompute its labels (RECAP's advantages)."""
-        if self.policy is None or not self.index.episodes:
-            return {}
-        return self.algorithm.relabel(self.index, self.policy, cached=self.cache is not None)
-
-    def make_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """One batch of the current index, on the host (the prefetch thread calls this)."""
-        index, policy = self.index, self.policy
-        picks = self.sampler.sample(index, self.config.batch_size, rng)
-        return index.batch(picks, policy.config.cameras, functools.partial(policy.tokenize, device="cpu"),
-                           cached=self.cache is not None)
-
     def train_step(self) -> dict[str, float]:
         batch = to_device(self.batches.next(), self.device)
         started = time.perf_counter()
@@ -257,12 +219,8 @@ class Trainer(FleetData, LongContextStages):
         skipped = self.opt.skipped
         for phase, seconds in self.opt.step(loss).items():
             self.step_s[phase] += seconds
-        if self.opt.skipped > skipped:
-            if self.opt.skipped == 1 or self.opt.skipped % 100 == 0:
-                log.warning("update %d skipped: non-finite loss or gradients (%d skipped so far)", self.updates,
-                            self.opt.skipped)
-            return figures
-        self.updates += 1
+        if self.opt.skipped == skipped:  # a non-finite step changed nothing and does not count
+            self.updates += 1
         return figures
 
     def freeze_encoder(self) -> None:
@@ -356,12 +314,8 @@ class Trainer(FleetData, LongContextStages):
         latest = self.dp.broadcast_json(self.registry.latest() if self.dp.leader else None)  # one answer for all ranks
         if latest is not None:
             self._resume(latest)
-        else:
-            while not self.dp.all(self.demonstrations() >= self.config.min_demos):
-                if self.dp.agree(should_stop())[0]:
-                    return False
-                log.info("waiting for demonstrations: %d of %d", self.demonstrations(), self.config.min_demos)
-                time.sleep(2.0)
+        elif not self.wait_for_demonstrations(should_stop):
+            return False
         self.refresh()
         return True
 

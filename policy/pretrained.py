@@ -15,12 +15,15 @@ action size, network width) does not fit: `BaseMismatch` says why.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import torch
 
 from policy.checkpoint import Checkpoint, load_checkpoint
 from policy.config import PolicyConfig
+
+log = logging.getLogger("fleetlearn.policy")
 
 SHIPPED_BASE = Path(__file__).resolve().parent / "bases" / "tabletop"
 
@@ -88,3 +91,26 @@ def start_from_base(policy_class, config: PolicyConfig, base: Checkpoint):
 def load_base(spec: str | Path | None) -> Checkpoint | None:
     path = resolve_base(spec)
     return load_checkpoint(path) if path is not None else None
+
+
+def start_fleet_policy(policy_class, config: PolicyConfig, spec: str | Path | None, fleet_tasks: set[str]):
+    """A fleet's version-0 policy from base `spec`, and what to record of where it started:
+    (policy, info), or (None, info) when there is no base or the default base does not fit this
+    fleet (version 0 then starts from scratch). A base named explicitly that does not fit raises
+    `BaseMismatch`."""
+    try:
+        base = load_base(spec)
+        if base is None:
+            return None, {"base": "none"}
+        policy, report = start_from_base(policy_class, config, base)
+    except BaseMismatch as exc:
+        if spec != "default":
+            raise
+        log.warning("the shipped base does not fit this fleet (%s): version 0 starts from scratch", exc)
+        return None, {"base": "none", "base_skipped": str(exc)}
+    tasks = base_tasks(base)
+    log.info("version 0 starts from base %s (trained on %s; %d of %d tensors copied; new words %s)", spec,
+             ",".join(tasks) or "?", report["copied"], report["tensors"], report["new_words"])
+    if seen := sorted(fleet_tasks & set(tasks)):
+        log.warning("the base was trained on this fleet's task(s) %s: its gain is not the fleet's alone", seen)
+    return policy, {"base": str(spec), "base_tasks": tasks, "base_tensors_copied": report["copied"]}

@@ -61,6 +61,19 @@ def _log_rpc_error(where: str, code, exc: grpc.RpcError) -> None:
         log.warning("%s: %s: %s", where, code, exc.details() if hasattr(exc, "details") else exc)
 
 
+def refused_chunk(exc: grpc.RpcError) -> tuple[str, int, str] | None:
+    """(episode, sequence, reason) of the chunk a learner refused for what it holds (the trailers
+    name it; INVALID_ARGUMENT or RESOURCE_EXHAUSTED), or None for any other failure."""
+    if not hasattr(exc, "trailing_metadata") or exc.code() not in (
+            grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return None
+    trailers = dict(exc.trailing_metadata() or ())
+    episode, sequence = trailers.get("fleet-rejected-episode"), trailers.get("fleet-rejected-sequence")
+    if episode is None or sequence is None:
+        return None
+    return episode, int(sequence), f"{exc.code().name}: {exc.details()}"
+
+
 class Backoff:
     def __init__(self, initial: float = 0.2, maximum: float = 5.0):
         self.initial, self.maximum = initial, maximum
@@ -87,6 +100,13 @@ class VersionRetries:
         """Records one more failure of `version`; returns the seconds to wait before the next try."""
         n = self.failures[version] = self.failures.get(version, 0) + 1
         return min(self.maximum, self.initial * 2 ** (n - 1)) * self.rng.uniform(0.5, 1.5)
+
+    def wait(self, robot_id: str, version: int, reason: Exception, stop: threading.Event) -> None:
+        """Says why `version` was refused and waits its delay (or until `stop`)."""
+        delay = self.failed(version)
+        log.error("%s refused policy version %d (failure %d): %s; next try in %.1f s", robot_id, version,
+                  self.failures[version], reason, delay)
+        stop.wait(delay)
 
 
 @dataclass
@@ -279,15 +299,9 @@ class Uplink:
             self.spool.changed.clear()
 
     def _quarantine_rejected(self, exc: grpc.RpcError) -> None:
-        if not hasattr(exc, "trailing_metadata") or exc.code() not in (
-                grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
-            return
-        trailers = dict(exc.trailing_metadata() or ())
-        episode, sequence = trailers.get("fleet-rejected-episode"), trailers.get("fleet-rejected-sequence")
-        if episode is not None and sequence is not None:
-            log.error("learner rejected chunk %s/%s: %s; moved to %s", episode, sequence, exc.details(),
-                      self.spool.dir / "rejected")
-            self.spool.reject(episode, int(sequence), f"{exc.code().name}: {exc.details()}")
+        if refused := refused_chunk(exc):
+            log.error("learner rejected chunk %s/%s: %s; moved to %s", *refused, self.spool.dir / "rejected")
+            self.spool.reject(*refused)
 
     # -- control -------------------------------------------------------------------------------
 
@@ -351,10 +365,7 @@ class Uplink:
                 if version is None:
                     log.exception("policy watch failed")
                 else:
-                    delay = retries.failed(version)
-                    log.error("%s refused policy version %d (failure %d): %s; next try in %.1f s", self.config.robot_id,
-                              version, retries.failures[version], exc, delay)
-                    self.stop_event.wait(delay)
+                    retries.wait(self.config.robot_id, version, exc, self.stop_event)
                     continue
             if not self.stop_event.is_set():
                 backoff.wait(self.stop_event)

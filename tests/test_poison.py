@@ -30,6 +30,7 @@ from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from learner.credentials import REFRESH_S, CredentialStore
 from learner.optimization import Optimization
 from learner.store import SqliteIndex, StoreReader
+from learner.store.base import EpisodeContinuity
 from learner.trainer import Trainer, TrainerConfig
 from policy import CheckpointError, PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
 from policy.checkpoint import WEIGHTS_FILE, sha256_file
@@ -137,7 +138,7 @@ def test_a_non_finite_loss_changes_neither_the_weights_nor_their_average():
 
 def test_the_trainer_never_publishes_non_finite_weights_and_goes_back_to_the_last_version(tmp_path):
     (tmp_path / "learner").mkdir()
-    SqliteIndex(tmp_path / "learner").db.close()  # an empty store, as the learner makes it
+    SqliteIndex(tmp_path / "learner").close()  # an empty store, as the learner makes it
     trainer = Trainer(TrainerConfig(data_dir=tmp_path / "learner", bootstrap_updates=3, batch_size=4, base="none",
                                     policy_overrides=dict(SMALL), prefetch=0, min_demos=1))
     trainer.add_episode(episode("reach", "reach the ball"), online=False)
@@ -264,3 +265,82 @@ def test_a_credential_revoked_mid_stream_is_refused_as_unauthenticated(tmp_path)
     finally:
         channel.close()
         learner.stop()
+
+
+# -- episode integrity across chunks ------------------------------------------------------------
+
+def steps_chunk(episode_id: str, sequence: int, first: int, count: int, end: bool = False,
+                num_steps: int | None = None) -> pb.EpisodeChunk:
+    steps = [wire.step_to_proto(first + i, 0.1 * (first + i), {"front": np.zeros((16, 16, 3), np.uint8)},
+                                np.zeros(7, np.float32), np.full(4, first + i, np.float32), None, "autonomous", 0.0,
+                                end and i == count - 1) for i in range(count)]
+    outcome = pb.EpisodeOutcome(num_steps=first + count if num_steps is None else num_steps) if end else None
+    return pb.EpisodeChunk(robot_id="arm", episode_id=episode_id, sequence=sequence, kind=pb.EPISODE_KIND_TRAINING,
+                           steps=steps, episode_end=end, outcome=outcome)
+
+
+def refused(stub, chunks) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.StreamEpisodes(iter(chunks), metadata=AUTH, timeout=20))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    bad = chunks[-1]
+    trailers = dict(info.value.trailing_metadata())
+    assert (trailers["fleet-rejected-episode"], trailers["fleet-rejected-sequence"]) == (bad.episode_id,
+                                                                                         str(bad.sequence))
+    return info.value
+
+
+def test_chunks_that_break_an_episode_are_refused_and_the_stored_episode_stays_whole(stub):
+    stub, learner = stub
+    # Steps that skip ahead, on the same stream and on a later one (the index is asked then).
+    assert "starts at step 5" in refused(stub, [steps_chunk("skip", 0, 0, 3), steps_chunk("skip", 1, 5, 3)]).details()
+    assert "starts at step 4" in refused(stub, [steps_chunk("skip", 1, 4, 3, end=True)]).details()
+    list(stub.StreamEpisodes(iter([steps_chunk("skip", 1, 3, 3, end=True)]), metadata=AUTH, timeout=20))
+    # Chunks after the end, and a second end.
+    list(stub.StreamEpisodes(iter([steps_chunk("ended", 0, 0, 3, end=True)]), metadata=AUTH, timeout=20))
+    assert "after the episode's end" in refused(stub, [steps_chunk("ended", 1, 3, 2)]).details()
+    # An end chunk sent before a chunk that would precede it is checked against it.
+    list(stub.StreamEpisodes(iter([steps_chunk("order", 2, 6, 2)]), metadata=AUTH, timeout=20))
+    assert "chunk 2 is stored after it" in refused(stub, [steps_chunk("order", 1, 3, 3, end=True)]).details()
+    # Within one chunk: steps out of order, a first chunk not at step 0, num_steps not the steps sent.
+    jumbled = steps_chunk("jumbled", 0, 0, 3)
+    jumbled.steps[1].index = 7
+    assert "contiguous" in refused(stub, [jumbled]).details()
+    assert "starts at step 0" in refused(stub, [steps_chunk("late-start", 0, 2, 3)]).details()
+    assert "num_steps" in refused(stub, [steps_chunk("short", 0, 0, 3, end=True, num_steps=9)]).details()
+
+    reader = StoreReader(learner.config.data_dir)
+    try:
+        complete = {row["episode_id"]: reader.load_episode(row).arrays for row in reader.complete_episodes()}
+        assert set(complete) == {"skip", "ended"}
+        for arrays in complete.values():  # whole: every step once, in order, the actions as sent
+            assert arrays["step_index"].tolist() == list(range(len(arrays["step_index"])))
+            assert arrays["action"][:, 0].tolist() == arrays["step_index"].tolist()
+        assert reader.stored_totals()["chunks"] == 2 + 1 + 1  # skip 0-1, ended 0, order 2
+    finally:
+        reader.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 12), st.integers(1, 4), st.booleans()), max_size=25))
+def test_whatever_chunks_arrive_the_accepted_ones_never_contradict_each_other(submissions):
+    """Any chunks in any order: the accepted ones join up step for step, none lies past the end,
+    and a complete episode is steps 0..N-1 exactly once."""
+    continuity = EpisodeContinuity()
+    accepted: dict[int, tuple[int, int]] = {}
+    final = None
+    for sequence, first, count, end in submissions:
+        header = pb.EpisodeChunk(robot_id="arm", episode_id="e", sequence=sequence, episode_end=end)
+        if not continuity.known(header):
+            continuity.learn(header, (None, {}))
+        if sequence in accepted or continuity.accept(header, first, count) is not None:
+            continue
+        accepted[sequence] = (first, count)
+        final = sequence if end else final
+    for sequence, (first, count) in accepted.items():
+        if sequence + 1 in accepted:
+            assert accepted[sequence + 1][0] == first + count
+        assert final is None or sequence <= final
+    if final is not None and set(accepted) == set(range(final + 1)) and accepted[0][0] == 0:
+        steps = [s for q in sorted(accepted) for s in range(accepted[q][0], sum(accepted[q]))]
+        assert steps == list(range(len(steps)))

@@ -5,11 +5,13 @@ are stored, index written chunks); an `EpisodeReader` is what the trainer, the d
 metrics and the benchmarks read. The SQLite backend (learner/store/sqlite.py) is the embedded
 default; the Redis backend (learner/store/redis.py) serves several ingest replicas. Both follow
 one completion rule, `episode_totals` below: the Redis index script is its Lua twin, and
-tests/test_scaleout.py holds the two to the same answers on the same chunks.
+tests/test_scaleout.py holds the two to the same answers on the same chunks. One integrity rule,
+`continuity_problem`, keeps a stored episode whole: the servicer refuses a chunk that breaks it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 import numpy as np
@@ -46,6 +48,63 @@ def episode_totals(chunks: Iterable[dict], final_sequence: int | None) -> dict |
     return {"human_steps": sum(c["human_steps"] for c in chunks), "takeovers": takeovers}
 
 
+def continuity_problem(sequence: int, first_step: int, num_steps: int, end: bool, final: int | None,
+                       spans: dict[int, tuple[int, int]]) -> str | None:
+    """The integrity rule across an episode's chunks: steps run on from one chunk to the next and
+    nothing comes after the end chunk (within a chunk, and the end chunk against its outcome,
+    core/wire.py checks). `final` is the stored end chunk's sequence (None before it) and
+    `spans` the stored chunks' (first step, steps) by sequence. Why the chunk is refused, or
+    None; a chunk already stored (a re-send) is not checked again."""
+    if sequence in spans:
+        return None
+    if final is not None and (sequence > final or end):
+        return f"chunk {sequence} comes after the episode's end (chunk {final})"
+    if end and (later := [s for s in spans if s > sequence]):
+        return f"chunk {sequence} ends the episode, but chunk {min(later)} is stored after it"
+    if (before := spans.get(sequence - 1)) and sum(before) != first_step:
+        return f"chunk {sequence} starts at step {first_step}, but chunk {sequence - 1} ends before step {sum(before)}"
+    if (after := spans.get(sequence + 1)) and first_step + num_steps != after[0]:
+        return (f"chunk {sequence} ends before step {first_step + num_steps}, but chunk {sequence + 1} starts at "
+                f"step {after[0]}")
+    return None
+
+
+@dataclass
+class _EpisodeSpans:
+    final: int | None
+    spans: dict[int, tuple[int, int]]
+
+
+class EpisodeContinuity:
+    """`continuity_problem` as one episode stream applies it: what the index holds of an episode
+    is read once, when the stream first sees the episode; the chunks the stream accepts after
+    that (which the writer may not have indexed yet) are added as they go. Remembers the last
+    `keep` episodes."""
+
+    def __init__(self, keep: int = 16):
+        self.keep = keep
+        self.episodes: dict[tuple[str, str], _EpisodeSpans] = {}
+
+    def known(self, chunk: pb.EpisodeChunk) -> bool:
+        return (chunk.robot_id, chunk.episode_id) in self.episodes
+
+    def learn(self, chunk: pb.EpisodeChunk, stored: tuple[int | None, dict[int, tuple[int, int]]]) -> None:
+        """What the index holds of the chunk's episode (`EpisodeIndex.episode_spans`)."""
+        if len(self.episodes) >= self.keep:
+            del self.episodes[next(iter(self.episodes))]
+        self.episodes[(chunk.robot_id, chunk.episode_id)] = _EpisodeSpans(stored[0], dict(stored[1]))
+
+    def accept(self, chunk: pb.EpisodeChunk, first_step: int, num_steps: int) -> str | None:
+        """Checks the chunk and records it when it passes; why it is refused, or None."""
+        seen = self.episodes[(chunk.robot_id, chunk.episode_id)]
+        problem = continuity_problem(chunk.sequence, first_step, num_steps, chunk.episode_end, seen.final, seen.spans)
+        if problem is None:
+            seen.spans[chunk.sequence] = (first_step, num_steps)
+            if chunk.episode_end:
+                seen.final = chunk.sequence
+        return problem
+
+
 class EpisodeIndex(Protocol):
     """What EpisodeStore's writer thread needs of an index."""
 
@@ -56,6 +115,11 @@ class EpisodeIndex(Protocol):
     def stored(self, keys: list[tuple[str, str, int]]) -> set[tuple[str, str, int]]: ...
 
     def add(self, fresh: list[tuple[pb.EpisodeChunk, dict[str, np.ndarray], tuple[str, int]]]) -> set: ...
+
+    def episode_spans(self, robot_id: str, episode_id: str) -> tuple[int | None, dict[int, tuple[int, int]]]:
+        """The episode's end chunk (None before it arrives) and its stored chunks' (first step,
+        steps) by sequence: what `continuity_problem` checks a new chunk against."""
+        ...
 
     def close(self) -> None: ...
 

@@ -132,6 +132,15 @@ class RedisIndex:
         added = pipe.execute()
         return {(c.robot_id, c.episode_id, c.sequence) for (c, _, _), new in zip(fresh, added) if not new}
 
+    def episode_spans(self, robot_id: str, episode_id: str) -> tuple[int | None, dict[int, tuple[int, int]]]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(_episode_key(robot_id, episode_id), "final_sequence")
+        pipe.hgetall(_chunks_key(robot_id, episode_id))
+        final, chunks = pipe.execute()
+        spans = {int(seq): (meta["first_step"], meta["num_steps"])
+                 for seq, meta in ((s, json.loads(raw)) for s, raw in chunks.items())}
+        return (int(final) if final is not None else None), spans
+
     def close(self) -> None:
         self.client.close()
 

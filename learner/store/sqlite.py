@@ -87,6 +87,7 @@ class SqliteIndex:
         self.db.executescript(VERSIONS_SCHEMA)
         self.db.commit()
         self._lock = threading.Lock()  # serialises use of the connection between threads
+        self.reads, self._read_lock = connect(root / "index.sqlite", readonly=True), threading.Lock()
 
     def register_robot(self, robot_id: str, embodiment: pb.Embodiment, tasks: list[dict]) -> None:
         now = time.time()
@@ -137,6 +138,15 @@ class SqliteIndex:
             self.db.commit()
             return set()
 
+    def episode_spans(self, robot_id: str, episode_id: str) -> tuple[int | None, dict[int, tuple[int, int]]]:
+        """Read on a connection of its own: a stream's check never waits on the writer's commit."""
+        with self._read_lock:
+            row = self.reads.execute("SELECT final_sequence FROM episodes WHERE robot_id=? AND episode_id=?",
+                                     (robot_id, episode_id)).fetchone()
+            spans = self.reads.execute("SELECT sequence, first_step, num_steps FROM chunks WHERE robot_id=? AND "
+                                       "episode_id=?", (robot_id, episode_id)).fetchall()
+        return (row["final_sequence"] if row else None), {c["sequence"]: (c["first_step"], c["num_steps"]) for c in spans}
+
     def _maybe_complete(self, robot_id: str, episode_id: str, now: float) -> None:
         row = self.db.execute("SELECT final_sequence, complete FROM episodes WHERE robot_id=? AND episode_id=?",
                               (robot_id, episode_id)).fetchone()
@@ -153,8 +163,9 @@ class SqliteIndex:
             (now, totals["human_steps"], totals["takeovers"], robot_id, episode_id))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self.db.close()
+            self.reads.close()
 
 
 def robot_embodiment(db: sqlite3.Connection, robot_id: str) -> pb.Embodiment | None:

@@ -62,6 +62,10 @@ class EpisodeStore:
 
     # -- chunk ingest --------------------------------------------------------------------------
 
+    def episode_spans(self, robot_id: str, episode_id: str) -> tuple[int | None, dict[int, tuple[int, int]]]:
+        """What the index holds of an episode, for the integrity check (learner/store/base.py)."""
+        return self.index.episode_spans(robot_id, episode_id)
+
     async def put_chunk(self, chunk: pb.EpisodeChunk, arrays: dict[str, np.ndarray]) -> str:
         """Persists a decoded chunk; returns "stored" or "duplicate" once it is durable."""
         loop = asyncio.get_running_loop()
