@@ -3,7 +3,10 @@
 Episode streams: each robot id has a token bucket of bytes per second (with a burst). A robot
 over its rate is not refused: the server waits before reading its next chunk, so gRPC's flow
 control pushes back on that robot alone (its spool holds what it cannot send yet) while every
-other stream is read as before. Control streams: live pictures beyond `previews_per_s` are
+other stream is read as before. Bytes read but not yet acknowledged are capped per stream (a
+client that sends without waiting for its acks is simply read no further until they catch up) and
+for the whole learner (a stream that cannot get room within a few seconds is refused with
+RESOURCE_EXHAUSTED; the robot keeps the chunk spooled and retries). Control streams: live pictures beyond `previews_per_s` are
 dropped (they are replaced by the next one anyway); heartbeats, help requests and command
 acknowledgements always pass. Message and chunk sizes are bounded by wire.MAX_MESSAGE_BYTES.
 """
@@ -20,10 +23,44 @@ class RobotLimits:
     mb_per_s: float = 16.0       # episode bytes per robot (a 10 Hz robot with two 96x96 cameras sends ~0.6)
     burst_mb: float = 8.0
     previews_per_s: float = 10.0
+    # Bytes read from episode streams and not yet acknowledged (decoded chunks waiting for the
+    # store): per stream, and for the whole learner. A robot keeps at most 4 chunks (4 MiB) in flight.
+    stream_pending_mb: float = 32.0
+    pending_mb: float = 512.0
 
     def __post_init__(self):
-        if self.mb_per_s <= 0 or self.burst_mb <= 0 or self.previews_per_s <= 0:
+        if min(self.mb_per_s, self.burst_mb, self.previews_per_s, self.stream_pending_mb, self.pending_mb) <= 0:
             raise ValueError("robot limits must be positive")
+
+
+class PendingBytes:
+    """A cap on bytes held between reading a chunk and acknowledging it. `take` waits while the
+    cap is reached (one message larger than the cap passes alone); `give` hands bytes back. One
+    event loop uses it, so nothing comes between the check and the count."""
+
+    def __init__(self, cap: float):
+        self.cap, self.held, self.peak = cap, 0, 0
+        self._freed = asyncio.Event()
+
+    async def take(self, amount: int, timeout: float | None = None) -> bool:
+        """Holds `amount` once it fits; False if it did not fit within `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.held and self.held + amount > self.cap:
+            self._freed.clear()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._freed.wait(), left)
+            except asyncio.TimeoutError:
+                return False
+        self.held += amount
+        self.peak = max(self.peak, self.held)
+        return True
+
+    def give(self, amount: int) -> None:
+        self.held -= amount
+        self._freed.set()
 
 
 class TokenBucket:
@@ -63,6 +100,8 @@ class FleetLimits:
 
     def __init__(self, limits: RobotLimits):
         self.limits = limits
+        self.pending = PendingBytes(limits.pending_mb * 1e6)  # every stream's unacknowledged bytes together
+        self.pending_refusals = 0
         self._episodes: dict[str, TokenBucket] = {}
         self._previews: dict[str, TokenBucket] = {}
         self.previews_dropped = 0

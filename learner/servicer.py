@@ -18,7 +18,7 @@ from learner.control import FleetControl
 from learner.credentials import Authenticator
 from learner.events import LearnerEvents
 from learner.interceptors import bearer
-from learner.limits import FleetLimits, RobotLimits
+from learner.limits import FleetLimits, PendingBytes, RobotLimits
 from learner.publisher import WeightPublisher
 from learner.store import EpisodeStore
 from learner.store.base import EpisodeContinuity
@@ -27,6 +27,9 @@ log = logging.getLogger("fleetlearn.learner")
 
 WEIGHTS_CHUNK_BYTES = 1 << 20
 HEARTBEAT_INTERVAL_S = 1.0
+# A stream that cannot get room under the learner's cap of unacknowledged bytes for this long is
+# refused with RESOURCE_EXHAUSTED (the robot retries; its chunk stays spooled).
+PENDING_WAIT_S = 5.0
 # The transport accepts messages up to twice the announced limit so that the servicer, not the
 # transport, refuses most oversized chunks: with RESOURCE_EXHAUSTED, the chunk named, and a log line.
 TRANSPORT_MAX_MESSAGE_BYTES = 2 * wire.MAX_MESSAGE_BYTES
@@ -90,24 +93,24 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
         pending: asyncio.Queue = asyncio.Queue()
         embodiments: dict[str, pb.Embodiment] = {}
         continuity = EpisodeContinuity()  # steps run on across chunks; nothing after the end
+        own = PendingBytes(self.limits.limits.stream_pending_mb * 1e6)  # this stream's unacknowledged bytes
+        held = self.limits.pending  # the whole learner's
 
         async def write_acks():
-            while True:
-                item = await pending.get()
-                if item is None:
-                    return
-                chunk, stored = item
-                status = await stored
-                if status == "stored":
-                    self.events.ingested(len(chunk.steps))
-                if status == "stored" and chunk.episode_end and chunk.kind == pb.EPISODE_KIND_TRAINING:
-                    self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
-                if status == "stored" and chunk.episode_end and chunk.kind in (pb.EPISODE_KIND_TRAINING,
-                                                                               pb.EPISODE_KIND_EVALUATION):
-                    self.publisher.episode_outcome(chunk.robot_id, chunk.policy_version, chunk.outcome.success)
-                await context.write(pb.ChunkAck(
-                    robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
-                    status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
+            failed = None
+            while (item := await pending.get()) is not None:
+                chunk, stored, size = item
+                try:
+                    status = await stored
+                    if failed is None:
+                        await self._acknowledge(context, chunk, status)
+                except Exception as exc:  # the store could not write: nothing more is acked, all is released
+                    failed = failed or exc
+                finally:
+                    own.give(size)
+                    held.give(size)
+            if failed is not None:
+                raise failed
 
         writer = asyncio.create_task(write_acks())
         failure: tuple[grpc.StatusCode, str, pb.EpisodeChunk | None] | None = None
@@ -124,7 +127,15 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                 if problem := continuity.accept(chunk, int(arrays["step_index"][0]), len(chunk.steps)):
                     failure = (grpc.StatusCode.INVALID_ARGUMENT, f"episode {chunk.episode_id}: {problem}", chunk)
                     break
-                pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays))))
+                size = chunk.ByteSize()
+                await own.take(size)  # at this stream's cap: read no further until its acks catch up
+                if not await held.take(size, timeout=PENDING_WAIT_S):
+                    own.give(size)
+                    self.limits.pending_refusals += 1
+                    failure = (grpc.StatusCode.RESOURCE_EXHAUSTED, "the learner holds as many unacknowledged bytes as "
+                               "it may; the chunk stays spooled on the robot, which retries", None)
+                    break
+                pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays)), size))
         except wire.WireError as exc:
             failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc), chunk)
         except DecodeError as exc:  # bytes that are not an EpisodeChunk at all
@@ -152,6 +163,18 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                 context.set_trailing_metadata((("fleet-rejected-episode", chunk.episode_id),
                                                ("fleet-rejected-sequence", str(chunk.sequence))))
             await context.abort(code, message)
+
+    async def _acknowledge(self, context, chunk: pb.EpisodeChunk, status: str) -> None:
+        """Tells the learner's parts of a chunk now durable, then the robot."""
+        if status == "stored":
+            self.events.ingested(len(chunk.steps))
+            if chunk.episode_end and chunk.kind == pb.EPISODE_KIND_TRAINING:
+                self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
+            if chunk.episode_end and chunk.kind in (pb.EPISODE_KIND_TRAINING, pb.EPISODE_KIND_EVALUATION):
+                self.publisher.episode_outcome(chunk.robot_id, chunk.policy_version, chunk.outcome.success)
+        await context.write(pb.ChunkAck(
+            robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
+            status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
 
     async def _check_chunk(self, chunk: pb.EpisodeChunk, embodiments: dict, context):
         size = chunk.ByteSize()

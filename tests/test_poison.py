@@ -6,6 +6,7 @@ revoked credential is UNAUTHENTICATED, mid-stream too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -21,13 +22,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from conftest import TOKEN, LearnerThread
+from conftest import TOKEN, LearnerThread, wait_for
 from core import wire
 from core.durable import safe_name
 from core.ids import robot_id_problem
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
+from learner import servicer as servicer_module
 from learner.credentials import REFRESH_S, CredentialStore
+from learner.limits import RobotLimits
 from learner.optimization import Optimization
 from learner.store import SqliteIndex, StoreReader
 from learner.store.base import EpisodeContinuity
@@ -344,3 +347,74 @@ def test_whatever_chunks_arrive_the_accepted_ones_never_contradict_each_other(su
     if final is not None and set(accepted) == set(range(final + 1)) and accepted[0][0] == 0:
         steps = [s for q in sorted(accepted) for s in range(accepted[q][0], sum(accepted[q]))]
         assert steps == list(range(len(steps)))
+
+
+# -- bounds: bytes read but not yet acknowledged are capped per stream and per learner -------
+
+BIG_CAMERAS = {"front": (128, 128, 3)}
+
+
+def big_chunk(robot_id: str, episode_id: str, sequence: int, steps: int = 3) -> pb.EpisodeChunk:
+    first = sequence * steps
+    return pb.EpisodeChunk(robot_id=robot_id, episode_id=episode_id, sequence=sequence, kind=pb.EPISODE_KIND_TRAINING,
+                           steps=[wire.step_to_proto(first + i, 0.0, {"front": np.full((128, 128, 3), i, np.uint8)},
+                                                     np.zeros(7, np.float32), np.zeros(4, np.float32), None,
+                                                     "autonomous", 0.0, False) for i in range(steps)])
+
+
+def slow_disk(learner, seconds: float, robots=None) -> None:
+    """The learner's store takes `seconds` longer per chunk (of `robots`, or all): a disk slower than the robots."""
+    store = learner.learner.store
+    put = store.put_chunk
+
+    async def slow(chunk, arrays):
+        if robots is None or chunk.robot_id in robots:
+            await asyncio.sleep(seconds)
+        return await put(chunk, arrays)
+
+    store.put_chunk = slow
+
+
+def test_clients_that_send_without_waiting_for_acks_are_held_to_the_caps(learner_thread):
+    learner = learner_thread(train=False, limits=RobotLimits(stream_pending_mb=1.0, pending_mb=1.5))
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    slow_disk(learner, 0.05)
+    try:
+        for robot in ("flood-a", "flood-b"):
+            stub.Register(pb.RegisterRequest(robot_id=robot, embodiment=wire.embodiment_to_proto(
+                robot, BIG_CAMERAS, 7, 4, 10)), metadata=AUTH, timeout=10)
+        size = big_chunk("flood-a", "e", 0).ByteSize()
+        # Each sends its chunks as fast as gRPC takes them; nobody waits for an ack before the next.
+        streams = [stub.StreamEpisodes(iter([big_chunk(robot, "e", s) for s in range(30)]), metadata=AUTH, timeout=60)
+                   for robot in ("flood-a", "flood-b")]
+        acks = [list(stream) for stream in streams]
+        assert [len(a) for a in acks] == [30, 30]  # slowed, not refused: nothing lost
+        pending = learner.learner.servicer.limits.pending
+        assert 1.0e6 < pending.peak <= 1.5e6 + size, pending.peak  # the learner's cap held (and was reached)
+        assert pending.held == 0  # every byte handed back when the streams ended
+    finally:
+        channel.close()
+
+
+def test_a_stream_that_finds_no_room_is_refused_as_retryable_and_its_chunk_stays_spooled(learner_thread,
+                                                                                           monkeypatch):
+    monkeypatch.setattr(servicer_module, "PENDING_WAIT_S", 1.0)
+    learner = learner_thread(train=False, limits=RobotLimits(pending_mb=0.1))
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    slow_disk(learner, 4.0, robots={"holder"})
+    try:
+        for robot in ("holder", "late"):
+            stub.Register(pb.RegisterRequest(robot_id=robot, embodiment=wire.embodiment_to_proto(
+                robot, BIG_CAMERAS, 7, 4, 10)), metadata=AUTH, timeout=10)
+        holding = stub.StreamEpisodes(iter([big_chunk("holder", "e", 0)]), metadata=AUTH, timeout=30)
+        wait_for(lambda: learner.learner.servicer.limits.pending.held > 0, 10, "the holder's chunk read")
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.StreamEpisodes(iter([big_chunk("late", "e", 0)]), metadata=AUTH, timeout=30))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+        assert "fleet-rejected-episode" not in dict(info.value.trailing_metadata() or ())  # retry, not set aside
+        assert len(list(holding)) == 1
+        assert learner.learner.servicer.limits.pending_refusals == 1
+    finally:
+        channel.close()
