@@ -105,7 +105,9 @@ def png_image_to_proto(camera: str, pixels: np.ndarray) -> pb.Image:
 def image_from_proto(image: pb.Image) -> np.ndarray:
     if image.encoding != pb.IMAGE_ENCODING_RAW:
         # PNG/JPEG are part of the contract; the embedded learner accepts raw frames only so far.
-        raise WireError(f"camera {image.camera}: encoding {pb.ImageEncoding.Name(image.encoding)} not supported yet")
+        known = image.encoding in pb.ImageEncoding.values()  # an unknown number has no name to print
+        raise WireError(f"camera {image.camera}: encoding "
+                        f"{pb.ImageEncoding.Name(image.encoding) if known else image.encoding} not supported")
     expected = image.height * image.width * image.channels
     if min(image.height, image.width, image.channels) <= 0 or len(image.data) != expected:
         raise WireError(

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from learner.metrics import version_table
+from learner.quarantine import Quarantine
 from learner.store import StoreReader
 from learner.versions import VersionRegistry
 
@@ -103,9 +104,10 @@ class StoreHistory:
         robots_by_version: dict[int, list[str]] = collections.defaultdict(list)
         for robot_id, version in running.items():
             robots_by_version[version].append(robot_id)
+        quarantined = Quarantine(self.data_dir).entries()
         return dict(versions=table, publications=publications, ingest=ingest,
                     robots_by_version={str(k): sorted(v) for k, v in robots_by_version.items()},
-                    available=sorted(created))
+                    available=sorted(created), quarantine=dict(count=len(quarantined), latest=quarantined[-3:]))
 
     @property
     def age_s(self) -> float:

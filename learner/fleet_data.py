@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from core.episode import EpisodeArrays
+from learner.quarantine import Quarantine
 from learner.samplers import LabelledEpisode
+from learner.store.base import CorruptChunk
 from policy.vla import downsample_images
 
 log = logging.getLogger("fleetlearn.trainer")
@@ -45,7 +47,13 @@ class FleetData:
                 continue  # another rank learns from it
             if not self.algorithm.wants_episode(row["kind"], bool(row["success"]), row["human_steps"] or 0):
                 continue
-            added += self.add_episode(self.reader.load_episode(row), online=row["kind"] != "demonstration")
+            try:
+                episode = self.reader.load_episode(row)
+            except CorruptChunk as exc:  # quarantined and skipped: the trainer goes on with the rest
+                if self.config.data_dir is not None:
+                    Quarantine(self.config.data_dir).put(self.config.data_dir / exc.path, "episodes", str(exc))
+                continue
+            added += self.add_episode(episode, online=row["kind"] != "demonstration")
         return added
 
     def add_episode(self, episode: EpisodeArrays, online: bool) -> int:

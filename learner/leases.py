@@ -1,16 +1,21 @@
 """One trainer per store: the trainer lease.
 
-Scaled out, rank 0 of the trainer holds `fleet:trainer` in Redis, renewed while it runs. A second
-trainer (another `fleet train`, or a `fleet learner --redis` that trains) is refused instead of
-publishing the same version numbers over the first one's.
+Scaled out, rank 0 of the trainer holds `fleet:trainer` in Redis, renewed while it runs. Embedded,
+it holds an exclusive lock on DATA/trainer.lock, which the kernel lets go when the process ends,
+however it ends (kill -9 included). Either way a second trainer (another `fleet train`, a
+restarted learner whose old trainer still runs) is refused instead of publishing the same version
+numbers over the first one's; it waits a while first, for a holder that is on its way out.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 import uuid
+from pathlib import Path
 
 
 log = logging.getLogger("fleetlearn.lease")
@@ -63,3 +68,28 @@ class TrainerLease:
         self.client.close()
 
 
+
+
+class StoreLock:
+    """The embedded store's trainer lock (module docstring)."""
+
+    def __init__(self, data_dir: Path, wait_s: float = 0.0):
+        self.path = Path(data_dir) / "trainer.lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+                    os.close(self.fd)
+                    raise LeaseHeld(f"another trainer (process {holder}) is training on {data_dir}; one trainer "
+                                    "per store") from None
+                time.sleep(0.5)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the descriptor lets the lock go

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 
 from fleet.v1 import fleet_pb2 as pb
 from learner.canary import CanarySettings, CanaryTrial, record_decision
+from learner.quarantine import Quarantine, newest_sound
 from learner.versions import Publication, VersionRegistry
-from policy.checkpoint import META_FILE, sha256_file
+from policy.checkpoint import META_FILE, CheckpointError, sha256_file, verify_checkpoint
 
 log = logging.getLogger("fleetlearn.publisher")
 
 
 def announcement_for(publication: Publication) -> pb.PolicyAnnouncement:
-    meta = json.loads((publication.directory / META_FILE).read_text())
+    """The announcement of a published version whose files check out (CheckpointError if not)."""
+    meta = verify_checkpoint(publication.directory)
     files = [pb.PolicyFile(name=META_FILE, size_bytes=(publication.directory / META_FILE).stat().st_size,
                            sha256=sha256_file(publication.directory / META_FILE))]
     for name, digest in meta["files"].items():
@@ -72,7 +73,11 @@ class WeightPublisher:
         if publication is None or publication.id == self._publication_id:
             return False
         self._publication_id = publication.id
-        announcement = announcement_for(publication)
+        try:
+            announcement = announcement_for(publication)
+        except CheckpointError as exc:
+            self._refuse(publication.version, exc)
+            return self.poll_once()  # the version gone back to, if any
         if self.canary.enabled and self.current is not None and not publication.rollback \
                 and publication.version != self.current.version:
             if self.trial is not None:  # one trial at a time: the newest waiting version is tried next
@@ -86,6 +91,26 @@ class WeightPublisher:
         log.info("announcing policy version %d to %d watchers%s", publication.version, len(self._watchers),
                  " (rollback)" if publication.rollback else "")
         return True
+
+    def _refuse(self, version: int, problem: CheckpointError) -> None:
+        """A published version whose files do not check out is quarantined, never announced; the
+        registry goes back to the version robots run (at start: the newest one that checks out)."""
+        log.error("policy version %d cannot be announced: %s", version, problem)
+        self._quarantine(version, problem)
+        if self.current is not None:
+            fallback = self.current.version
+        else:
+            sound = newest_sound(self.registry, self._quarantine_of(), verify_checkpoint, before=version)
+            fallback = int(sound["version"]) if sound is not None else None
+        if fallback is not None:
+            self.registry.publish(fallback, note=f"version {version} quarantined ({problem})", rollback=True)
+
+    def _quarantine_of(self) -> Quarantine | None:
+        return Quarantine(self.data_dir) if self.data_dir is not None else None
+
+    def _quarantine(self, version: int, problem: CheckpointError) -> None:
+        if self.data_dir is not None and self.registry.checkpoint_dir(version).exists():
+            self._quarantine_of().put(self.registry.checkpoint_dir(version), "checkpoints", str(problem))
 
     def _make_stable(self, announcement: pb.PolicyAnnouncement, directory: Path) -> None:
         """Every robot gets `announcement`; a trial, and a version waiting for one, end."""

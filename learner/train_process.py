@@ -3,22 +3,31 @@ ranks under torchrun (`train_main`); both run the trainer the algorithm names (`
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
+import multiprocessing
 import os
 import signal
+import sys
 import threading
+import time
 
 import torch
 import torch.distributed as dist
 
 from learner.algorithms.base import ALGORITHMS
 from learner.distributed import DataParallel
-from learner.leases import LeaseHeld
+from learner.leases import LeaseHeld, StoreLock
 from learner.trainer import Trainer, TrainerConfig
 from policy.device import resolve_device
 
 log = logging.getLogger("fleetlearn.trainer")
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# A second trainer waits this long for the store's lock (a trainer whose learner was just killed
+# is on its way out) before it gives up.
+STORE_LOCK_WAIT_S = 20.0
 
 
 def run_trainer(config: TrainerConfig, should_stop) -> None:
@@ -29,6 +38,8 @@ def run_trainer(config: TrainerConfig, should_stop) -> None:
         from learner.leases import TrainerLease
 
         lease = TrainerLease(config.redis_url, wait_s=TrainerLease.TTL_S + 5)
+    elif config.data_dir is not None and DataParallel.current().leader:
+        lease = StoreLock(config.data_dir, wait_s=STORE_LOCK_WAIT_S)
     try:
         trainer = ALGORITHMS.get(config.algorithm).factory.trainer() or Trainer
         trainer(config).run(should_stop=should_stop)
@@ -37,8 +48,28 @@ def run_trainer(config: TrainerConfig, should_stop) -> None:
             lease.release()
 
 
+def die_with_parent() -> None:
+    """The learner's trainer ends when the learner does, even by kill -9: Linux sends it SIGKILL
+    then (PR_SET_PDEATHSIG); elsewhere a thread notices the new parent within a second."""
+    spawner = multiprocessing.parent_process()
+    parent = spawner.pid if spawner is not None else os.getppid()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        log.error("the learner is gone; its trainer stops")
+        os._exit(1)
+
+    if os.getppid() != parent:  # it went before the signal was set up
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def trainer_main(config: TrainerConfig, stop_event) -> None:
     """Entry point of the spawned trainer process."""
+    die_with_parent()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     try:

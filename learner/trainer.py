@@ -31,6 +31,7 @@ from learner.fleet_data import FleetData
 from learner.float_calibration import FloatCalibration
 from learner.long_context import LongContextStages
 from learner.optimization import Optimization
+from learner.quarantine import Quarantine, newest_sound
 from learner.samplers import WindowIndex, make_sampler
 from learner.store import open_reader
 from learner.versions import open_registry
@@ -183,17 +184,22 @@ class Trainer(FleetData, LongContextStages):
                 self.policy = policy_from_spec(spec)
         self._reset_optimizer()
 
-    def _resume(self, version: int) -> None:
-        checkpoint = load_checkpoint(self.registry.checkpoint_dir(version))
+    def _resume(self) -> bool:
+        """Goes on from the newest version that loads (quarantining any that does not), numbering
+        on above every version made; False if none loads."""
+        checkpoint = newest_sound(self.registry, Quarantine(self.config.data_dir), load_checkpoint)
+        if checkpoint is None:
+            return False
         self.policy = checkpoint.policy
         self.image_size = self.policy.config.encoder_image_size
-        self.version = version
+        self.version = max(checkpoint.version, self.registry.latest())
         self.updates = int(checkpoint.meta["info"].get("updates", 0))
         if self.policy.config.obs_steps > 1 or checkpoint.meta["info"].get("encoder") == "frozen":
             self._resume_head()  # its encoder was frozen: go on on cached embeddings
         self.algorithm.restore(checkpoint.artifacts, self.policy)
         self._reset_optimizer()
-        log.info("resumed from version %d (%d updates)", version, self.updates)
+        log.info("resumed from version %d (%d updates)", checkpoint.version, self.updates)
+        return True
 
     @property
     def ema(self) -> VLAPolicy | None:
@@ -271,11 +277,10 @@ class Trainer(FleetData, LongContextStages):
         Weights that are not all finite are never published: the trainer goes back to the last
         published version (or, before version 0, stops) and the version number does not move."""
         if bad := nonfinite_tensors(self.ema.state_dict()):  # the ranks' weights agree: all see the same
-            if self.version < 0:
-                raise RuntimeError(f"version 0 came out non-finite ({', '.join(bad[:3])}); nothing published")
-            log.error("the averaged weights hold non-finite values (%s): version %d is not published; "
-                      "back to version %d", ", ".join(bad[:3]), self.version + 1, self.version)
-            self._resume(self.version)
+            log.error("the averaged weights hold non-finite values (%s): version %d is not published; back to "
+                      "the last version", ", ".join(bad[:3]), self.version + 1)
+            if not self._resume():
+                raise RuntimeError(f"non-finite weights ({', '.join(bad[:3])}) and no version to go back to")
             return self.version
         self.version += 1
         digests = self.dp.gather_digests(self.ema)
@@ -288,11 +293,9 @@ class Trainer(FleetData, LongContextStages):
         if len(set(digests)) > 1:
             log.error("the ranks' weights differ at version %d: %s", self.version, digests)
         info = {"updates": self.updates, "skipped_updates": self.opt.skipped, "algorithm": self.config.algorithm,
-                "windows": len(self.index.windows),
-                "episodes": len(self.index.episodes), "ranks": self.dp.world, "ranks_agree": len(set(digests)) == 1,
-                "encoder": "frozen" if self.policy.encoder_frozen else "trained", "device": str(self.device),
-                "precision": self.precision, **self.base_info,
-                **self.opt.ema_lag(), **figures}
+                "windows": len(self.index.windows), "episodes": len(self.index.episodes), "ranks": self.dp.world,
+                "ranks_agree": len(set(digests)) == 1, "encoder": "frozen" if self.policy.encoder_frozen else "trained",
+                "device": str(self.device), "precision": self.precision, **self.base_info, **self.opt.ema_lag(), **figures}
         if (fractions := self.sampler.online_fractions(self.index)) is not None:
             info["online_fraction"] = fractions
         demos = [item.episode for item in self.index.episodes if not item.online]
@@ -309,13 +312,14 @@ class Trainer(FleetData, LongContextStages):
     # -- main loop -----------------------------------------------------------------------------
 
     def resume_or_wait_for_demos(self, should_stop) -> bool:
-        """Resumes from the latest published version, or waits for `min_demos` demonstrations;
-        False if told to stop meanwhile. Then loads what the store holds."""
+        """Resumes from the newest version that loads, or (none made, or none sound: numbering
+        goes on) waits for `min_demos` demonstrations; False if told to stop meanwhile. Then loads
+        what the store holds."""
         latest = self.dp.broadcast_json(self.registry.latest() if self.dp.leader else None)  # one answer for all ranks
-        if latest is not None:
-            self._resume(latest)
-        elif not self.wait_for_demonstrations(should_stop):
-            return False
+        if latest is None or not self._resume():
+            self.version = -1 if latest is None else latest
+            if not self.wait_for_demonstrations(should_stop):
+                return False
         self.refresh()
         return True
 

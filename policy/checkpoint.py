@@ -117,8 +117,9 @@ def save_checkpoint(directory: Path, policy: VLAPolicy, version: int, info: dict
     return directory
 
 
-def load_checkpoint(directory: Path, device: torch.device | str | None = None) -> Checkpoint:
-    """A verified checkpoint's policy, on `device` (a torch device or a `--device` value; None: the CPU)."""
+def verify_checkpoint(directory: Path) -> dict:
+    """The metadata of a checkpoint whose every file is present and matches its hash; raises
+    CheckpointError for anything else (no or truncated meta.json, a missing or altered file)."""
     directory = Path(directory)
     meta_path = directory / META_FILE
     if not meta_path.is_file():
@@ -127,8 +128,8 @@ def load_checkpoint(directory: Path, device: torch.device | str | None = None) -
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{meta_path}: unreadable metadata ({exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
+        raise CheckpointError(f"{meta_path}: not {FORMAT} metadata")
     for rel, expected in meta["files"].items():
         path = directory / rel
         if not path.is_file():
@@ -137,17 +138,24 @@ def load_checkpoint(directory: Path, device: torch.device | str | None = None) -
         if actual != expected:
             raise CheckpointError(f"{path}: sha256 {actual[:12]}... does not match metadata {expected[:12]}...; "
                                   "the file is corrupt or was modified")
+    return meta
+
+
+def load_checkpoint(directory: Path, device: torch.device | str | None = None) -> Checkpoint:
+    """A verified checkpoint's policy, on `device` (a torch device or a `--device` value; None: the CPU)."""
+    directory = Path(directory)
+    meta = verify_checkpoint(directory)
+    meta_path = directory / META_FILE
     try:
         family = POLICIES.get(meta.get("policy", VLAPolicy.family))  # checkpoints before families were VLAs
     except ConfigError as exc:
         raise CheckpointError(f"{meta_path}: {exc}") from exc
-    config = family.config.from_dict(meta["config"])
-    norm = meta["normalization"]
-    policy = family.factory(
-        config,
-        state_norm=_normalizer(norm["state"]),
-        action_norm=_normalizer(norm["action"]),
-    )
+    try:
+        norm = meta["normalization"]
+        policy = family.factory(family.config.from_dict(meta["config"]), state_norm=_normalizer(norm["state"]),
+                                action_norm=_normalizer(norm["action"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path}: unusable policy settings ({exc!r})") from exc
     try:
         weights = load_torch(str(directory / WEIGHTS_FILE))
         policy.load_state_dict(weights)

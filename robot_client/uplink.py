@@ -90,23 +90,32 @@ class Backoff:
 class VersionRetries:
     """Failed downloads or loads of a version (a corrupt file, a hash or a non-finite weight that
     does not check out) retry that version after 1, 2, 4 ... 300 s, with +-50% jitter so a fleet
-    does not come back at once; an announcement does not reset it, a new version starts afresh."""
+    does not come back at once; an announcement does not reset it. Meanwhile any other version
+    announced is taken at once: a bad version never holds up the next one."""
 
     def __init__(self, initial: float = 1.0, maximum: float = 300.0, rng: random.Random | None = None):
         self.initial, self.maximum, self.rng = initial, maximum, rng or random.Random()
         self.failures: dict[int, int] = {}
+        self.next_at: dict[int, float] = {}  # version -> when it may be tried again (time.monotonic)
 
-    def failed(self, version: int) -> float:
-        """Records one more failure of `version`; returns the seconds to wait before the next try."""
+    def failed(self, version: int, robot_id: str = "", reason: Exception | None = None) -> float:
+        """Records one more failure of `version` (and says why); returns the seconds until its next try."""
         n = self.failures[version] = self.failures.get(version, 0) + 1
-        return min(self.maximum, self.initial * 2 ** (n - 1)) * self.rng.uniform(0.5, 1.5)
+        delay = min(self.maximum, self.initial * 2 ** (n - 1)) * self.rng.uniform(0.5, 1.5)
+        self.next_at[version] = time.monotonic() + delay
+        if reason is not None:
+            log.error("%s refused policy version %d (failure %d): %s; next try in %.1f s", robot_id, version, n,
+                      reason, delay)
+        return delay
 
-    def wait(self, robot_id: str, version: int, reason: Exception, stop: threading.Event) -> None:
-        """Says why `version` was refused and waits its delay (or until `stop`)."""
-        delay = self.failed(version)
-        log.error("%s refused policy version %d (failure %d): %s; next try in %.1f s", robot_id, version,
-                  self.failures[version], reason, delay)
-        stop.wait(delay)
+    def due(self, version: int) -> bool:
+        return time.monotonic() >= self.next_at.get(version, 0.0)
+
+    def wait_s(self) -> float | None:
+        """Seconds until the next refused version is due again (None: none waits)."""
+        waits = [at - time.monotonic() for at in self.next_at.values()]
+        waits = [w for w in waits if w > 0]
+        return min(waits) if waits else None
 
 
 @dataclass
@@ -343,13 +352,15 @@ class Uplink:
         backoff, retries = Backoff(), VersionRetries()
         while not self.stop_event.is_set():
             generation, stub = self._link()
-            version = None
+            version, deadline = None, retries.wait_s()
             try:
                 self._ensure_registered(stub)
                 request = pb.WatchPolicyRequest(robot_id=self.config.robot_id, current_version=self.running_version())
-                for announcement in stub.WatchPolicy(request, metadata=self.metadata):
+                # With a refused version waiting, the watch ends when it is due: it is announced again then.
+                for announcement in stub.WatchPolicy(request, metadata=self.metadata, timeout=deadline):
                     backoff.reset()
-                    if announcement.version in (self.running_version(), self.standby.peek_version()):
+                    if announcement.version in (self.running_version(), self.standby.peek_version()) \
+                            or not retries.due(announcement.version):
                         continue
                     started, version = time.time(), announcement.version
                     directory = download_version(stub, announcement, self.config.robot_id,
@@ -360,13 +371,15 @@ class Uplink:
                              time.time() - started)
                     version = None
             except grpc.RpcError as exc:
+                if deadline is not None and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and version is None:
+                    continue  # our own deadline: a refused version is due again
                 self._on_rpc_error("policy watch", exc, generation)
             except Exception as exc:
                 if version is None:
                     log.exception("policy watch failed")
                 else:
-                    retries.wait(self.config.robot_id, version, exc, self.stop_event)
-                    continue
+                    retries.failed(version, self.config.robot_id, exc)
+                    continue  # watch again at once: the refused version is skipped until it is due
             if not self.stop_event.is_set():
                 backoff.wait(self.stop_event)
 

@@ -167,6 +167,8 @@ def test_a_refused_version_is_retried_later_and_later_with_jitter():
     assert delays[-1] > 10 * delays[0]  # growing, not reset by the announcements in between
     assert retries.failed(8) <= 1.5  # a new version starts afresh
     assert len({round(d, 6) for d in delays[6:]}) == 2  # capped, yet jittered
+    assert not retries.due(7) and not retries.due(8) and retries.due(9)  # an unrefused version is due at once
+    assert 0 < retries.wait_s() <= 1.5  # version 8 comes first
 
 
 # -- names: ids map to files one to one; one validator for the server and `fleet token create` --
@@ -225,7 +227,9 @@ def test_a_huge_declared_shape_or_sequence_is_refused_as_permanent_with_the_chun
     late.sequence = 2 ** 62
     deep = chunk("deep-shape")
     deep.steps[0].action.CopyFrom(pb.Tensor(dtype="float32", shape=[1] * 9 + [4], data=np.zeros(4, np.float32).tobytes()))
-    for bad in (huge, late, deep):
+    odd = chunk("odd-encoding")
+    odd.steps[0].images[0].encoding = 99  # a number the enum does not name (the fuzz suite found it)
+    for bad in (huge, late, deep, odd):
         with pytest.raises(grpc.RpcError) as info:
             list(stub.StreamEpisodes(iter([bad]), metadata=AUTH, timeout=20))
         # INVALID_ARGUMENT with the trailers is what the robot treats as "set aside", not "retry".

@@ -402,6 +402,13 @@ async function loadLearning() {
 }
 
 function renderLearning(data) {
+  // Files the learner could not use and set aside (learner/quarantine.py): a count and the latest.
+  const quarantine = document.getElementById("quarantine");
+  const q = data.quarantine || {count: 0, latest: []};
+  quarantine.classList.toggle("hidden", q.count === 0);
+  quarantine.dataset.count = q.count;
+  quarantine.textContent = q.count ? `Quarantined files: ${q.count}. Latest: ` +
+    q.latest.map((e) => `${e.kind} ${e.path} (${e.reason})`).join("; ") : "";
   const versions = data.versions;
   const tasks = [...new Set(versions.flatMap((v) => Object.keys(v.task_success)))].sort();
   const series = [{name: "all tasks", points: versions.filter((v) => v.success_rate !== null).map((v) => [v.version, v.success_rate])}];

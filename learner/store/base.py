@@ -12,14 +12,40 @@ tests/test_scaleout.py holds the two to the same answers on the same chunks. One
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Protocol
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from core.episode import EpisodeArrays
 from fleet.v1 import fleet_pb2 as pb
 
 INTERVENTION = pb.ACTION_SOURCE_INTERVENTION
+
+
+class CorruptChunk(ValueError):
+    """A stored chunk file that cannot be read back (cut short, altered or gone)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"chunk file {path}: {reason}")
+        self.path = path
+
+
+def load_episode_arrays(root: Path, paths: list[str]) -> dict[str, np.ndarray]:
+    """An episode's arrays from its chunk files (relative to the store `root`, in order), as both
+    readers load them; CorruptChunk names the first file that cannot be read or does not fit."""
+    parts = []
+    for rel in paths:
+        try:
+            parts.append(load_file(str(root / rel)))
+        except Exception as exc:  # safetensors' header and length errors, a missing file
+            raise CorruptChunk(rel, f"unreadable ({exc})") from exc
+    try:
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    except (KeyError, ValueError, IndexError) as exc:
+        raise CorruptChunk(paths[-1] if paths else "?", f"does not fit the episode's other chunks ({exc!r})") from exc
+    return arrays
 
 
 def chunk_summary(arrays: dict[str, np.ndarray]) -> dict[str, int]:

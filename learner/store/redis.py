@@ -19,15 +19,13 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import redis
-from safetensors.numpy import load_file
 
 from core.episode import EpisodeArrays
 from core.wire import PROTO_TO_KIND
 from fleet.v1 import fleet_pb2 as pb
 from learner.redis_client import connect, text as _text
-from learner.store.base import chunk_summary
+from learner.store.base import chunk_summary, load_episode_arrays
 
 log = logging.getLogger("fleetlearn.redis")
 
@@ -211,8 +209,7 @@ class RedisStoreReader:
                 return rows
 
     def load_episode(self, row: dict) -> EpisodeArrays:
-        parts = [load_file(str(self.root / m["path"])) for m in self.chunks(row)]
-        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        arrays = load_episode_arrays(self.root, [m["path"] for m in self.chunks(row)])
         return EpisodeArrays(row["robot_id"], row["episode_id"], row["task"], row["instruction"], row["kind"],
                              row["policy_version"], bool(row["success"]), arrays)
 

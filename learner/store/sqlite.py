@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
 from core.episode import EpisodeArrays
 from core.wire import PROTO_TO_KIND
 from fleet.v1 import fleet_pb2 as pb
-from learner.store.base import chunk_summary, episode_totals
+from learner.store.base import chunk_summary, episode_totals, load_episode_arrays
 from learner.versions import VERSIONS_SCHEMA
 
 _SCHEMA = """
@@ -190,8 +189,7 @@ class StoreReader:
     def load_episode(self, row: sqlite3.Row) -> EpisodeArrays:
         chunks = self.db.execute("SELECT path FROM chunks WHERE robot_id=? AND episode_id=? ORDER BY sequence",
                                  (row["robot_id"], row["episode_id"])).fetchall()
-        parts = [load_file(str(self.root / c["path"])) for c in chunks]
-        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        arrays = load_episode_arrays(self.root, [c["path"] for c in chunks])
         return EpisodeArrays(row["robot_id"], row["episode_id"], row["task"], row["instruction"], row["kind"],
                              row["policy_version"], bool(row["success"]), arrays)
 

@@ -1,0 +1,101 @@
+"""One trainer per store (issue 24): the learner's trainer dies with the learner, kill -9
+included; a store admits one trainer at a time; versions stay contiguous and every one's files
+match its hashes across such a kill."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from conftest import TOKEN, wait_for
+from core import wire
+from fleet.v1 import fleet_pb2 as pb
+from fleet.v1 import fleet_pb2_grpc as pb_grpc
+from learner.leases import LeaseHeld, StoreLock
+from learner.versions import VersionRegistry
+from policy.checkpoint import verify_checkpoint
+from test_corrupt_files import demo_chunk
+from test_faults import trainers
+
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_store_admits_one_trainer_and_a_killed_holder_lets_go(tmp_path):
+    first = StoreLock(tmp_path)
+    with pytest.raises(LeaseHeld, match=f"process {os.getpid()}"):
+        StoreLock(tmp_path)
+    first.release()
+    StoreLock(tmp_path).release()
+    # A holder killed with -9 holds nothing: the kernel drops its lock with the process.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from learner.leases import StoreLock; "
+                               f"StoreLock({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(LeaseHeld):
+        StoreLock(tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    StoreLock(tmp_path, wait_s=5).release()
+
+
+def training_chunk(episode_id: str, steps: int = 6) -> pb.EpisodeChunk:
+    """A fleet episode in which a human took over: what HG-DAgger learns from, so the trainer publishes."""
+    chunk = demo_chunk(episode_id, steps)
+    chunk.kind, chunk.policy_version, chunk.outcome.success = pb.EPISODE_KIND_TRAINING, 0, False
+    for step in chunk.steps:
+        step.source = pb.ACTION_SOURCE_INTERVENTION
+    return chunk
+
+
+def test_a_learner_killed_while_training_leaves_one_trainer_and_sound_contiguous_versions(learner_process):
+    args = ["--min-demos", "2", "--bootstrap-updates", "20", "--batch-size", "8", "--base", "none",
+            "--publish-every-updates", "5", "--publish-every-s", "1", "--ema-decay", "0.9"]
+    learner = learner_process(args).start()
+    data = Path(learner.args[learner.args.index("--data") + 1])
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    embodiment = wire.embodiment_to_proto("arm", {"front": (32, 32, 3)}, 7, 4, 10)
+    try:
+        stub.Register(pb.RegisterRequest(robot_id="arm", embodiment=embodiment), metadata=AUTH, timeout=10)
+        list(stub.StreamEpisodes(iter([demo_chunk("demo-a"), demo_chunk("demo-b")]), metadata=AUTH, timeout=20))
+        wait_for(lambda: b"published version 0" in learner.log_path.read_bytes(), 180, "version 0")
+        # New fleet data keep the trainer publishing; the learner is killed at a moment chosen at random.
+        for n in range(3):
+            list(stub.StreamEpisodes(iter([training_chunk(f"fleet-{n}")]), metadata=AUTH, timeout=20))
+            time.sleep(random.uniform(0.2, 1.5))
+    finally:
+        channel.close()
+    [trainer] = trainers(learner.proc.pid)
+    print(f"\nfault injection: kill -9 of the learner (pid {learner.proc.pid}); its trainer is {trainer}")
+    learner.proc.send_signal(signal.SIGKILL)
+    learner.proc.wait()
+    wait_for(lambda: not alive(trainer), 10, "the orphaned trainer to die with its learner")
+
+    learner.start()  # again, on the same data
+    wait_for(lambda: trainers(learner.proc.pid), 30, "the new learner's trainer")
+    time.sleep(3.0)
+    assert len(trainers(learner.proc.pid)) == 1 and not alive(trainer)
+    registry = VersionRegistry(data)
+    versions = registry.all()
+    assert versions == list(range(len(versions))) and versions, versions  # contiguous, none written twice
+    for version in versions:
+        assert verify_checkpoint(registry.checkpoint_dir(version))["version"] == version
+    announced = np.array([p["version"] for p in registry.publications()])
+    assert set(announced) <= set(versions)
