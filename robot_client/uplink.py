@@ -278,7 +278,9 @@ class Uplink:
                     backoff.reset()
             except grpc.RpcError as exc:
                 self._on_rpc_error("episode stream", exc, generation)
-                self._quarantine_rejected(exc)
+                if refused := refused_chunk(exc):  # refused for what it holds: set aside, never sent again
+                    log.error("learner rejected chunk %s/%s: %s; moved to %s", *refused, self.spool.dir / "rejected")
+                    self.spool.reject(*refused)
             except Exception:
                 log.exception("episode stream failed")
             finally:
@@ -306,11 +308,6 @@ class Uplink:
                 yield chunk
             self.spool.changed.wait(0.05)
             self.spool.changed.clear()
-
-    def _quarantine_rejected(self, exc: grpc.RpcError) -> None:
-        if refused := refused_chunk(exc):
-            log.error("learner rejected chunk %s/%s: %s; moved to %s", *refused, self.spool.dir / "rejected")
-            self.spool.reject(*refused)
 
     # -- control -------------------------------------------------------------------------------
 
