@@ -10,17 +10,25 @@ Figures: steps the robots handed to their uplinks vs steps the store holds after
 stopped (each complete episode read back and checked step by step), memory (RSS) of every
 process over time and its growth after the warm-up, and the p99 ack latency per minute, from
 every robot's ack log. Plot: memory and p99 over time.
+
+With `--hostile` the soak runs twice, the second time beside bench/hostile.py (a client that
+floods without reading its acknowledgements and sends NaN and impossible shapes): the robots'
+p99 ack latency of the two runs, the learner's peak memory, and the NaN steps that reached the
+store (none may) are compared.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from harness.learner import LearnerProcess
 from harness.processes import spawn_robot, stop_processes
@@ -52,19 +60,26 @@ def publish_policy(data: Path) -> None:
     registry.close()
 
 
-def read_back(data: Path) -> tuple[int, int, int]:
-    """(steps stored, complete episodes, incomplete episodes), each complete one checked."""
+def read_back(data: Path) -> tuple[int, int, int, int]:
+    """The soak robots' (steps stored, complete episodes, incomplete episodes), each complete
+    episode checked step by step, and the steps holding a non-finite number in any stored chunk
+    of anyone (the hostile client's included, complete or not)."""
     from learner.store import StoreReader
 
     reader = StoreReader(data)
-    totals = reader.stored_totals()
-    complete = reader.complete_episodes()
+    robots = [r for r in reader.robots() if r.startswith("soak-")]
+    totals = {key: sum(reader.stored_totals(r)[key] for r in robots) for key in ("steps", "incomplete_episodes")}
+    complete = [row for row in reader.complete_episodes() if row["robot_id"].startswith("soak-")]
     for row in complete:
-        indices = reader.load_episode(row).arrays["step_index"]
-        if not np.array_equal(indices, np.arange(row["num_steps"])):
+        arrays = reader.load_episode(row).arrays
+        if not np.array_equal(arrays["step_index"], np.arange(row["num_steps"])):
             raise AssertionError(f"episode {row['episode_id']} does not hold each step once")
     reader.close()
-    return int(totals["steps"]), len(complete), int(totals["incomplete_episodes"])
+    nan_steps = 0
+    for path in (data / "episodes").rglob("*.safetensors"):
+        arrays = load_file(str(path))
+        nan_steps += int((~np.isfinite(arrays["action"]).all(1) | ~np.isfinite(arrays["state"]).all(1)).sum())
+    return int(totals["steps"]), len(complete), int(totals["incomplete_episodes"]), nan_steps
 
 
 def main(argv: list[str]) -> dict:
@@ -75,7 +90,27 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--sample-s", type=float, default=15.0, help="memory sampling interval")
     parser.add_argument("--task", default="push_cube")
     parser.add_argument("--plot", help="write memory and p99 over time to this PNG")
+    parser.add_argument("--hostile", action="store_true",
+                        help="run the soak a second time beside a hostile client (bench/hostile.py) and compare")
     args = parser.parse_args(argv)
+    figures = run_arm(args, hostile=False)
+    if args.hostile:
+        beside = run_arm(argparse.Namespace(**{**vars(args), "plot": None}), hostile=True)
+        figures["hostile"] = {key: beside[key] for key in (
+            "ack_p99_ms", "ack_p50_ms", "steps_lost", "memory_mb_learner", "learner_rss_max_mb", "nan_steps_stored",
+            "hostile_client")}
+        figures["hostile_ack_p99_ratio"] = round(beside["ack_p99_ms"] / figures["ack_p99_ms"], 2)
+        figures["hostile_learner_rss_extra_mb"] = round(beside["learner_rss_max_mb"] - figures["learner_rss_max_mb"], 1)
+        print(f"soak beside a hostile client: the robots' ack p99 {beside['ack_p99_ms']} ms against "
+              f"{figures['ack_p99_ms']} ms without it (x{figures['hostile_ack_p99_ratio']}); learner memory at most "
+              f"{beside['learner_rss_max_mb']:.0f} MB against {figures['learner_rss_max_mb']:.0f} MB; "
+              f"{beside['nan_steps_stored']} NaN steps stored; the client's answers {beside['hostile_client']}",
+              flush=True)
+    return figures
+
+
+def run_arm(args: argparse.Namespace, hostile: bool) -> dict:
+    """One soak; with `hostile`, the hostile client runs beside the robots the whole time."""
     warmup = min(args.warmup_minutes, args.minutes / 3)
     with tempfile.TemporaryDirectory(prefix="fleet-soak-") as tmp:
         root = Path(tmp)
@@ -89,8 +124,14 @@ def main(argv: list[str]) -> dict:
         robots = [spawn_robot(learner.address, f"soak-{i}", args.task, root / "tokens", root / "robots" / f"soak-{i}",
                               logs / f"soak-{i}.log", ["--help-gate", "rule", "--preview-hz", "2", "--ack-log",
                                                        "--seed", str(i)]) for i in range(args.robots)]
+        if hostile:
+            hostile_proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.hostile", "--learner", learner.address, "--token-file",
+                 str(root / "tokens"), "--seconds", str(args.minutes * 60), "--out", str(root / "hostile.json")],
+                stdout=open(logs / "hostile.log", "w"), stderr=subprocess.STDOUT)
         print(f"soak: {args.robots} robots at 10 Hz against one learner for {args.minutes:g} min "
-              f"(memory growth measured after {warmup:g} min)...", flush=True)
+              f"(memory growth measured after {warmup:g} min){' beside a hostile client' if hostile else ''}...",
+              flush=True)
         started = time.time()
         memory: dict[str, list[tuple[float, float]]] = {"learner": []}
         for i in range(args.robots):
@@ -113,11 +154,13 @@ def main(argv: list[str]) -> dict:
             time.sleep(args.sample_s)
         # A robot ends its episode, drains its spool and writes its stats: the figures need every one.
         stop_processes(robots, 120, kill=False)
+        if hostile:
+            hostile_proc.wait(60)
         learner.stop(60, kill=False)
         sent = sum(json.loads((root / "robots" / f"soak-{i}" / "stats.json").read_text())["steps_spooled"]
                    for i in range(args.robots))
         left = sum(len(list((root / "robots" / f"soak-{i}" / "spool").glob("*.chunk"))) for i in range(args.robots))
-        stored, complete, incomplete = read_back(data)
+        stored, complete, incomplete, nan_steps = read_back(data)
         acks = np.concatenate([np.loadtxt(root / "robots" / f"soak-{i}" / "acks.csv", delimiter=",", ndmin=2)
                                for i in range(args.robots)])
         minutes = ((acks[:, 0] - started) // 60).astype(int)
@@ -144,7 +187,11 @@ def main(argv: list[str]) -> dict:
             "ack_p99_ms_by_minute": p99_by_minute,
             "ack_p99_ms": round(float(np.percentile(acks[:, 1], 99)), 1),
             "ack_p50_ms": round(float(np.percentile(acks[:, 1], 50)), 1),
+            "learner_rss_max_mb": round(max(v for _, v in memory["learner"]), 1),
+            "nan_steps_stored": nan_steps,
         }
+        if hostile:
+            figures["hostile_client"] = json.loads((root / "hostile.json").read_text())
         if args.plot:
             plot(memory, p99_by_minute, warmup, args.plot)
         print(f"soak: {sent} steps sent, {stored} stored ({sent - stored} lost), {left} chunks left in spools; "

@@ -57,6 +57,12 @@ def _finite(value, what: str, nan_allowed: bool = False) -> None:
         raise WireError(f"{what}: non-finite value ({array[bad].flat[0]}); refused, nothing stored")
 
 
+def _as_stored(array: np.ndarray) -> np.ndarray:
+    """`array` as the store keeps it (float32); a value too large for it becomes inf, silently."""
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32)
+
+
 def tensor_to_proto(array: np.ndarray) -> pb.Tensor:
     array = np.ascontiguousarray(array)
     if array.dtype.name not in _ALLOWED_DTYPES:
@@ -182,8 +188,8 @@ def decode_chunk_steps(chunk: pb.EpisodeChunk, embodiment: pb.Embodiment) -> dic
             raise WireError(f"{where}: missing cameras {sorted(set(cams) - seen)}")
         state = tensor_from_proto(step.state, f"{where} state")
         action = tensor_from_proto(step.action, f"{where} action")
-        _finite(state, f"{where} state")
-        _finite(action, f"{where} action")
+        _finite(_as_stored(state), f"{where} state")  # as stored: 1e39 in float64 is inf in float32
+        _finite(_as_stored(action), f"{where} action")
         _finite(np.float32(step.reward), f"{where} reward")
         _finite(np.float64(step.timestamp), f"{where} timestamp")
         if state.shape != (embodiment.state_dim,):
@@ -194,7 +200,7 @@ def decode_chunk_steps(chunk: pb.EpisodeChunk, embodiment: pb.Embodiment) -> dic
             proposed = tensor_from_proto(step.policy_action, f"{where} policy_action")
             if proposed.shape != (embodiment.action_dim,):
                 raise WireError(f"{where}: policy_action shape {proposed.shape} != ({embodiment.action_dim},)")
-            _finite(proposed, f"{where} policy_action")
+            _finite(_as_stored(proposed), f"{where} policy_action")
         else:
             proposed = np.full(embodiment.action_dim, np.nan, np.float32)
         if step.source not in PROTO_TO_SOURCE:

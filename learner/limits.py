@@ -46,12 +46,12 @@ class PendingBytes:
         """Holds `amount` once it fits; False if it did not fit within `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.held and self.held + amount > self.cap:
-            self._freed.clear()
+            freed = self._freed  # set by the next `give`, which starts a fresh one: no wakeup is lost
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
             try:
-                await asyncio.wait_for(self._freed.wait(), left)
+                await asyncio.wait_for(freed.wait(), left)
             except asyncio.TimeoutError:
                 return False
         self.held += amount
@@ -61,6 +61,7 @@ class PendingBytes:
     def give(self, amount: int) -> None:
         self.held -= amount
         self._freed.set()
+        self._freed = asyncio.Event()
 
 
 class TokenBucket:

@@ -97,7 +97,7 @@ class WeightPublisher:
         registry goes back to the version robots run (at start: the newest one that checks out)."""
         log.error("policy version %d cannot be announced: %s", version, problem)
         self._quarantine(version, problem)
-        if self.current is not None:
+        if self.current is not None and self.current.version < version:
             fallback = self.current.version
         else:
             sound = newest_sound(self.registry, self._quarantine_of(), verify_checkpoint, before=version)

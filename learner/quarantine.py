@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from policy.checkpoint import CheckpointError
+from policy.checkpoint import CheckpointError, verify_checkpoint
 
 log = logging.getLogger("fleetlearn.quarantine")
 
@@ -64,8 +64,8 @@ class Quarantine:
 
 def newest_sound(registry, quarantine: Quarantine | None, load, before: int | None = None):
     """What `load` (policy/checkpoint.py's load_checkpoint or verify_checkpoint) makes of the
-    newest version below `before` whose checkpoint it accepts; every one it refuses on the way
-    is quarantined. None when no version is sound."""
+    newest version below `before` whose checkpoint it accepts; one it refuses on the way is
+    quarantined when its files fail their hashes. None when no version is sound."""
     for version in sorted(registry.all(), reverse=True):
         directory = registry.checkpoint_dir(version)
         if (before is not None and version >= before) or not directory.exists():  # (gone: quarantined before)
@@ -73,6 +73,11 @@ def newest_sound(registry, quarantine: Quarantine | None, load, before: int | No
         try:
             return load(directory)
         except CheckpointError as exc:
-            if quarantine is not None:
-                quarantine.put(directory, "checkpoints", str(exc))
+            try:
+                verify_checkpoint(directory)
+            except CheckpointError:  # its files are damaged: set aside
+                if quarantine is not None:
+                    quarantine.put(directory, "checkpoints", str(exc))
+            else:  # intact files this code cannot use (another policy family, a non-finite weight): left in place
+                log.error("version %d is not usable (%s); skipped", version, exc)
     return None

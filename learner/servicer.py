@@ -153,6 +153,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                 log.error("episode store write failed: %s", exc)
                 failure = failure or (grpc.StatusCode.UNAVAILABLE, f"learner could not store the chunk ({exc}); "
                                       "the robot keeps it spooled and retries", None)
+            finally:  # cancelled mid-queue (the robot went away): what this stream still holds goes back
+                held.give(own.held)
         if failure:
             code, message, chunk = failure
             log.warning("episode stream from %s rejected: %s: %s", context.peer(), code.name, message)

@@ -74,8 +74,11 @@ def trainer_main(config: TrainerConfig, stop_event) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     try:
         run_trainer(config, stop_event.is_set)
-    except LeaseHeld as exc:  # another trainer's store: this learner serves without training (exit 0)
+    except LeaseHeld as exc:
         log.error("trainer not started: %s", exc)
+        if config.redis_url is None:  # the embedded lock: its holder is on its way out; the learner tries again
+            sys.exit(1)
+        # scaled out, another trainer's store: this learner serves without training (exit 0)
 
 
 def train_main(config, redis_url: str | None = None) -> None:

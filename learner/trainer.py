@@ -185,8 +185,7 @@ class Trainer(FleetData, LongContextStages):
         self._reset_optimizer()
 
     def _resume(self) -> bool:
-        """Goes on from the newest version that loads (quarantining any that does not), numbering
-        on above every version made; False if none loads."""
+        """Goes on from the newest version that loads, numbering on above all made; False if none loads."""
         checkpoint = newest_sound(self.registry, Quarantine(self.config.data_dir), load_checkpoint)
         if checkpoint is None:
             return False
@@ -273,14 +272,15 @@ class Trainer(FleetData, LongContextStages):
         return self.bootstrap(self.config.head_updates, should_stop)
 
     def publish(self, note: str, figures: dict[str, float]) -> int:
-        """Rank 0 writes and publishes the version; every rank records its weights' digest.
-        Weights that are not all finite are never published: the trainer goes back to the last
-        published version (or, before version 0, stops) and the version number does not move."""
+        """Rank 0 writes and publishes the version; every rank records its weights' digest. Weights
+        not all finite are never published: training goes on from the last sound version's weights."""
         if bad := nonfinite_tensors(self.ema.state_dict()):  # the ranks' weights agree: all see the same
-            log.error("the averaged weights hold non-finite values (%s): version %d is not published; back to "
-                      "the last version", ", ".join(bad[:3]), self.version + 1)
-            if not self._resume():
+            log.error("non-finite averaged weights (%s): version %d not published", ", ".join(bad[:3]), self.version + 1)
+            if (sound := newest_sound(self.registry, Quarantine(self.config.data_dir), load_checkpoint)) is None:
                 raise RuntimeError(f"non-finite weights ({', '.join(bad[:3])}) and no version to go back to")
+            self.policy.load_state_dict(sound.policy.state_dict())  # the index, the cache and the updates stay
+            self._reset_optimizer()
+            self.opt.set_learning_rates(self.config.finetune_lr, self.config.encoder_lr)
             return self.version
         self.version += 1
         digests = self.dp.gather_digests(self.ema)

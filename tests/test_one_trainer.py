@@ -1,6 +1,7 @@
-"""One trainer per store (issue 24): the learner's trainer dies with the learner, kill -9
-included; a store admits one trainer at a time; versions stay contiguous and every one's files
-match its hashes across such a kill."""
+"""One trainer per store, and restarts over damage (issue 24, fault suite): the learner's
+trainer dies with the learner, kill -9 included; a store admits one trainer at a time; versions
+stay contiguous and every one's files match its hashes across such a kill; a restart over files
+cut short starts, quarantines them and resumes from what is sound."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from core import wire
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from learner.leases import LeaseHeld, StoreLock
+from learner.quarantine import Quarantine
 from learner.versions import VersionRegistry
-from policy.checkpoint import verify_checkpoint
+from policy.checkpoint import META_FILE, WEIGHTS_FILE, verify_checkpoint
 from test_corrupt_files import demo_chunk
 from test_faults import trainers
 
@@ -99,3 +101,49 @@ def test_a_learner_killed_while_training_leaves_one_trainer_and_sound_contiguous
         assert verify_checkpoint(registry.checkpoint_dir(version))["version"] == version
     announced = np.array([p["version"] for p in registry.publications()])
     assert set(announced) <= set(versions)
+
+
+def test_a_learner_restarted_over_cut_short_files_starts_and_its_trainer_resumes(learner_process):
+    """Fault suite: kill -9 of the learner, then a file of each kind the learner reads at start
+    or while training is cut short at a random offset: the newest version's metadata or weights,
+    and a stored chunk. The learner starts, the registry goes back to the last sound version, the
+    trainer resumes from it, and each bad file is quarantined once."""
+    args = ["--min-demos", "2", "--bootstrap-updates", "20", "--batch-size", "8", "--base", "none",
+            "--publish-every-updates", "5", "--publish-every-s", "1", "--ema-decay", "0.9"]
+    learner = learner_process(args).start()
+    data = Path(learner.args[learner.args.index("--data") + 1])
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    embodiment = wire.embodiment_to_proto("arm", {"front": (32, 32, 3)}, 7, 4, 10)
+    registry = VersionRegistry(data)
+    try:
+        stub.Register(pb.RegisterRequest(robot_id="arm", embodiment=embodiment), metadata=AUTH, timeout=10)
+        list(stub.StreamEpisodes(iter([demo_chunk("demo-a"), demo_chunk("demo-b")]), metadata=AUTH, timeout=20))
+        wait_for(lambda: b"published version 0" in learner.log_path.read_bytes(), 180, "version 0")
+        list(stub.StreamEpisodes(iter([training_chunk(f"fleet-{n}") for n in range(3)]), metadata=AUTH, timeout=20))
+        wait_for(lambda: (registry.latest() or 0) >= 1, 120, "a fleet version")
+    finally:
+        channel.close()
+    learner.proc.send_signal(signal.SIGKILL)
+    learner.proc.wait()
+
+    rng = random.Random()
+    newest = registry.latest()
+    damaged = registry.checkpoint_dir(newest) / rng.choice([META_FILE, WEIGHTS_FILE])
+    torn = rng.choice(sorted((data / "episodes").rglob("*.safetensors")))
+    for path in (damaged, torn):
+        size = path.stat().st_size
+        path.write_bytes(path.read_bytes()[:rng.randrange(size)])
+    print(f"\nfault injection: kill -9 of the learner, then {damaged.relative_to(data)} and "
+          f"{torn.relative_to(data)} cut short")
+
+    learner.start()  # up, on the same data
+    wait_for(lambda: b"resumed from version" in learner.log_path.read_bytes()[learner._log_offset:], 60,
+             "the trainer to resume")
+    log = learner.log_path.read_bytes()[learner._log_offset:].decode()
+    assert f"resumed from version {newest - 1}" in log, log[-2000:]
+    current = registry.current()
+    assert current.version == newest - 1 and current.rollback
+    wait_for(lambda: Quarantine(data).count() == 2, 60, "both files quarantined")
+    assert sorted(e["kind"] for e in Quarantine(data).entries()) == ["checkpoints", "episodes"]
+    assert learner.proc.poll() is None and len(trainers(learner.proc.pid)) == 1
