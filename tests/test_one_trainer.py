@@ -66,18 +66,24 @@ def training_chunk(episode_id: str, steps: int = 6) -> pb.EpisodeChunk:
     return chunk
 
 
-def test_a_learner_killed_while_training_leaves_one_trainer_and_sound_contiguous_versions(learner_process):
+def trained_to_version_zero(learner_process):
+    """A `fleet learner` whose trainer publishes often, registered robot "arm" with two
+    demonstrations, once version 0 is out: (learner, data directory, channel, stub)."""
     args = ["--min-demos", "2", "--bootstrap-updates", "20", "--batch-size", "8", "--base", "none",
             "--publish-every-updates", "5", "--publish-every-s", "1", "--ema-decay", "0.9"]
     learner = learner_process(args).start()
-    data = Path(learner.args[learner.args.index("--data") + 1])
     channel = grpc.insecure_channel(learner.address)
     stub = pb_grpc.FleetLearnerStub(channel)
     embodiment = wire.embodiment_to_proto("arm", {"front": (32, 32, 3)}, 7, 4, 10)
+    stub.Register(pb.RegisterRequest(robot_id="arm", embodiment=embodiment), metadata=AUTH, timeout=10)
+    list(stub.StreamEpisodes(iter([demo_chunk("demo-a"), demo_chunk("demo-b")]), metadata=AUTH, timeout=20))
+    wait_for(lambda: b"published version 0" in learner.log_path.read_bytes(), 180, "version 0")
+    return learner, Path(learner.args[learner.args.index("--data") + 1]), channel, stub
+
+
+def test_a_learner_killed_while_training_leaves_one_trainer_and_sound_contiguous_versions(learner_process):
+    learner, data, channel, stub = trained_to_version_zero(learner_process)
     try:
-        stub.Register(pb.RegisterRequest(robot_id="arm", embodiment=embodiment), metadata=AUTH, timeout=10)
-        list(stub.StreamEpisodes(iter([demo_chunk("demo-a"), demo_chunk("demo-b")]), metadata=AUTH, timeout=20))
-        wait_for(lambda: b"published version 0" in learner.log_path.read_bytes(), 180, "version 0")
         # New fleet data keep the trainer publishing; the learner is killed at a moment chosen at random.
         for n in range(3):
             list(stub.StreamEpisodes(iter([training_chunk(f"fleet-{n}")]), metadata=AUTH, timeout=20))
@@ -108,18 +114,9 @@ def test_a_learner_restarted_over_cut_short_files_starts_and_its_trainer_resumes
     or while training is cut short at a random offset: the newest version's metadata or weights,
     and a stored chunk. The learner starts, the registry goes back to the last sound version, the
     trainer resumes from it, and each bad file is quarantined once."""
-    args = ["--min-demos", "2", "--bootstrap-updates", "20", "--batch-size", "8", "--base", "none",
-            "--publish-every-updates", "5", "--publish-every-s", "1", "--ema-decay", "0.9"]
-    learner = learner_process(args).start()
-    data = Path(learner.args[learner.args.index("--data") + 1])
-    channel = grpc.insecure_channel(learner.address)
-    stub = pb_grpc.FleetLearnerStub(channel)
-    embodiment = wire.embodiment_to_proto("arm", {"front": (32, 32, 3)}, 7, 4, 10)
+    learner, data, channel, stub = trained_to_version_zero(learner_process)
     registry = VersionRegistry(data)
     try:
-        stub.Register(pb.RegisterRequest(robot_id="arm", embodiment=embodiment), metadata=AUTH, timeout=10)
-        list(stub.StreamEpisodes(iter([demo_chunk("demo-a"), demo_chunk("demo-b")]), metadata=AUTH, timeout=20))
-        wait_for(lambda: b"published version 0" in learner.log_path.read_bytes(), 180, "version 0")
         list(stub.StreamEpisodes(iter([training_chunk(f"fleet-{n}") for n in range(3)]), metadata=AUTH, timeout=20))
         wait_for(lambda: (registry.latest() or 0) >= 1, 120, "a fleet version")
     finally:
