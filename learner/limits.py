@@ -24,8 +24,9 @@ class RobotLimits:
     burst_mb: float = 8.0
     previews_per_s: float = 10.0
     # Bytes read from episode streams and not yet acknowledged (decoded chunks waiting for the
-    # store): per stream, and for the whole learner. A robot keeps at most 4 chunks (4 MiB) in flight.
-    stream_pending_mb: float = 32.0
+    # store): per stream, and for the whole learner. A robot keeps at most 4 chunks in flight, each
+    # at most wire.MAX_MESSAGE_BYTES (4 MiB): 16 MB holds them.
+    stream_pending_mb: float = 16.0
     pending_mb: float = 512.0
 
     def __post_init__(self):

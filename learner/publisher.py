@@ -26,6 +26,13 @@ def announcement_for(publication: Publication) -> pb.PolicyAnnouncement:
                                  rollback=publication.rollback, note=publication.note)
 
 
+def _checked(publication: Publication) -> pb.PolicyAnnouncement | CheckpointError:
+    try:
+        return announcement_for(publication)
+    except CheckpointError as exc:
+        return exc
+
+
 class WeightPublisher:
     """Follows the registry and announces each new publication to the robots watching.
 
@@ -66,15 +73,22 @@ class WeightPublisher:
             return self.candidate
         return self.current
 
-    def poll_once(self, publication: Publication | None | object = ...) -> bool:
-        """Announces the registry's current publication if it is new (`publication`: already read)."""
+    def is_new(self, publication: Publication | None) -> bool:
+        return publication is not None and publication.id != self._publication_id
+
+    def poll_once(self, publication: Publication | None | object = ...,
+                  checked: pb.PolicyAnnouncement | CheckpointError | None = None) -> bool:
+        """Announces the registry's current publication if it is new (`publication`: already read;
+        `checked`: its announcement_for, or the CheckpointError it raised, already worked out)."""
         if publication is ...:
             publication = self.registry.current()
-        if publication is None or publication.id == self._publication_id:
+        if not self.is_new(publication):
             return False
         self._publication_id = publication.id
         try:
-            announcement = announcement_for(publication)
+            announcement = checked if checked is not None else announcement_for(publication)
+            if isinstance(announcement, CheckpointError):
+                raise announcement
         except CheckpointError as exc:
             self._refuse(publication.version, exc)
             return self.poll_once()  # the version gone back to, if any
@@ -171,8 +185,10 @@ class WeightPublisher:
 
     async def run(self) -> None:
         while True:
-            try:  # the registry may be across the network (Redis): read it off the event loop
-                self.poll_once(await asyncio.to_thread(self.registry.current))
+            try:  # the registry may be across the network (Redis) and the files large: both off the event loop
+                publication = await asyncio.to_thread(self.registry.current)
+                if self.is_new(publication):
+                    self.poll_once(publication, await asyncio.to_thread(_checked, publication))
             except Exception:  # a half-visible version or a locked database: try again next tick
                 log.exception("publisher poll failed")
             await asyncio.sleep(self.poll_s)

@@ -23,7 +23,8 @@ from learner.events import EventFanout, LearnerExtension
 from learner.interceptors import MalformedRequestInterceptor, TokenAuthInterceptor, read_tokens
 from learner.limits import RobotLimits
 from learner.publisher import WeightPublisher
-from learner.servicer import TRANSPORT_MAX_MESSAGE_BYTES, FleetLearnerServicer
+from learner.episode_stream import TRANSPORT_MAX_MESSAGE_BYTES
+from learner.servicer import FleetLearnerServicer
 from learner.store import EpisodeStore, open_index
 from learner.train_process import trainer_main
 from learner.trainer import TrainerConfig

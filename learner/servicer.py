@@ -16,23 +16,17 @@ from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from learner.control import FleetControl
 from learner.credentials import Authenticator
+from learner.episode_stream import EpisodeStream
 from learner.events import LearnerEvents
 from learner.interceptors import bearer
-from learner.limits import FleetLimits, PendingBytes, RobotLimits
+from learner.limits import FleetLimits, RobotLimits
 from learner.publisher import WeightPublisher
 from learner.store import EpisodeStore
-from learner.store.base import EpisodeContinuity
 
 log = logging.getLogger("fleetlearn.learner")
 
 WEIGHTS_CHUNK_BYTES = 1 << 20
 HEARTBEAT_INTERVAL_S = 1.0
-# A stream that cannot get room under the learner's cap of unacknowledged bytes for this long is
-# refused with RESOURCE_EXHAUSTED (the robot retries; its chunk stays spooled).
-PENDING_WAIT_S = 5.0
-# The transport accepts messages up to twice the announced limit so that the servicer, not the
-# transport, refuses most oversized chunks: with RESOURCE_EXHAUSTED, the chunk named, and a log line.
-TRANSPORT_MAX_MESSAGE_BYTES = 2 * wire.MAX_MESSAGE_BYTES
 
 
 def _embodiment_problem(e: pb.Embodiment) -> str | None:
@@ -89,72 +83,9 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                                    max_message_bytes=self.max_message_bytes, heartbeat_interval_s=HEARTBEAT_INTERVAL_S)
 
     async def StreamEpisodes(self, request_iterator, context) -> None:
-        """Reads chunks, stores them (pipelined through the group-commit writer) and acks in order."""
-        pending: asyncio.Queue = asyncio.Queue()
-        embodiments: dict[str, pb.Embodiment] = {}
-        continuity = EpisodeContinuity()  # steps run on across chunks; nothing after the end
-        own = PendingBytes(self.limits.limits.stream_pending_mb * 1e6)  # this stream's unacknowledged bytes
-        held = self.limits.pending  # the whole learner's
-
-        async def write_acks():
-            failed = None
-            while (item := await pending.get()) is not None:
-                chunk, stored, size = item
-                try:
-                    status = await stored
-                    if failed is None:
-                        await self._acknowledge(context, chunk, status)
-                except Exception as exc:  # the store could not write: nothing more is acked, all is released
-                    failed = failed or exc
-                finally:
-                    own.give(size)
-                    held.give(size)
-            if failed is not None:
-                raise failed
-
-        writer = asyncio.create_task(write_acks())
-        failure: tuple[grpc.StatusCode, str, pb.EpisodeChunk | None] | None = None
-        try:
-            async for chunk in request_iterator:
-                failure = await self._check_chunk(chunk, embodiments, context)
-                if failure:
-                    break
-                await self.limits.episodes(chunk.robot_id).take(chunk.ByteSize())  # over its rate: it waits
-                arrays = wire.decode_chunk_steps(chunk, embodiments[chunk.robot_id])
-                if not continuity.known(chunk):  # once per episode and stream: what the index holds of it
-                    continuity.learn(chunk, await asyncio.to_thread(self.store.episode_spans, chunk.robot_id,
-                                                                    chunk.episode_id))
-                if problem := continuity.accept(chunk, int(arrays["step_index"][0]), len(chunk.steps)):
-                    failure = (grpc.StatusCode.INVALID_ARGUMENT, f"episode {chunk.episode_id}: {problem}", chunk)
-                    break
-                size = chunk.ByteSize()
-                await own.take(size)  # at this stream's cap: read no further until its acks catch up
-                if not await held.take(size, timeout=PENDING_WAIT_S):
-                    own.give(size)
-                    self.limits.pending_refusals += 1
-                    failure = (grpc.StatusCode.RESOURCE_EXHAUSTED, "the learner holds as many unacknowledged bytes as "
-                               "it may; the chunk stays spooled on the robot, which retries", None)
-                    break
-                pending.put_nowait((chunk, asyncio.ensure_future(self.store.put_chunk(chunk, arrays)), size))
-        except wire.WireError as exc:
-            failure = (grpc.StatusCode.INVALID_ARGUMENT, str(exc), chunk)
-        except DecodeError as exc:  # bytes that are not an EpisodeChunk at all
-            failure = (grpc.StatusCode.INVALID_ARGUMENT, f"malformed EpisodeChunk message: {exc}", None)
-        except asyncio.CancelledError:
-            # The transport refused a message above its hard cap, or the robot went away.
-            log.warning("episode stream from %s ended by the transport (message above %d bytes, or peer gone)",
-                        context.peer(), TRANSPORT_MAX_MESSAGE_BYTES)
-            raise
-        finally:
-            pending.put_nowait(None)
-            try:
-                await writer  # acks for everything stored before the failure still go out
-            except Exception as exc:  # the store could not write (disk full, I/O error): nothing more is acked
-                log.error("episode store write failed: %s", exc)
-                failure = failure or (grpc.StatusCode.UNAVAILABLE, f"learner could not store the chunk ({exc}); "
-                                      "the robot keeps it spooled and retries", None)
-            finally:  # cancelled mid-queue (the robot went away): what this stream still holds goes back
-                held.give(own.held)
+        """Reads chunks, stores them (pipelined through the group-commit writer) and acks in order
+        (learner/episode_stream.py); a stream that must end with an error ends here."""
+        failure = await EpisodeStream(self, context).run(request_iterator)
         if failure:
             code, message, chunk = failure
             log.warning("episode stream from %s rejected: %s: %s", context.peer(), code.name, message)
@@ -166,7 +97,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
                                                ("fleet-rejected-sequence", str(chunk.sequence))))
             await context.abort(code, message)
 
-    async def _acknowledge(self, context, chunk: pb.EpisodeChunk, status: str) -> None:
+    async def acknowledge(self, context, chunk: pb.EpisodeChunk, status: str) -> None:
         """Tells the learner's parts of a chunk now durable, then the robot."""
         if status == "stored":
             self.events.ingested(len(chunk.steps))
@@ -178,7 +109,7 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
             status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
 
-    async def _check_chunk(self, chunk: pb.EpisodeChunk, embodiments: dict, context):
+    async def check_chunk(self, chunk: pb.EpisodeChunk, embodiments: dict, context):
         size = chunk.ByteSize()
         if size > self.max_message_bytes:
             return (grpc.StatusCode.RESOURCE_EXHAUSTED,

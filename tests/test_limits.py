@@ -68,3 +68,27 @@ def test_a_flooding_robot_is_slowed_and_the_others_are_not(learner_thread):
     limits = learner.learner.servicer.limits
     assert limits.throttled_s("hog") > 1.0 and limits.throttled_s("calm") == 0.0
     assert max(latencies) < 1.0, latencies
+
+
+def test_the_store_writer_serves_robots_in_turn_not_first_come_first_served():
+    """A flood queued ahead of two other robots' chunks: the next group holds theirs, and no
+    group outgrows its byte bound however much the flood has queued."""
+    import collections
+
+    from learner.store import writer
+
+    def item(robot_id: str, sequence: int):
+        return (pb.EpisodeChunk(robot_id=robot_id, sequence=sequence), {"images": np.zeros(1 << 20, np.uint8)},
+                None, None)
+
+    waiting = {"flood": collections.deque(item("flood", s) for s in range(40))}
+    waiting["a"] = collections.deque([item("a", 0)])
+    waiting["b"] = collections.deque([item("b", 0), item("b", 1)])
+    groups = []
+    while waiting:
+        groups.append([(c.robot_id, c.sequence) for c, _, _, _ in writer.fair_group(waiting)])
+    assert groups[0][:3] == [("flood", 0), ("a", 0), ("b", 0)]
+    assert ("b", 1) in groups[0] + groups[1]
+    assert all(len(g) * (1 << 20) <= writer._GROUP_COMMIT_BYTES for g in groups)
+    flood = [s for g in groups for robot, s in g if robot == "flood"]
+    assert flood == list(range(40))  # each robot's chunks keep their order

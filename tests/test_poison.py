@@ -28,7 +28,7 @@ from core.durable import safe_name
 from core.ids import episode_id_problem, robot_id_problem
 from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
-from learner import servicer as servicer_module
+from learner import episode_stream as stream_module
 from learner.credentials import REFRESH_S, CredentialStore
 from learner.limits import RobotLimits
 from learner.optimization import Optimization
@@ -406,7 +406,7 @@ def test_clients_that_send_without_waiting_for_acks_are_held_to_the_caps(learner
 
 def test_a_stream_that_finds_no_room_is_refused_as_retryable_and_its_chunk_stays_spooled(learner_thread,
                                                                                            monkeypatch):
-    monkeypatch.setattr(servicer_module, "PENDING_WAIT_S", 1.0)
+    monkeypatch.setattr(stream_module, "PENDING_WAIT_S", 1.0)
     learner = learner_thread(train=False, limits=RobotLimits(pending_mb=0.1))
     channel = grpc.insecure_channel(learner.address)
     stub = pb_grpc.FleetLearnerStub(channel)
@@ -423,6 +423,39 @@ def test_a_stream_that_finds_no_room_is_refused_as_retryable_and_its_chunk_stays
         assert "fleet-rejected-episode" not in dict(info.value.trailing_metadata() or ())  # retry, not set aside
         assert len(list(holding)) == 1
         assert learner.learner.servicer.limits.pending_refusals == 1
+    finally:
+        channel.close()
+
+
+def test_a_stream_whose_acks_are_not_read_is_ended_and_its_bytes_handed_back(learner_thread, monkeypatch):
+    """A client that never reads its acks blocks the learner's ack writes; past ACK_STALL_S at its
+    stream's cap the stream ends (retryable) instead of holding its bytes until its deadline."""
+    monkeypatch.setattr(stream_module, "ACK_STALL_S", 1.0)
+    learner = learner_thread(train=False, limits=RobotLimits(stream_pending_mb=1.0))
+    servicer = learner.learner.servicer
+    acknowledge = servicer.acknowledge
+
+    async def deaf(context, chunk, status):  # the ack write a client that never reads would block
+        if chunk.robot_id == "deaf":
+            await asyncio.sleep(3600)
+        await acknowledge(context, chunk, status)
+
+    servicer.acknowledge = deaf
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    try:
+        for robot in ("deaf", "other"):
+            stub.Register(pb.RegisterRequest(robot_id=robot, embodiment=wire.embodiment_to_proto(
+                robot, BIG_CAMERAS, 7, 4, 10)), metadata=AUTH, timeout=10)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.StreamEpisodes(iter([big_chunk("deaf", "e", s) for s in range(6)]), metadata=AUTH, timeout=60))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+        assert "not read" in info.value.details()
+        assert "fleet-rejected-episode" not in dict(info.value.trailing_metadata() or ())  # spooled, retried later
+        assert time.monotonic() - started < 30  # ended at the stall bound, not at the client's deadline
+        wait_for(lambda: servicer.limits.pending.held == 0, 10, "the stalled stream's bytes handed back")
+        assert len(list(stub.StreamEpisodes(iter([big_chunk("other", "e", 0)]), metadata=AUTH, timeout=30))) == 1
     finally:
         channel.close()
 

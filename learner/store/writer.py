@@ -11,12 +11,15 @@ overwrites; a crash after the commit loses nothing. Re-sent chunks are recognise
 key (robot_id, episode_id, sequence) and never stored twice.
 
 Writes from all gRPC streams go through one writer thread that commits them in groups, so N
-concurrent robots cost one WAL fsync per group rather than one per chunk.
+concurrent robots cost one WAL fsync per group rather than one per chunk. A group takes the
+robots' queued chunks in turn (`fair_group`), not first come first served: a robot that floods
+the store waits behind the others, not they behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import queue
@@ -34,6 +37,7 @@ from learner.store.sqlite import SqliteIndex
 log = logging.getLogger("fleetlearn.store")
 
 _GROUP_COMMIT_MAX = 64
+_GROUP_COMMIT_BYTES = 4 << 20
 
 
 class EpisodeStore:
@@ -83,34 +87,35 @@ class EpisodeStore:
         return result[0]
 
     def _write_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < _GROUP_COMMIT_MAX:
-                try:
+        waiting: dict[str, collections.deque] = {}  # queued chunks by robot id, each in arrival order
+        closing = False
+        while waiting or not closing:
+            try:  # wait only when nothing is queued; take whatever else has arrived meanwhile
+                item = self._queue.get_nowait() if waiting else self._queue.get()
+                while item is not None:
+                    waiting.setdefault(item[0].robot_id, collections.deque()).append(item)
                     item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                group.append(item)
-            try:
-                outcomes: list = self._write_group([(c, a) for c, a, _, _ in group])
-            except Exception as exc:  # disk full, I/O error: every waiter learns, nothing is acked
-                log.exception("store write failed")
-                outcomes = [exc] * len(group)
-            for (_, _, loop, waiter), outcome in zip(group, outcomes):
-                if loop is None:
-                    done, result = waiter
-                    result.append(outcome)
-                    done.set()
-                elif isinstance(outcome, BaseException):
-                    loop.call_soon_threadsafe(_set_exception, waiter, outcome)
-                else:
-                    loop.call_soon_threadsafe(_set_result, waiter, outcome)
+                closing = True
+            except queue.Empty:
+                pass
+            if waiting:
+                self._write_and_answer(fair_group(waiting))
+
+    def _write_and_answer(self, group: list) -> None:
+        try:
+            outcomes: list = self._write_group([(c, a) for c, a, _, _ in group])
+        except Exception as exc:  # disk full, I/O error: every waiter learns, nothing is acked
+            log.exception("store write failed")
+            outcomes = [exc] * len(group)
+        for (_, _, loop, waiter), outcome in zip(group, outcomes):
+            if loop is None:
+                done, result = waiter
+                result.append(outcome)
+                done.set()
+            elif isinstance(outcome, BaseException):
+                loop.call_soon_threadsafe(_set_exception, waiter, outcome)
+            else:
+                loop.call_soon_threadsafe(_set_result, waiter, outcome)
 
     def _write_group(self, group: list[tuple[pb.EpisodeChunk, dict[str, np.ndarray]]]) -> list[str]:
         """Files first (fsynced, renamed, directories fsynced), then the index: a chunk is in the
@@ -145,6 +150,22 @@ class EpisodeStore:
         self._queue.put(None)
         self._writer.join(timeout=10)
         self.index.close()
+
+
+def fair_group(waiting: dict[str, collections.deque]) -> list:
+    """The next commit group: one queued chunk per robot in turn (a robot served moves behind the
+    others) until the group holds _GROUP_COMMIT_MAX chunks or _GROUP_COMMIT_BYTES, so a robot with
+    many chunks queued delays another robot's chunk by at most about one group's write."""
+    group, size = [], 0
+    while waiting and len(group) < _GROUP_COMMIT_MAX and size < _GROUP_COMMIT_BYTES:
+        robot_id = next(iter(waiting))
+        queued = waiting.pop(robot_id)
+        item = queued.popleft()
+        group.append(item)
+        size += sum(a.nbytes for a in item[1].values())
+        if queued:
+            waiting[robot_id] = queued
+    return group
 
 
 def _set_result(future: asyncio.Future, value) -> None:
