@@ -62,7 +62,8 @@ def serve_learner(args, train: bool, trainer: dict) -> None:
                         redis_url=args.redis, replica_id=args.replica_id, tls=_server_tls(args),
                         insecure=args.insecure, canary=CanarySettings(args.canary_fraction, args.canary_episodes,
                                                                       args.canary_alpha),
-                        limits=RobotLimits(mb_per_s=args.robot_mb_per_s, previews_per_s=args.robot_previews_per_s)),
+                        limits=RobotLimits(mb_per_s=args.robot_mb_per_s, previews_per_s=args.robot_previews_per_s,
+                                           episode_open_s=args.episode_open_minutes * 60)),
           extensions)
 
 
@@ -127,6 +128,9 @@ def server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-client-ca", help="mTLS: accept only robots with a certificate signed by this CA")
     p.add_argument("--robot-mb-per-s", type=float, default=16.0,
                    help="episode data one robot may stream per second; above it the server reads it more slowly")
+    p.add_argument("--episode-open-minutes", type=float, default=60.0,
+                   help="an episode open longer than this (a robot that never ends it) takes no more chunks and is "
+                   "closed as truncated: its steps up to the first gap are kept, not a success")
     p.add_argument("--robot-previews-per-s", type=float, default=10.0,
                    help="live pictures kept per robot per second; the rest are dropped")
     p.add_argument("--canary-fraction", type=float, default=0.0,

@@ -46,7 +46,8 @@ class EpisodeStream:
         self.store, self.limits = servicer.store, servicer.limits
         self.pending: asyncio.Queue = asyncio.Queue()  # (chunk, its store future, its bytes), in order
         self.embodiments: dict[str, pb.Embodiment] = {}
-        self.continuity = EpisodeContinuity()  # steps run on across chunks; nothing after the end
+        # steps run on across chunks; nothing after the end; nothing once the episode is open too long
+        self.continuity = EpisodeContinuity(open_bound_s=self.limits.limits.episode_open_s)
         self.own = PendingBytes(self.limits.limits.stream_pending_mb * 1e6)  # this stream's unacknowledged bytes
         self.held = self.limits.pending  # the whole learner's
         self.reading, self.stalled = True, False

@@ -28,9 +28,13 @@ class RobotLimits:
     # at most wire.MAX_MESSAGE_BYTES (4 MiB): 16 MB holds them.
     stream_pending_mb: float = 16.0
     pending_mb: float = 512.0
+    # An episode whose first chunk was stored longer ago than this takes no more chunks and is
+    # closed as truncated (a robot that never ends it, or comes back after the bound).
+    episode_open_s: float = 3600.0
 
     def __post_init__(self):
-        if min(self.mb_per_s, self.burst_mb, self.previews_per_s, self.stream_pending_mb, self.pending_mb) <= 0:
+        if min(self.mb_per_s, self.burst_mb, self.previews_per_s, self.stream_pending_mb, self.pending_mb,
+               self.episode_open_s) <= 0:
             raise ValueError("robot limits must be positive")
 
 

@@ -123,6 +123,7 @@ class Learner:
         self.publisher.poll_once()
         self._publisher_task = asyncio.create_task(self.publisher.run())
         self._control_task = asyncio.create_task(self._tick_control())
+        self._sweep_task = asyncio.create_task(self._close_stale_episodes())
         await self.server.start()
         if self.config.train:
             self.trainer_stop = multiprocessing.get_context("spawn").Event()
@@ -170,6 +171,17 @@ class Learner:
             await asyncio.sleep(0.5)
             self.control.tick()
 
+    async def _close_stale_episodes(self) -> None:
+        """Episodes open longer than their bound (robots that never end them) are closed as
+        truncated, up to a minute after the bound, so a chunk accepted just before it is indexed first."""
+        bound = self.config.limits.episode_open_s
+        while True:
+            await asyncio.sleep(min(60.0, bound / 4))
+            try:
+                await asyncio.to_thread(self.store.close_stale, time.time() - bound - min(bound, 60.0))
+            except Exception:  # the index is away (Redis) or locked: the next sweep tries again
+                log.exception("closing stale episodes failed")
+
     async def stop(self) -> None:
         if self.trainer_stop is not None:
             self.trainer_stop.set()
@@ -181,6 +193,7 @@ class Learner:
             await self.server.stop(grace=1.0)
         self._publisher_task.cancel()
         self._control_task.cancel()
+        self._sweep_task.cancel()
         if self.relay is not None:
             await self.relay.stop()
         if self.trainer_process is not None:

@@ -33,7 +33,7 @@ from learner.credentials import REFRESH_S, CredentialStore
 from learner.limits import RobotLimits
 from learner.optimization import Optimization
 from learner.store import SqliteIndex, StoreReader
-from learner.store.base import EpisodeContinuity
+from learner.store.base import EpisodeContinuity, StoredEpisode
 from learner.trainer import Trainer, TrainerConfig
 from policy import CheckpointError, PolicyConfig, VLAPolicy, load_checkpoint, save_checkpoint
 from policy.checkpoint import WEIGHTS_FILE, sha256_file
@@ -331,6 +331,40 @@ def test_chunks_that_break_an_episode_are_refused_and_the_stored_episode_stays_w
         reader.close()
 
 
+def test_an_episode_that_never_ends_is_closed_as_truncated_and_takes_no_more_chunks(learner_thread):
+    """Case 10: past the bound an open episode's new chunks are refused (set aside by the robot)
+    and the learner's sweep closes it: its steps up to the first gap kept, not a success."""
+    learner = learner_thread(train=False, limits=RobotLimits(episode_open_s=2.0))
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    stub.Register(pb.RegisterRequest(robot_id="arm", embodiment=wire.embodiment_to_proto("arm", CAMERAS, 7, 4, 10)),
+                  metadata=AUTH, timeout=10)
+    reader = StoreReader(learner.config.data_dir)
+    try:
+        for chunks in ([steps_chunk("endless", 0, 0, 3), steps_chunk("endless", 1, 3, 3)],
+                       [steps_chunk("gap", 0, 0, 3), steps_chunk("gap", 2, 6, 3)],  # chunk 1 never comes
+                       [steps_chunk("headless", 1, 3, 3)]):  # nor chunk 0 here
+            assert len(list(stub.StreamEpisodes(iter(chunks), metadata=AUTH, timeout=20))) == len(chunks)
+        assert reader.complete_episodes() == []
+        time.sleep(2.5)
+        assert "open longer than the learner's bound" in refused(stub, [steps_chunk("endless", 2, 6, 3)]).details()
+        wait_for(lambda: len(reader.complete_episodes()) == 2, 20, "the sweep closing the open episodes")
+        rows = {row["episode_id"]: row for row in reader.complete_episodes()}
+        assert {name: (row["num_steps"], row["success"], row["termination"]) for name, row in rows.items()} == {
+            "endless": (6, 0, "truncated_by_learner"), "gap": (3, 0, "truncated_by_learner")}
+        assert reader.load_episode(rows["endless"]).arrays["step_index"].tolist() == list(range(6))
+        assert reader.load_episode(rows["gap"]).arrays["step_index"].tolist() == [0, 1, 2]  # chunk 2 left out
+        wait_for(lambda: learner.learner.store.episode_spans("arm", "headless").final == -1, 20,
+                 "the episode without chunk 0 closed empty")  # and never complete
+        assert len(reader.complete_episodes()) == 2
+        assert "open longer" in refused(stub, [steps_chunk("headless", 0, 0, 3)]).details()  # a robot back late
+        assert "open longer" in refused(stub, [steps_chunk("gap", 1, 3, 3, end=True)]).details()
+        assert learner.learner.store.close_stale(time.time()) == []  # closed once
+    finally:
+        reader.close()
+        channel.close()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 12), st.integers(1, 4), st.booleans()), max_size=25))
 def test_whatever_chunks_arrive_the_accepted_ones_never_contradict_each_other(submissions):
@@ -342,7 +376,7 @@ def test_whatever_chunks_arrive_the_accepted_ones_never_contradict_each_other(su
     for sequence, first, count, end in submissions:
         header = pb.EpisodeChunk(robot_id="arm", episode_id="e", sequence=sequence, episode_end=end)
         if not continuity.known(header):
-            continuity.learn(header, (None, {}))
+            continuity.learn(header, StoredEpisode())
         if sequence in accepted or continuity.accept(header, first, count) is not None:
             continue
         accepted[sequence] = (first, count)

@@ -4,6 +4,7 @@ processes, robots failing over between them, and the trainer's consumer group.""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -231,3 +232,42 @@ def test_one_trainer_per_store(redis_url):
         TrainerLease(redis_url)
     first.release()
     TrainerLease(redis_url).release()
+
+
+def test_the_redis_script_and_sqlite_close_stale_episodes_alike(tmp_path, redis_url):
+    """Episodes left open (no end, a gap, no chunk 0) closed as truncated by both indexes: the
+    same steps kept, the same totals, the same chunks read back; closed once, and a late end
+    chunk does not reopen one."""
+    from learner.store import StoreReader
+
+    redis_store = EpisodeStore(tmp_path / "redis", index=RedisIndex(redis_url))
+    sqlite_store = EpisodeStore(tmp_path / "sqlite")
+    redis_reader = RedisStoreReader(tmp_path / "redis", redis_url, group="stale", consumer="c")
+    sqlite_reader = StoreReader(tmp_path / "sqlite")
+    chunks = [chunk("r1", "endless", 0, 0, [POLICY, INTERVENTION]), chunk("r1", "endless", 1, 2, [INTERVENTION, POLICY]),
+              chunk("r1", "gap", 0, 0, [POLICY] * 3), chunk("r1", "gap", 2, 5, [INTERVENTION] * 2),
+              chunk("r1", "headless", 1, 3, [POLICY] * 2), chunk("r1", "ended", 0, 0, [POLICY] * 4, end=True)]
+    try:
+        for store in (redis_store, sqlite_store):
+            for c in chunks:
+                store.put_chunk_sync(*c)
+        answers = {}
+        for name, store, reader in (("redis", redis_store, redis_reader), ("sqlite", sqlite_store, sqlite_reader)):
+            assert {row["episode_id"] for row in reader.complete_episodes()} == {"ended"}
+            assert store.close_stale(time.time() - 3600) == []  # not open long enough
+            assert sorted(store.close_stale(time.time() + 1)) == [("r1", "endless"), ("r1", "gap"), ("r1", "headless")]
+            assert store.close_stale(time.time() + 1) == []
+            store.put_chunk_sync(*chunk("r1", "gap", 1, 3, [POLICY] * 2, end=True))  # past the closure
+            rows = {row["episode_id"]: row for row in reader.complete_episodes()}
+            answers[name] = {
+                e: (row["num_steps"], row["success"], row["termination"], row["human_steps"], row["takeovers"],
+                    reader.load_episode(row).arrays["step_index"].tolist())
+                for e, row in rows.items() if e != "ended"}
+            answers[name]["headless"] = store.episode_spans("r1", "headless").final
+            assert store.episode_spans("r1", "gap").final == 0
+        assert answers["redis"] == answers["sqlite"] == {
+            "endless": (4, 0, "truncated_by_learner", 2, 1, [0, 1, 2, 3]),
+            "gap": (3, 0, "truncated_by_learner", 0, 0, [0, 1, 2]), "headless": -1}
+    finally:
+        for closable in (redis_store, sqlite_store, redis_reader, sqlite_reader):
+            closable.close()

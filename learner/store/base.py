@@ -11,7 +11,8 @@ tests/test_scaleout.py holds the two to the same answers on the same chunks. One
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol
 
@@ -96,33 +97,59 @@ def continuity_problem(sequence: int, first_step: int, num_steps: int, end: bool
 
 
 @dataclass
-class _EpisodeSpans:
-    final: int | None
-    spans: dict[int, tuple[int, int]]
+class StoredEpisode:
+    """What the index holds of an episode (`EpisodeIndex.episode_spans`): its end chunk's sequence
+    (None before it; -1 for an episode closed before its chunk 0 arrived), its stored chunks'
+    (first step, steps) by sequence, and when its first chunk was stored (None: nothing yet)."""
+
+    final: int | None = None
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    opened_at: float | None = None
+
+
+# An episode open longer than its bound is closed with this termination (`close_stale`).
+TRUNCATED = "truncated_by_learner"
+
+
+def truncated_final(sequences: Iterable[int]) -> int:
+    """Where an episode closed while open ends: the last chunk of the run 0, 1, 2, ... stored
+    (steps join up within it, continuity_problem saw to that); -1 without chunk 0. Chunks after a
+    gap are left out. The Redis close script is its Lua twin."""
+    stored, final = set(sequences), -1
+    while final + 1 in stored:
+        final += 1
+    return final
 
 
 class EpisodeContinuity:
     """`continuity_problem` as one episode stream applies it: what the index holds of an episode
     is read once, when the stream first sees the episode; the chunks the stream accepts after
-    that (which the writer may not have indexed yet) are added as they go. Remembers the last
+    that (which the writer may not have indexed yet) are added as they go. With `open_bound_s`, a
+    new chunk of an episode whose first chunk was stored longer ago than that is refused: the
+    learner closes such an episode as truncated (EpisodeStore.close_stale). Remembers the last
     `keep` episodes."""
 
-    def __init__(self, keep: int = 16):
-        self.keep = keep
-        self.episodes: dict[tuple[str, str], _EpisodeSpans] = {}
+    def __init__(self, keep: int = 16, open_bound_s: float | None = None):
+        self.keep, self.open_bound_s = keep, open_bound_s
+        self.episodes: dict[tuple[str, str], StoredEpisode] = {}
 
     def known(self, chunk: pb.EpisodeChunk) -> bool:
         return (chunk.robot_id, chunk.episode_id) in self.episodes
 
-    def learn(self, chunk: pb.EpisodeChunk, stored: tuple[int | None, dict[int, tuple[int, int]]]) -> None:
+    def learn(self, chunk: pb.EpisodeChunk, stored: StoredEpisode) -> None:
         """What the index holds of the chunk's episode (`EpisodeIndex.episode_spans`)."""
         if len(self.episodes) >= self.keep:
             del self.episodes[next(iter(self.episodes))]
-        self.episodes[(chunk.robot_id, chunk.episode_id)] = _EpisodeSpans(stored[0], dict(stored[1]))
+        self.episodes[(chunk.robot_id, chunk.episode_id)] = StoredEpisode(
+            stored.final, dict(stored.spans), stored.opened_at if stored.opened_at is not None else time.time())
 
     def accept(self, chunk: pb.EpisodeChunk, first_step: int, num_steps: int) -> str | None:
         """Checks the chunk and records it when it passes; why it is refused, or None."""
         seen = self.episodes[(chunk.robot_id, chunk.episode_id)]
+        if (self.open_bound_s is not None and chunk.sequence not in seen.spans
+                and time.time() - seen.opened_at > self.open_bound_s):
+            return (f"the episode has been open longer than the learner's bound of {self.open_bound_s / 60:.3g} min "
+                    "(fleet learner --episode-open-minutes): it is closed as truncated and takes no more chunks")
         problem = continuity_problem(chunk.sequence, first_step, num_steps, chunk.episode_end, seen.final, seen.spans)
         if problem is None:
             seen.spans[chunk.sequence] = (first_step, num_steps)
@@ -142,9 +169,15 @@ class EpisodeIndex(Protocol):
 
     def add(self, fresh: list[tuple[pb.EpisodeChunk, dict[str, np.ndarray], tuple[str, int]]]) -> set: ...
 
-    def episode_spans(self, robot_id: str, episode_id: str) -> tuple[int | None, dict[int, tuple[int, int]]]:
-        """The episode's end chunk (None before it arrives) and its stored chunks' (first step,
-        steps) by sequence: what `continuity_problem` checks a new chunk against."""
+    def episode_spans(self, robot_id: str, episode_id: str) -> StoredEpisode:
+        """What `continuity_problem` checks a new chunk of the episode against."""
+        ...
+
+    def close_stale(self, opened_before: float) -> list[tuple[str, str]]:
+        """Closes every episode still open whose first chunk was stored before `opened_before`
+        (a robot that never ended it): it ends at `truncated_final` with termination TRUNCATED,
+        not a success, and completes like any other (one without chunk 0 is closed empty and
+        never completes). Returns the (robot id, episode id) closed."""
         ...
 
     def close(self) -> None: ...

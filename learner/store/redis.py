@@ -25,13 +25,14 @@ from core.episode import EpisodeArrays
 from core.wire import PROTO_TO_KIND
 from fleet.v1 import fleet_pb2 as pb
 from learner.redis_client import connect, text as _text
-from learner.store.base import chunk_summary, load_episode_arrays
+from learner.store.base import TRUNCATED, StoredEpisode, chunk_summary, load_episode_arrays
 
 log = logging.getLogger("fleetlearn.redis")
 
 EPISODE_STREAM = "fleet:episodes"
 DEMO_COUNTS = "fleet:demonstrations"   # task -> complete demonstrations
 STATS = "fleet:stats"                  # chunks, steps stored
+OPEN_EPISODES = "fleet:open"           # episode keys not yet complete, by first_stored_at
 
 
 def _episode_key(robot_id: str, episode_id: str) -> str:
@@ -53,8 +54,9 @@ redis.call('HINCRBY', stats, 'steps', tonumber(ARGV[3]))
 if redis.call('EXISTS', ep) == 0 then
   redis.call('HSET', ep, 'robot_id', ARGV[4], 'episode_id', ARGV[5], 'task', ARGV[6], 'instruction', ARGV[7],
              'kind', ARGV[8], 'seed', ARGV[9], 'policy_version', ARGV[10], 'first_stored_at', ARGV[11], 'complete', '0')
+  redis.call('ZADD', KEYS[6], tonumber(ARGV[11]), ep)
 end
-if ARGV[12] == '1' then
+if ARGV[12] == '1' and redis.call('HEXISTS', ep, 'final_sequence') == 0 then
   redis.call('HSET', ep, 'final_sequence', seq, 'num_steps', ARGV[13], 'success', ARGV[14],
              'total_reward', ARGV[15], 'termination', ARGV[16])
 end
@@ -74,6 +76,41 @@ for s = 0, final do
   previous = c.last_source
 end
 redis.call('HSET', ep, 'complete', '1', 'completed_at', ARGV[11], 'human_steps', human, 'takeovers', takeovers)
+redis.call('ZREM', KEYS[6], ep)
+local e = redis.call('HGETALL', ep)
+redis.call('XADD', stream, '*', unpack(e))
+if redis.call('HGET', ep, 'kind') == 'demonstration' then
+  redis.call('HINCRBY', demos, redis.call('HGET', ep, 'task'), 1)
+end
+return 1
+"""
+
+# An episode open too long, closed as truncated (learner/store/base.py: EpisodeIndex.close_stale,
+# truncated_final): it ends at the last chunk of the run 0, 1, 2, ... stored and completes from
+# those chunks, or, without chunk 0, is closed empty (final -1, never complete).
+_CLOSE_STALE = """
+local chunks, ep, stream, demos, open = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+redis.call('ZREM', open, ep)
+if redis.call('HGET', ep, 'complete') ~= '0' then return 0 end
+local final = redis.call('HGET', ep, 'final_sequence')
+if final and tonumber(final) < 0 then return 0 end
+local human, takeovers, previous, steps, s = 0, 0, -1, 0, 0
+local intervention = tonumber(ARGV[2])
+while true do
+  local raw = redis.call('HGET', chunks, tostring(s))
+  if not raw then break end
+  local c = cjson.decode(raw)
+  steps = steps + c.num_steps
+  human = human + c.human_steps
+  takeovers = takeovers + c.takeover_starts
+  if c.first_source == intervention and previous ~= intervention then takeovers = takeovers + 1 end
+  previous = c.last_source
+  s = s + 1
+end
+redis.call('HSET', ep, 'final_sequence', s - 1, 'num_steps', steps, 'success', 0, 'termination', ARGV[3])
+redis.call('HDEL', ep, 'total_reward')
+if s == 0 then return 1 end
+redis.call('HSET', ep, 'complete', '1', 'completed_at', ARGV[1], 'human_steps', human, 'takeovers', takeovers)
 local e = redis.call('HGETALL', ep)
 redis.call('XADD', stream, '*', unpack(e))
 if redis.call('HGET', ep, 'kind') == 'demonstration' then
@@ -90,6 +127,7 @@ class RedisIndex:
         self.url, self.replica_id = url, replica_id
         self.client = connect(url)
         self._add_chunk = self.client.register_script(_ADD_CHUNK)
+        self._close_stale = self.client.register_script(_CLOSE_STALE)
 
     def register_robot(self, robot_id: str, embodiment: pb.Embodiment, tasks: list[dict]) -> None:
         now = time.time()
@@ -121,7 +159,8 @@ class RedisIndex:
                     **chunk_summary(arrays)}
             o = chunk.outcome
             self._add_chunk(keys=[_chunks_key(chunk.robot_id, chunk.episode_id),
-                                  _episode_key(chunk.robot_id, chunk.episode_id), EPISODE_STREAM, DEMO_COUNTS, STATS],
+                                  _episode_key(chunk.robot_id, chunk.episode_id), EPISODE_STREAM, DEMO_COUNTS, STATS,
+                                  OPEN_EPISODES],
                             args=[chunk.sequence, json.dumps(meta), meta["num_steps"], chunk.robot_id, chunk.episode_id,
                                   chunk.task, chunk.instruction, PROTO_TO_KIND[chunk.kind], chunk.seed,
                                   chunk.policy_version, now, int(chunk.episode_end), o.num_steps, int(o.success),
@@ -130,14 +169,26 @@ class RedisIndex:
         added = pipe.execute()
         return {(c.robot_id, c.episode_id, c.sequence) for (c, _, _), new in zip(fresh, added) if not new}
 
-    def episode_spans(self, robot_id: str, episode_id: str) -> tuple[int | None, dict[int, tuple[int, int]]]:
+    def episode_spans(self, robot_id: str, episode_id: str) -> StoredEpisode:
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(_episode_key(robot_id, episode_id), "final_sequence")
+        pipe.hmget(_episode_key(robot_id, episode_id), "final_sequence", "first_stored_at")
         pipe.hgetall(_chunks_key(robot_id, episode_id))
-        final, chunks = pipe.execute()
+        (final, opened), chunks = pipe.execute()
         spans = {int(seq): (meta["first_step"], meta["num_steps"])
                  for seq, meta in ((s, json.loads(raw)) for s, raw in chunks.items())}
-        return (int(final) if final is not None else None), spans
+        return StoredEpisode(int(final) if final is not None else None, spans,
+                             float(opened) if opened is not None else None)
+
+    def close_stale(self, opened_before: float) -> list[tuple[str, str]]:
+        closed = []
+        for key in self.client.zrangebyscore(OPEN_EPISODES, "-inf", f"({opened_before!r}"):
+            key = _text(key)
+            chunks = "fleet:chunks:" + key[len("fleet:episode:"):]
+            if self._close_stale(keys=[chunks, key, EPISODE_STREAM, DEMO_COUNTS, OPEN_EPISODES],
+                                 args=[repr(time.time()), pb.ACTION_SOURCE_INTERVENTION, TRUNCATED]):
+                robot_id, episode_id = self.client.hmget(key, "robot_id", "episode_id")
+                closed.append((_text(robot_id), _text(episode_id)))
+        return closed
 
     def close(self) -> None:
         self.client.close()
@@ -223,7 +274,8 @@ class RedisStoreReader:
     def chunks(self, row: dict) -> list[dict]:
         """An episode's chunks as indexed (path, steps, the replica that stored it), in order."""
         chunks = self.client.hgetall(_chunks_key(row["robot_id"], row["episode_id"]))
-        return [json.loads(chunks[k]) for k in sorted(chunks, key=int)]
+        final = row.get("final_sequence")  # chunks past it (an episode closed as truncated) are not the episode's
+        return [json.loads(chunks[k]) for k in sorted(chunks, key=int) if final is None or int(k) <= final]
 
     def episodes(self, robot_id: str | None = None) -> list[dict]:
         """Every indexed episode (complete or not), optionally of one robot: for tools and tests."""

@@ -15,7 +15,8 @@ import numpy as np
 from core.episode import EpisodeArrays
 from core.wire import PROTO_TO_KIND
 from fleet.v1 import fleet_pb2 as pb
-from learner.store.base import chunk_summary, episode_totals, load_episode_arrays
+from learner.store.base import (TRUNCATED, StoredEpisode, chunk_summary, episode_totals, load_episode_arrays,
+                                truncated_final)
 from learner.versions import VERSIONS_SCHEMA
 
 _SCHEMA = """
@@ -128,7 +129,7 @@ class SqliteIndex:
                     o = chunk.outcome
                     self.db.execute(
                         "UPDATE episodes SET final_sequence=?, num_steps=?, success=?, total_reward=?, termination=? "
-                        "WHERE robot_id=? AND episode_id=?",
+                        "WHERE robot_id=? AND episode_id=? AND final_sequence IS NULL",  # not one closed meanwhile
                         (chunk.sequence, o.num_steps, int(o.success), o.total_reward, o.termination,
                          chunk.robot_id, chunk.episode_id))
                 episodes_touched.add((chunk.robot_id, chunk.episode_id))
@@ -137,23 +138,44 @@ class SqliteIndex:
             self.db.commit()
             return set()
 
-    def episode_spans(self, robot_id: str, episode_id: str) -> tuple[int | None, dict[int, tuple[int, int]]]:
+    def episode_spans(self, robot_id: str, episode_id: str) -> StoredEpisode:
         """Read on a connection of its own: a stream's check never waits on the writer's commit."""
         with self._read_lock:
-            row = self.reads.execute("SELECT final_sequence FROM episodes WHERE robot_id=? AND episode_id=?",
-                                     (robot_id, episode_id)).fetchone()
+            row = self.reads.execute("SELECT final_sequence, first_stored_at FROM episodes WHERE robot_id=? AND "
+                                     "episode_id=?", (robot_id, episode_id)).fetchone()
             spans = self.reads.execute("SELECT sequence, first_step, num_steps FROM chunks WHERE robot_id=? AND "
                                        "episode_id=?", (robot_id, episode_id)).fetchall()
-        return (row["final_sequence"] if row else None), {c["sequence"]: (c["first_step"], c["num_steps"]) for c in spans}
+        return StoredEpisode(row["final_sequence"] if row else None,
+                             {c["sequence"]: (c["first_step"], c["num_steps"]) for c in spans},
+                             row["first_stored_at"] if row else None)
+
+    def close_stale(self, opened_before: float) -> list[tuple[str, str]]:
+        with self._lock:
+            now, closed = time.time(), []
+            for row in self.db.execute("SELECT robot_id, episode_id FROM episodes WHERE complete=0 AND "
+                                       "COALESCE(final_sequence, 0)>=0 AND first_stored_at<?", (opened_before,)).fetchall():
+                key = (row["robot_id"], row["episode_id"])
+                spans = self.db.execute("SELECT sequence, num_steps FROM chunks WHERE robot_id=? AND episode_id=?",
+                                        key).fetchall()
+                final = truncated_final(c["sequence"] for c in spans)
+                self.db.execute(
+                    "UPDATE episodes SET final_sequence=?, num_steps=?, success=0, total_reward=NULL, termination=? "
+                    "WHERE robot_id=? AND episode_id=?",
+                    (final, sum(c["num_steps"] for c in spans if c["sequence"] <= final), TRUNCATED, *key))
+                self._maybe_complete(*key, now)
+                closed.append(key)
+            self.db.commit()
+            return closed
 
     def _maybe_complete(self, robot_id: str, episode_id: str, now: float) -> None:
         row = self.db.execute("SELECT final_sequence, complete FROM episodes WHERE robot_id=? AND episode_id=?",
                               (robot_id, episode_id)).fetchone()
-        if row["complete"]:
+        if row["complete"] or row["final_sequence"] is None or row["final_sequence"] < 0:  # -1: closed empty
             return
         chunks = self.db.execute(
             "SELECT human_steps, takeover_starts, first_source, last_source FROM chunks "
-            "WHERE robot_id=? AND episode_id=? ORDER BY sequence", (robot_id, episode_id)).fetchall()
+            "WHERE robot_id=? AND episode_id=? AND sequence<=? ORDER BY sequence",
+            (robot_id, episode_id, row["final_sequence"])).fetchall()
         totals = episode_totals(chunks, row["final_sequence"])
         if totals is None:
             return
@@ -187,8 +209,8 @@ class StoreReader:
             (after_completed_at,)).fetchall()
 
     def load_episode(self, row: sqlite3.Row) -> EpisodeArrays:
-        chunks = self.db.execute("SELECT path FROM chunks WHERE robot_id=? AND episode_id=? ORDER BY sequence",
-                                 (row["robot_id"], row["episode_id"])).fetchall()
+        chunks = self.db.execute("SELECT path FROM chunks WHERE robot_id=? AND episode_id=? AND sequence<=? "
+                                 "ORDER BY sequence", (row["robot_id"], row["episode_id"], row["final_sequence"])).fetchall()
         arrays = load_episode_arrays(self.root, [c["path"] for c in chunks])
         return EpisodeArrays(row["robot_id"], row["episode_id"], row["task"], row["instruction"], row["kind"],
                              row["policy_version"], bool(row["success"]), arrays)

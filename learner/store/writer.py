@@ -31,7 +31,7 @@ from safetensors.numpy import save_file
 
 from core.durable import fsync_dir, fsync_file, private_tmp, safe_name
 from fleet.v1 import fleet_pb2 as pb
-from learner.store.base import EpisodeIndex
+from learner.store.base import EpisodeIndex, StoredEpisode
 from learner.store.sqlite import SqliteIndex
 
 log = logging.getLogger("fleetlearn.store")
@@ -66,9 +66,17 @@ class EpisodeStore:
 
     # -- chunk ingest --------------------------------------------------------------------------
 
-    def episode_spans(self, robot_id: str, episode_id: str) -> tuple[int | None, dict[int, tuple[int, int]]]:
+    def episode_spans(self, robot_id: str, episode_id: str) -> StoredEpisode:
         """What the index holds of an episode, for the integrity check (learner/store/base.py)."""
         return self.index.episode_spans(robot_id, episode_id)
+
+    def close_stale(self, opened_before: float) -> list[tuple[str, str]]:
+        """Closes the episodes open since before `opened_before` as truncated (EpisodeIndex.close_stale)."""
+        closed = self.index.close_stale(opened_before)
+        for robot_id, episode_id in closed:
+            log.warning("closed episode %s of %s as truncated: open longer than the learner's bound", episode_id,
+                        robot_id)
+        return closed
 
     async def put_chunk(self, chunk: pb.EpisodeChunk, arrays: dict[str, np.ndarray]) -> str:
         """Persists a decoded chunk; returns "stored" or "duplicate" once it is durable."""
