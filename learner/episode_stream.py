@@ -43,6 +43,7 @@ class EpisodeStream:
 
     def __init__(self, servicer, context):
         self.servicer, self.context = servicer, context
+        self.peer = context.peer()  # read while the call is live: grpc's peer() of a finished call crashes
         self.store, self.limits = servicer.store, servicer.limits
         self.pending: asyncio.Queue = asyncio.Queue()  # (chunk, its store future, its bytes), in order
         self.embodiments: dict[str, pb.Embodiment] = {}
@@ -51,17 +52,19 @@ class EpisodeStream:
         self.own = PendingBytes(self.limits.limits.stream_pending_mb * 1e6)  # this stream's unacknowledged bytes
         self.held = self.limits.pending  # the whole learner's
         self.reading, self.stalled = True, False
+        self.released = False  # True once the stream has handed back all it held of the learner's budget
 
     async def run(self, request_iterator) -> Failure | None:
         reader = asyncio.current_task()
         writer = asyncio.create_task(self._write_acks(reader))
+        writer.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved, whatever ends us
         failure: Failure | None = None
         try:
             failure = await self._read(request_iterator)
         except asyncio.CancelledError:
             if not self.stalled:  # the transport refused a message above its hard cap, or the robot went away
                 log.warning("episode stream from %s ended by the transport (message above %d bytes, or peer gone)",
-                            self.context.peer(), TRANSPORT_MAX_MESSAGE_BYTES)
+                            self.peer, TRANSPORT_MAX_MESSAGE_BYTES)
                 raise
             reader.uncancel()  # cancelled by _write_acks: the robot reads no acks
         finally:
@@ -75,7 +78,8 @@ class EpisodeStream:
                 log.error("episode store write failed: %s", exc)
                 failure = failure or (grpc.StatusCode.UNAVAILABLE, f"learner could not store the chunk ({exc}); "
                                       "the robot keeps it spooled and retries", None)
-            finally:  # what this stream still holds goes back (cancelled mid-queue, or stalled)
+            finally:  # what this stream still holds goes back now (cancelled mid-queue, or stalled), once
+                self.released = True
                 self.held.give(self.own.held)
         if self.stalled:
             failure = (grpc.StatusCode.RESOURCE_EXHAUSTED, f"an acknowledgement was not read for {ACK_STALL_S:g} s; "
@@ -97,7 +101,12 @@ class EpisodeStream:
                     return grpc.StatusCode.INVALID_ARGUMENT, f"episode {chunk.episode_id}: {problem}", chunk
                 size = chunk.ByteSize()
                 await self.own.take(size)  # at this stream's cap: read no further until its acks catch up
-                if not await self.held.take(size, timeout=PENDING_WAIT_S):
+                try:  # what `own` holds, `held` holds too, whatever ends the wait
+                    room = await self.held.take(size, timeout=PENDING_WAIT_S)
+                except BaseException:
+                    self.own.give(size)
+                    raise
+                if not room:
                     self.own.give(size)
                     self.limits.pending_refusals += 1
                     return (grpc.StatusCode.RESOURCE_EXHAUSTED, "the learner holds as many unacknowledged bytes as "
@@ -110,23 +119,35 @@ class EpisodeStream:
         return None
 
     async def _write_acks(self, reader: asyncio.Task) -> None:
-        failed = None
+        failed = None  # the store could not write: nothing more is acked, all is released
+        gone = False   # the ack could not be written (the robot went away): none is written after it
         while (item := await self.pending.get()) is not None:
             chunk, stored, size = item
             try:
-                status = await stored
-                if failed is None:
-                    try:
-                        await asyncio.wait_for(self.servicer.acknowledge(self.context, chunk, status), ACK_STALL_S)
-                    except TimeoutError:  # the robot reads no acks: end the stream rather than hold its bytes
-                        self.stalled = True
-                        if self.reading:
-                            reader.cancel()
-                        return
-            except Exception as exc:  # the store could not write: nothing more is acked, all is released
-                failed = failed or exc
+                try:
+                    status = await stored
+                except Exception as exc:
+                    failed = failed or exc
+                    continue
+                if failed is not None or gone:
+                    continue
+                try:
+                    await asyncio.wait_for(self.servicer.acknowledge(self.context, chunk, status), ACK_STALL_S)
+                except TimeoutError:  # the robot reads no acks: end the stream rather than hold its bytes
+                    self.stalled = True
+                    if self.reading:
+                        reader.cancel()
+                    return
+                except Exception as exc:  # the transport's: the call is over; the robot re-sends what it missed
+                    log.info("episode stream from %s: ack not written (%s)", self.peer, exc)
+                    gone = True
             finally:
-                self.own.give(size)
-                self.held.give(size)
+                self._release(size)
         if failed is not None:
             raise failed
+
+    def _release(self, size: int) -> None:
+        """One chunk's bytes back: to the stream, and to the learner unless all went back already."""
+        self.own.give(size)
+        if not self.released:
+            self.held.give(size)

@@ -85,10 +85,11 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
     async def StreamEpisodes(self, request_iterator, context) -> None:
         """Reads chunks, stores them (pipelined through the group-commit writer) and acks in order
         (learner/episode_stream.py); a stream that must end with an error ends here."""
-        failure = await EpisodeStream(self, context).run(request_iterator)
+        stream = EpisodeStream(self, context)
+        failure = await stream.run(request_iterator)
         if failure:
             code, message, chunk = failure
-            log.warning("episode stream from %s rejected: %s: %s", context.peer(), code.name, message)
+            log.warning("episode stream from %s rejected: %s: %s", stream.peer, code.name, message)
             # The trailers name a chunk refused for what it holds (the robot sets it aside); a
             # credential or a learner problem leaves it spooled. A header carries only a valid id.
             if (chunk is not None and code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)

@@ -109,3 +109,108 @@ def test_a_file_cut_short_anywhere_is_refused_as_corrupt(originals, kind, fracti
             with pytest.raises(CorruptSpoolEntry):
                 spool.read(spool.dir / spooled)
             assert (spool.dir / "rejected" / spooled).exists()  # set aside with its reason, never sent
+
+
+# -- clients that never read, vanish or behave: the caps hold and what was acked is stored -----
+
+FRAME = {"front": (64, 64, 3)}
+
+
+@pytest.fixture(scope="module")
+def capped_learner(tmp_path_factory):
+    """One learner for every example: small caps, a short ack-stall bound, and robots named
+    deaf-* whose acks are never read (the ack write blocks, as for a client that never reads)."""
+    import asyncio
+
+    from conftest import TOKEN, LearnerThread
+    from learner import episode_stream
+    from learner.limits import RobotLimits
+
+    root = tmp_path_factory.mktemp("capped")
+    (root / "tokens").write_text(f"{TOKEN}\n")
+    saved = episode_stream.ACK_STALL_S, episode_stream.PENDING_WAIT_S
+    episode_stream.ACK_STALL_S, episode_stream.PENDING_WAIT_S = 0.5, 0.5
+    learner = LearnerThread(root / "learner", root / "tokens", train=False,
+                            limits=RobotLimits(stream_pending_mb=0.1, pending_mb=0.25)).start()
+    servicer = learner.learner.servicer
+    acknowledge = servicer.acknowledge
+
+    async def maybe_deaf(context, chunk, status):
+        if chunk.robot_id.startswith("deaf"):
+            await asyncio.sleep(3600)
+        await acknowledge(context, chunk, status)
+
+    servicer.acknowledge = maybe_deaf
+    import grpc
+
+    from fleet.v1 import fleet_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(learner.address)
+    stub = pb_grpc.FleetLearnerStub(channel)
+    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    for kind in ("reads", "deaf", "gone"):
+        for i in range(4):
+            stub.Register(pb.RegisterRequest(robot_id=f"{kind}-{i}", embodiment=wire.embodiment_to_proto(
+                f"{kind}-{i}", FRAME, 7, 4, 10)), metadata=metadata, timeout=10)
+    yield learner, stub, metadata
+    channel.close()
+    learner.stop()
+    episode_stream.ACK_STALL_S, episode_stream.PENDING_WAIT_S = saved
+
+
+def frames_chunk(robot_id: str, episode_id: str, sequence: int, steps: int = 3) -> pb.EpisodeChunk:
+    return pb.EpisodeChunk(robot_id=robot_id, episode_id=episode_id, sequence=sequence, kind=pb.EPISODE_KIND_TRAINING,
+                           steps=[wire.step_to_proto(sequence * steps + i, 0.0,
+                                                     {"front": np.full((64, 64, 3), i, np.uint8)},
+                                                     np.zeros(7, np.float32), np.zeros(4, np.float32), None,
+                                                     "autonomous", 0.0, False) for i in range(steps)])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(clients=st.lists(st.tuples(st.sampled_from(["reads", "deaf", "gone"]), st.integers(1, 6)),
+                        min_size=1, max_size=4))
+def test_whatever_clients_do_the_caps_hold_and_every_ack_means_stored(capped_learner, clients):
+    import threading
+    import uuid
+
+    import grpc
+
+    from conftest import wait_for
+
+    learner, stub, metadata = capped_learner
+    pending = learner.learner.servicer.limits.pending
+    pending.peak = 0
+    outcomes: dict[int, tuple] = {}
+
+    def run(index: int, kind: str, count: int) -> None:
+        robot, episode = f"{kind}-{index}", uuid.uuid4().hex
+        call = stub.StreamEpisodes(iter([frames_chunk(robot, episode, s) for s in range(count)]), metadata=metadata,
+                                   timeout=30)
+        acked, code, trailers = [], None, {}
+        try:
+            for ack in call:
+                acked.append(ack.sequence)
+                if kind == "gone":  # goes away after its first ack
+                    call.cancel()
+        except grpc.RpcError as exc:
+            code, trailers = exc.code(), dict(exc.trailing_metadata() or ())
+        outcomes[index] = (robot, episode, kind, count, acked, code, trailers)
+
+    threads = [threading.Thread(target=run, args=(i, kind, count)) for i, (kind, count) in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    wait_for(lambda: pending.held == 0, 10, "every stream's bytes handed back")
+    chunk_bytes = frames_chunk("reads-0", "e", 0).ByteSize()
+    assert pending.peak <= 0.25e6 + chunk_bytes  # the learner-wide cap held (one message may pass alone)
+    store = learner.learner.store
+    for robot, episode, kind, count, acked, code, trailers in outcomes.values():
+        assert "fleet-rejected-episode" not in trailers  # nothing here is the chunk's fault: no set-aside
+        if kind == "reads":
+            assert code in (None, grpc.StatusCode.RESOURCE_EXHAUSTED), code  # done, or told to retry
+            assert code is not None or acked == list(range(count))
+        elif kind == "deaf":
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and not acked
+        stored = set(store.episode_spans(robot, episode).spans)
+        assert set(acked) <= stored  # an ack means the chunk is durable
