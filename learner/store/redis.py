@@ -43,10 +43,24 @@ def _chunks_key(robot_id: str, episode_id: str) -> str:
     return f"fleet:chunks:{robot_id}:{episode_id}"
 
 
+# How both scripts below end once an episode is complete: its totals, out of the open set, one
+# entry on the trainer's stream, and one more demonstration of its task if it is one.
+_COMPLETE = """
+redis.call('HSET', ep, 'complete', '1', 'completed_at', now, 'human_steps', human, 'takeovers', takeovers)
+redis.call('ZREM', open, ep)
+local e = redis.call('HGETALL', ep)
+redis.call('XADD', stream, '*', unpack(e))
+if redis.call('HGET', ep, 'kind') == 'demonstration' then
+  redis.call('HINCRBY', demos, redis.call('HGET', ep, 'task'), 1)
+end
+return 1
+"""
+
 # One chunk into the index, atomically: the chunk (first writer wins), the episode header, its
 # outcome, and, when this chunk completes the episode, its totals and one stream entry.
 _ADD_CHUNK = """
-local chunks, ep, stream, demos, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local chunks, ep, stream, demos, stats, open = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local now = ARGV[11]
 local seq = ARGV[1]
 if redis.call('HSETNX', chunks, seq, ARGV[2]) == 0 then return 0 end
 redis.call('HINCRBY', stats, 'chunks', 1)
@@ -54,7 +68,7 @@ redis.call('HINCRBY', stats, 'steps', tonumber(ARGV[3]))
 if redis.call('EXISTS', ep) == 0 then
   redis.call('HSET', ep, 'robot_id', ARGV[4], 'episode_id', ARGV[5], 'task', ARGV[6], 'instruction', ARGV[7],
              'kind', ARGV[8], 'seed', ARGV[9], 'policy_version', ARGV[10], 'first_stored_at', ARGV[11], 'complete', '0')
-  redis.call('ZADD', KEYS[6], tonumber(ARGV[11]), ep)
+  redis.call('ZADD', open, tonumber(ARGV[11]), ep)
 end
 if ARGV[12] == '1' and redis.call('HEXISTS', ep, 'final_sequence') == 0 then
   redis.call('HSET', ep, 'final_sequence', seq, 'num_steps', ARGV[13], 'success', ARGV[14],
@@ -75,21 +89,14 @@ for s = 0, final do
   if c.first_source == intervention and previous ~= intervention then takeovers = takeovers + 1 end
   previous = c.last_source
 end
-redis.call('HSET', ep, 'complete', '1', 'completed_at', ARGV[11], 'human_steps', human, 'takeovers', takeovers)
-redis.call('ZREM', KEYS[6], ep)
-local e = redis.call('HGETALL', ep)
-redis.call('XADD', stream, '*', unpack(e))
-if redis.call('HGET', ep, 'kind') == 'demonstration' then
-  redis.call('HINCRBY', demos, redis.call('HGET', ep, 'task'), 1)
-end
-return 1
-"""
+""" + _COMPLETE
 
 # An episode open too long, closed as truncated (learner/store/base.py: EpisodeIndex.close_stale,
 # truncated_final): it ends at the last chunk of the run 0, 1, 2, ... stored and completes from
 # those chunks, or, without chunk 0, is closed empty (final -1, never complete).
 _CLOSE_STALE = """
 local chunks, ep, stream, demos, open = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now = ARGV[1]
 redis.call('ZREM', open, ep)
 if redis.call('HGET', ep, 'complete') ~= '0' then return 0 end
 local final = redis.call('HGET', ep, 'final_sequence')
@@ -110,14 +117,7 @@ end
 redis.call('HSET', ep, 'final_sequence', s - 1, 'num_steps', steps, 'success', 0, 'termination', ARGV[3])
 redis.call('HDEL', ep, 'total_reward')
 if s == 0 then return 1 end
-redis.call('HSET', ep, 'complete', '1', 'completed_at', ARGV[1], 'human_steps', human, 'takeovers', takeovers)
-local e = redis.call('HGETALL', ep)
-redis.call('XADD', stream, '*', unpack(e))
-if redis.call('HGET', ep, 'kind') == 'demonstration' then
-  redis.call('HINCRBY', demos, redis.call('HGET', ep, 'task'), 1)
-end
-return 1
-"""
+""" + _COMPLETE
 
 
 class RedisIndex:
