@@ -23,6 +23,7 @@ from fleet.v1 import fleet_pb2 as pb
 from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from learner.leases import LeaseHeld, StoreLock
 from learner.quarantine import Quarantine
+from learner.store import StoreReader
 from learner.versions import VersionRegistry
 from policy.checkpoint import META_FILE, WEIGHTS_FILE, verify_checkpoint
 from test_corrupt_files import demo_chunk
@@ -85,8 +86,10 @@ def test_a_learner_killed_while_training_leaves_one_trainer_and_sound_contiguous
     learner, data, channel, stub = trained_to_version_zero(learner_process)
     try:
         # New fleet data keep the trainer publishing; the learner is killed at a moment chosen at random.
+        acked = []
         for n in range(3):
-            list(stub.StreamEpisodes(iter([training_chunk(f"fleet-{n}")]), metadata=AUTH, timeout=20))
+            acked += [(a.episode_id, a.sequence) for a in
+                      stub.StreamEpisodes(iter([training_chunk(f"fleet-{n}")]), metadata=AUTH, timeout=20)]
             time.sleep(random.uniform(0.2, 1.5))
     finally:
         channel.close()
@@ -107,6 +110,14 @@ def test_a_learner_killed_while_training_leaves_one_trainer_and_sound_contiguous
         assert verify_checkpoint(registry.checkpoint_dir(version))["version"] == version
     announced = np.array([p["version"] for p in registry.publications()])
     assert set(announced) <= set(versions)
+    reader = StoreReader(data)  # every acked step still there, once
+    try:
+        stored = reader.db.execute("SELECT episode_id, sequence, num_steps FROM chunks WHERE episode_id LIKE "
+                                   "'fleet-%'").fetchall()
+    finally:
+        reader.close()
+    assert sorted((r["episode_id"], r["sequence"]) for r in stored) == sorted(acked) and len(acked) == 3
+    assert sum(r["num_steps"] for r in stored) == 3 * len(training_chunk("x").steps)
 
 
 def test_a_learner_restarted_over_cut_short_files_starts_and_its_trainer_resumes(learner_process):
