@@ -90,16 +90,16 @@ class EpisodeStream:
         chunk = None
         try:
             async for chunk in request_iterator:
-                if failure := await self.servicer.check_chunk(chunk, self.embodiments, self.context):
+                size = chunk.ByteSize()  # once: protobuf works it out by walking the whole message
+                if failure := await self.servicer.check_chunk(chunk, size, self.embodiments, self.context):
                     return failure
-                await self.limits.episodes(chunk.robot_id).take(chunk.ByteSize())  # over its rate: it waits
+                await self.limits.episodes(chunk.robot_id).take(size)  # over its rate: it waits
                 arrays = wire.decode_chunk_steps(chunk, self.embodiments[chunk.robot_id])
                 if not self.continuity.known(chunk):  # once per episode and stream: what the index holds of it
                     self.continuity.learn(chunk, await asyncio.to_thread(self.store.episode_spans, chunk.robot_id,
                                                                          chunk.episode_id))
                 if problem := self.continuity.accept(chunk, int(arrays["step_index"][0]), len(chunk.steps)):
                     return grpc.StatusCode.INVALID_ARGUMENT, f"episode {chunk.episode_id}: {problem}", chunk
-                size = chunk.ByteSize()
                 await self.own.take(size)  # at this stream's cap: read no further until its acks catch up
                 try:  # what `own` holds, `held` holds too, whatever ends the wait
                     room = await self.held.take(size, timeout=PENDING_WAIT_S)

@@ -85,12 +85,9 @@ class WeightPublisher:
         if not self.is_new(publication):
             return False
         self._publication_id = publication.id
-        try:
-            announcement = checked if checked is not None else announcement_for(publication)
-            if isinstance(announcement, CheckpointError):
-                raise announcement
-        except CheckpointError as exc:
-            self._refuse(publication.version, exc)
+        announcement = checked if checked is not None else _checked(publication)
+        if isinstance(announcement, CheckpointError):
+            self._refuse(publication.version, announcement)
             return self.poll_once()  # the version gone back to, if any
         if self.canary.enabled and self.current is not None and not publication.rollback \
                 and publication.version != self.current.version:

@@ -19,11 +19,11 @@ from fleet.v1 import fleet_pb2_grpc as pb_grpc
 from learner.canary import CanarySettings
 from learner.control import FleetControl
 from learner.credentials import Authenticator
+from learner.episode_stream import TRANSPORT_MAX_MESSAGE_BYTES
 from learner.events import EventFanout, LearnerExtension
 from learner.interceptors import MalformedRequestInterceptor, TokenAuthInterceptor, read_tokens
 from learner.limits import RobotLimits
 from learner.publisher import WeightPublisher
-from learner.episode_stream import TRANSPORT_MAX_MESSAGE_BYTES
 from learner.servicer import FleetLearnerServicer
 from learner.store import EpisodeStore, open_index
 from learner.train_process import trainer_main

@@ -110,8 +110,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
             status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))
 
-    async def check_chunk(self, chunk: pb.EpisodeChunk, embodiments: dict, context):
-        size = chunk.ByteSize()
+    async def check_chunk(self, chunk: pb.EpisodeChunk, size: int, embodiments: dict, context):
+        """Why a chunk of `size` bytes (its ByteSize) is refused before it is decoded, or None."""
         if size > self.max_message_bytes:
             return (grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"chunk of {size} bytes exceeds max_message_bytes {self.max_message_bytes}; seal chunks smaller", chunk)
