@@ -4,13 +4,15 @@ Both arms train the same version 0 (the demo's policy on `--demos` scripted push
 demonstrations) and are then timed on fleet post-training steps at the same batch size, on one
 torch thread as the demo's trainer runs:
 
-    end_to_end   the path before issue 23: the encoder keeps training, every batch carries images
+    end_to_end   the path before issue 23: the policy of then (no base, a two-layer head with a
+                 4 x d_model feed-forward), the encoder keeps training, every batch carries images
                  (random-shift augmented, through both camera CNNs), assembled on the training
                  thread, in fp32, the head's decoder run by torch's nn.TransformerDecoder (the
                  implementation it had; the same weights and function as policy/model.py's). It
                  has today's fused AdamW and one-call moving average: if anything it is faster
                  than the old trainer.
-    default      the new default: the encoder frozen after version 0, every frame embedded once,
+    default      the new default: the shipped base, the one-layer head with a 2 x d_model
+                 feed-forward, the encoder frozen after version 0, every frame embedded once,
                  the head trained on cached embeddings by policy/model.py's decoder, bf16
                  autocast where the CPU multiplies bf16 in hardware (`--precision auto`), batches
                  assembled on a thread of their own.
@@ -45,6 +47,8 @@ import torch
 from bench.sim import _demonstration, _run_pool
 
 ARMS = ("end_to_end", "default")
+# The demo's policy before issue 23 (trained from scratch): what the baseline arm times.
+BEFORE_ISSUE_23 = {"n_layers": 2, "ffn_dim": 512}
 
 
 class EncoderTimer:
@@ -86,7 +90,9 @@ def _trainer(arm: str, demos, args):
                            bootstrap_updates=args.bootstrap_updates,
                            encoder="frozen" if arm == "default" else "finetune",
                            precision=args.precision if arm == "default" else "fp32",
-                           prefetch=args.prefetch if arm == "default" else 0)
+                           prefetch=args.prefetch if arm == "default" else 0,
+                           base="default" if arm == "default" else "none",
+                           policy_overrides={} if arm == "default" else BEFORE_ISSUE_23)
     trainer = Trainer(config)
     for episode in demos:
         trainer.add_episode(episode, online=False)

@@ -170,7 +170,8 @@ def trainer_flags(p: argparse.ArgumentParser) -> None:
                    help="where version 0 starts: default (the shipped multi-task base, policy/bases/tabletop, "
                         "when it fits the robots), none (from scratch) or a `fleet pretrain` checkpoint directory")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="training precision: auto is bf16 autocast on CUDA and on CPUs with AMX, fp32 elsewhere")
+                   help="training precision: auto is bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16, "
+                        "fp32 elsewhere")
     p.add_argument("--max-updates-per-s", type=float,
                    help="cap the trainer's update rate after version 0 (benchmarks: the same rate for every fleet size)")
     p.add_argument("--tasks", help="comma-separated tasks to train the one shared policy on (default: all received)")

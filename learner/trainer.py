@@ -82,8 +82,8 @@ class TrainerConfig:
     encoder_lr: float = 1e-4
     # Where the trainer runs (policy/device.py): auto, cpu, cuda or cuda:N.
     device: str = "auto"
-    # Training precision (policy/device.py): auto is bf16 autocast on CUDA and on CPUs with AMX
-    # (weights, optimizer and robots' inference stay fp32), fp32 elsewhere.
+    # Training precision (policy/device.py): auto is bf16 autocast on CUDA and on CPUs with AMX or
+    # AVX512-BF16 (weights, optimizer and robots' inference stay fp32), fp32 elsewhere.
     precision: str = "auto"
     # Batches assembled this many ahead on a thread of their own (0: on the training thread).
     prefetch: int = 2

@@ -28,7 +28,8 @@ log = logging.getLogger("fleetlearn.policy")
 SHIPPED_BASE = Path(__file__).resolve().parent / "bases" / "tabletop"
 
 # What must agree between a base and the policy it starts: the embodiment and the network shape.
-_MUST_MATCH = ("cameras", "image_size", "encoder_image_size", "state_dim", "action_dim", "d_model", "keypoints")
+_MUST_MATCH = ("cameras", "image_size", "encoder_image_size", "state_dim", "action_dim", "d_model", "ffn_dim",
+               "keypoints")
 
 
 class BaseMismatch(ValueError):
