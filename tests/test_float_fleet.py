@@ -21,6 +21,10 @@ def publish_with_float(data_dir, version: int, indices: list[float]) -> None:
     """An untrained small policy that ships a FLOAT bank (random demo features of the right size)
     and the given calibration indices for push_cube."""
     policy = VLAPolicy(PolicyConfig(vocab=VOCAB, **SMALL_POLICY)).eval()
+    # Its head predicts the zero (normalised) chunk whatever it sees: an untrained head's random
+    # drift would push the arm against a workspace wall, where a test's jog has no room.
+    torch.nn.init.zeros_(policy.head.out[1].weight)
+    torch.nn.init.zeros_(policy.head.out[1].bias)
     cameras = {cam: torch.zeros((1, 96, 96, 3), dtype=torch.uint8) for cam in policy.config.cameras}
     dim = policy.embed_frames(cameras, torch.zeros(1, policy.config.state_dim)).numel() * policy.config.obs_steps
     rng = np.random.default_rng(0)

@@ -230,6 +230,12 @@ function button(label, action, className, onClick) {
 }
 
 function renderActions(tile, robot, mine, atRobot) {
+  // Rebuilt only when what it shows changes: a button rebuilt under the operator's pointer would
+  // lose the press (a held jog button stopped jogging at the next refresh).
+  const key = JSON.stringify([robot.online, robot.help && [robot.help.reason, robot.help.position], mine, atRobot,
+                              robot.operator, robot.driving, robot.mode]);
+  if (tile.actionsKey === key) return;
+  tile.actionsKey = key;
   const box = tile.root.querySelector(".actions");
   box.replaceChildren();
   const id = robot.id;
