@@ -127,8 +127,8 @@ class DiffusionTransformerHead(nn.Module):
     everything that is trained on cached frame embeddings (stage 3 of long-context training).
     """
 
-    def __init__(self, action_dim: int, horizon: int, d_model: int, n_heads: int, n_layers: int, frames: int = 1,
-                 ffn_dim: int | None = None):
+    def __init__(self, action_dim: int, horizon: int, d_model: int, n_heads: int, n_layers: int, ffn_dim: int,
+                 frames: int = 1):
         super().__init__()
         self.d_model = d_model
         self.action_in = nn.Linear(action_dim, d_model)
@@ -136,7 +136,7 @@ class DiffusionTransformerHead(nn.Module):
         self.frame_position = nn.Parameter(torch.zeros(1, frames, 1, d_model))
         self.obs_to_tokens = nn.Linear(d_model, d_model)
         self.time_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.Mish(), nn.Linear(d_model, d_model))
-        self.decoder = Decoder(DecoderLayer(d_model, n_heads, ffn_dim or 4 * d_model), n_layers)
+        self.decoder = Decoder(DecoderLayer(d_model, n_heads, ffn_dim), n_layers)
         self.out = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, action_dim))
         nn.init.normal_(self.position, std=0.02)
         nn.init.normal_(self.frame_position, std=0.02)

@@ -54,8 +54,8 @@ class VLAPolicy(nn.Module):
         # RECAP: an advantage indicator (0 none, 1 negative, 2 positive) added to the text token.
         # Outside the encoder, so it trains with the head on cached embeddings too.
         self.advantage_embedding = nn.Embedding(3, c.d_model) if c.advantage_conditioned else None
-        self.head = DiffusionTransformerHead(c.action_dim, c.horizon, c.d_model, c.n_heads, c.n_layers, c.obs_steps,
-                                             c.ffn_dim)
+        self.head = DiffusionTransformerHead(c.action_dim, c.horizon, c.d_model, c.n_heads, c.n_layers, c.ffn_dim,
+                                             c.obs_steps)
         self.state_norm = state_norm or Normalizer.identity(c.state_dim)
         self.action_norm = action_norm or Normalizer.identity(c.action_dim)
         self.schedule = DiffusionSchedule(c.train_diffusion_steps, c.inference_steps)
