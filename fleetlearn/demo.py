@@ -95,6 +95,10 @@ def plot_learning_curve(table: list[dict], path: Path) -> None:
         ax1.fill_between(versions, [100 * r["success_ci"][0] for r in rows], [100 * r["success_ci"][1] for r in rows],
                          color="black", alpha=0.12, label="95% interval")
     ax1.plot(versions, [100 * r["success_rate"] for r in rows], "o-", color="black", label="all tasks")
+    held_back = [r for r in table if r.get("canary") == "rolled back" and r["success_rate"] is not None]
+    if held_back:
+        ax1.plot([r["version"] for r in held_back], [100 * r["success_rate"] for r in held_back], "x", color="tab:red",
+                 label="rolled back by the canary (its robots' seeds)")
     if rows:
         ax1.axhline(100 * rows[0]["success_rate"], color="tab:blue", ls=":", label=f"version {rows[0]['version']} level")
     ax1.legend(fontsize=7, loc="lower right")

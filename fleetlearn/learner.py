@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from learner.canary import TESTS
+
 
 def trainer_settings(args) -> dict:
     """TrainerConfig overrides from the trainer flags (`fleet learner` and `fleet train`): the
@@ -60,8 +62,8 @@ def serve_learner(args, train: bool, trainer: dict) -> None:
                         min_operator_s=args.min_operator_s, train=train, trainer=trainer,
                         port_file=Path(args.port_file) if args.port_file else None,
                         redis_url=args.redis, replica_id=args.replica_id, tls=_server_tls(args),
-                        insecure=args.insecure, canary=CanarySettings(args.canary_fraction, args.canary_episodes,
-                                                                      args.canary_alpha),
+                        insecure=args.insecure, canary=CanarySettings(args.canary_fraction, args.canary_episodes, args.canary_alpha,
+                                                                      args.canary_test, args.canary_margin),
                         limits=RobotLimits(mb_per_s=args.robot_mb_per_s, previews_per_s=args.robot_previews_per_s,
                                            episode_open_s=args.episode_open_minutes * 60)),
           extensions)
@@ -133,12 +135,19 @@ def server_flags(p: argparse.ArgumentParser) -> None:
                    "closed as truncated: its steps up to the first gap are kept, not a success")
     p.add_argument("--robot-previews-per-s", type=float, default=10.0,
                    help="live pictures kept per robot per second; the rest are dropped")
-    p.add_argument("--canary-fraction", type=float, default=0.0,
-                   help="a new version goes to this fraction of the robots first (0: to all at once)")
-    p.add_argument("--canary-episodes", type=int, default=10,
-                   help="episodes per arm before the canary's verdict (promote, or roll back)")
+    p.add_argument("--canary-fraction", type=float, default=0.5,
+                   help="a new version goes to this fraction of the robots first, and to the rest once the canary "
+                   "promotes it (0: to all at once, no guard)")
+    p.add_argument("--canary-test", choices=TESTS, default="paired",
+                   help="paired: the candidate's evaluation episodes against the best promoted version on the same "
+                   "evaluation seeds; fisher: a one-sided Fisher test on all episodes (learner/canary.py)")
+    p.add_argument("--canary-episodes", type=int, default=12,
+                   help="paired: evaluation seeds the candidate needs before the verdict; fisher: episodes per arm")
+    p.add_argument("--canary-margin", type=float, default=0.15,
+                   help="paired: roll back when the candidate's success on the paired seeds is more than this below "
+                   "the best promoted version's")
     p.add_argument("--canary-alpha", type=float, default=0.05,
-                   help="roll back when a one-sided Fisher exact test says the new version succeeds less often, p < this")
+                   help="fisher: roll back when the test says the new version succeeds less often, p < this")
     p.add_argument("--insecure", action="store_true", help="serve plaintext (logged as a warning): a trusted "
                    "loopback or a network TLS is terminated in front of")
 

@@ -16,12 +16,16 @@ from pathlib import Path
 
 from harness.learner import LearnerProcess
 from harness.processes import free_port, single_thread_env, spawn_robot, stop_fleet
+from learner.canary import verdicts
 from learner.metrics import format_table, version_table
 from learner.store import StoreReader
 
 # Seconds one episode takes on average at 10 Hz (for the evaluation cadence below).
 MEAN_EPISODE_S = 4.5
 POLL_S = 15.0  # how often the store is read for progress
+# About how long the learner's default canary holds a version on its first robots (their share
+# of the paired evaluation seeds, every other episode) before the rest get it.
+CANARY_S = 60.0
 
 
 @dataclass
@@ -56,7 +60,7 @@ class FleetConfig:
     @property
     def final_eval_s(self) -> float:
         """No version is published this close to the deadline, so the last one finishes its round."""
-        return self.publish_every_s + 40.0
+        return self.publish_every_s + 40.0 + CANARY_S
 
     @property
     def head_updates(self) -> int:
@@ -152,8 +156,8 @@ class FleetRun:
         if not self.db_path.exists():
             return None
         reader = StoreReader(self.out / "learner")
-        table = version_table(reader, self.config.robots, self.config.operators, self.config.eval_episodes,
-                              self._version_records())
+        table = self._with_verdicts(version_table(reader, self.config.robots, self.config.operators,
+                                                  self.config.eval_episodes, self._version_records()))
         demos = sum(reader.demonstration_counts().values())
         reader.close()
         return FleetProgress(time.time() - self.started, demos, table)
@@ -173,6 +177,13 @@ class FleetRun:
         finally:
             if registry is not None:
                 registry.close()
+
+    def _with_verdicts(self, table: list[dict]) -> list[dict]:
+        """Each row's canary verdict ("promoted", "rolled back", or None: no trial, or none yet)."""
+        found = verdicts(self.out / "learner")
+        for row in table:
+            row["canary"] = found.get(row["version"])
+        return table
 
     def watch(self, report: Report | None = print_progress, alarms: Sequence[Alarm] = ()) -> None:
         """Until the deadline: progress to `report` every POLL_S seconds, and each alarm's action
@@ -207,9 +218,10 @@ class FleetRun:
         """The run's figures from the store and the robots' stats files, also written to DIR/summary.json."""
         c = self.config
         reader = StoreReader(self.out / "learner")
-        table = version_table(reader, c.robots, c.operators, c.eval_episodes, self._version_records())
+        table = self._with_verdicts(version_table(reader, c.robots, c.operators, c.eval_episodes,
+                                                  self._version_records()))
         reader.close()
-        evaluated = [r for r in table if r["eval_complete"]]
+        evaluated = [r for r in table if r["eval_complete"] and r["canary"] != "rolled back"]
         first, final = (evaluated[0], evaluated[-1]) if evaluated else (None, None)
         summary = {"versions": table, "robots": c.robots, "operators": c.operators,
                    "eval_seeds_per_task": c.seeds_per_task, "demos_per_task": c.demos,

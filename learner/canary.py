@@ -1,22 +1,30 @@
 """Canary releases: a new version runs on a fraction of the robots first.
 
 When the trainer publishes a version, the publisher announces it only to the canary robots
-(`fraction` of the robots watching, at least one); the others keep the stable version. Once
-the candidate has `episodes` finished training or evaluation episodes, and the stable version as
-many since the candidate appeared, the two success rates are compared:
+(`fraction` of the robots watching, at least one); the others keep the stable version. The
+verdict (promote: every robot gets the candidate; roll back: the stable version is published
+again, as a rollback, and every robot returns to it) comes from one of two tests, by name:
 
-    test   one-sided Fisher exact test, H0: the candidate succeeds at least as often as the
-           stable version; H1: it succeeds less often.
-    rule   roll back when p < alpha (the stable version is published again, as a rollback, and
-           every robot returns to it); otherwise promote (every robot gets the candidate).
+    paired  (the learner's default) the candidate's evaluation episodes on the canary robots
+            against the promoted versions' outcomes on the same evaluation seeds (the same
+            scenes, so scene difficulty cancels). Once the candidate has `episodes` such paired
+            seeds, it is rolled back when its successes on them fall more than `margin` x
+            `episodes` below those of the best promoted version on the same seeds. This is a
+            non-inferiority rule, not a significance test: it keeps the versions every robot runs
+            from sliding below the best one measured so far, at the price of sometimes holding
+            back a candidate that is merely unlucky (the next one is tried next). Where the
+            robots run no evaluation seeds (or a restarted learner has no record of them), the
+            candidate's first 2 x `episodes` episodes of any kind decide by the Fisher test.
+    fisher  one-sided Fisher exact test on all finished episodes (training or evaluation),
+            `episodes` per arm, the stable arm counted on the other robots since the candidate
+            appeared. H0: the candidate succeeds at least as often; roll back when p < alpha.
+            With 10 episodes per arm and alpha 0.05 it catches a collapse (80% -> 20%), not a
+            drop of a few points.
 
-So a version is promoted unless the data show, at level alpha, that it is worse. With 10
-episodes per arm and alpha 0.05 that catches a collapse (for example 80% -> 20%) but not a
-drop of a few points; raise `episodes` for finer guarantees. Robots on the candidate never
-exceed ceil(fraction x robots watching when it was published); one trial runs at a time (a
-version published meanwhile waits for the verdict, and the newest waiting one is tried next).
-The trial lives in the learner's memory: a learner restarted mid-trial takes the registry's
-latest publication as stable.
+Robots on the candidate never exceed ceil(fraction x robots watching when it was published);
+one trial runs at a time (a version published meanwhile waits for the verdict, and the newest
+waiting one is tried next). Trials and evaluation records live in the learner's memory: a
+learner restarted mid-trial takes the registry's latest publication as stable.
 """
 
 from __future__ import annotations
@@ -41,11 +49,17 @@ def fisher_less(successes_a: int, n_a: int, successes_b: int, n_b: int) -> float
                for x in range(low, successes_a + 1)) / denominator
 
 
+TESTS = ("paired", "fisher")
+EvalKey = tuple[str, int]  # (task, evaluation seed)
+
+
 @dataclass
 class CanarySettings:
     fraction: float = 0.0      # 0: no canary, every robot gets a new version at once
-    episodes: int = 10         # per arm before deciding
-    alpha: float = 0.05
+    episodes: int = 10         # paired: evaluation seeds the candidate needs; fisher: episodes per arm
+    alpha: float = 0.05        # fisher only
+    test: str = "fisher"
+    margin: float = 0.15       # paired only: the largest drop, as a fraction of `episodes`, still promoted
 
     @property
     def enabled(self) -> bool:
@@ -56,6 +70,10 @@ class CanarySettings:
             raise ValueError(f"the canary fraction must be in [0, 1), got {self.fraction}")
         if self.episodes < 1 or not 0 < self.alpha < 1:
             raise ValueError("canary episodes must be at least 1 and alpha in (0, 1)")
+        if self.test not in TESTS:
+            raise ValueError(f"unknown canary test {self.test!r}; choose one of {', '.join(TESTS)}")
+        if not 0 <= self.margin < 1:
+            raise ValueError(f"the canary margin must be in [0, 1), got {self.margin}")
 
     def canary_count(self, robots: int) -> int:
         """Robots that get a candidate: ceil(fraction x robots), at least 1 and never all (the
@@ -67,31 +85,69 @@ class CanarySettings:
 
 @dataclass
 class CanaryTrial:
-    """One candidate against the stable version."""
+    """One candidate against the stable version (and, paired, the promoted versions' records)."""
 
     candidate: int
     stable: int
     robots: frozenset[str]
     started_at: float = field(default_factory=time.time)
     outcomes: dict[int, list[bool]] = field(default_factory=dict)
+    evaluations: dict[EvalKey, bool] = field(default_factory=dict)  # the candidate's, canary robots only
 
-    def record(self, robot_id: str, version: int, success: bool) -> None:
+    def record(self, robot_id: str, version: int, success: bool, evaluation: EvalKey | None = None) -> None:
         """Candidate outcomes count from the canary robots only, stable ones from the others: a
-        robot cannot vote for a version it was not given."""
+        robot cannot vote for a version it was not given. `evaluation`: the episode's (task,
+        seed) when it was an evaluation episode (the first outcome per seed counts)."""
         on_trial = robot_id in self.robots
         if (version == self.candidate and on_trial) or (version == self.stable and not on_trial):
             self.outcomes.setdefault(version, []).append(bool(success))
+        if evaluation is not None and version == self.candidate and on_trial:
+            self.evaluations.setdefault(evaluation, bool(success))
 
-    def decision(self, settings: CanarySettings) -> dict | None:
-        """None while either arm has fewer than `episodes` outcomes; then the verdict."""
+    def decision(self, settings: CanarySettings, promoted: dict[int, dict[EvalKey, bool]] | None = None) -> dict | None:
+        """None while the evidence is short; then the verdict. `promoted`: the evaluation
+        outcomes of the versions every robot has run, by version (the paired test's references)."""
+        if settings.test == "paired":
+            verdict = self._paired(settings, promoted or {})
+            if verdict is not None or len(self.outcomes.get(self.candidate, [])) < 2 * settings.episodes:
+                return verdict
+        return self._fisher(settings)
+
+    def _paired(self, settings: CanarySettings, promoted: dict[int, dict[EvalKey, bool]]) -> dict | None:
+        references = {version: record for version, record in promoted.items() if version != self.candidate}
+        paired = [key for key in self.evaluations if any(key in record for record in references.values())]
+        if len(paired) < settings.episodes:
+            return None
+        seeds = paired[:settings.episodes]
+        candidate = sum(self.evaluations[key] for key in seeds)
+        scores = {version: sum(record[key] for key in seeds if key in record) / sum(key in record for key in seeds)
+                  for version, record in references.items() if any(key in record for key in seeds)}
+        best = max(scores, key=lambda version: (scores[version], version))
+        floor = scores[best] * len(seeds) - settings.margin * len(seeds)
+        return {"test": "paired", "candidate": self.candidate, "stable": self.stable, "promote": candidate >= floor,
+                "candidate_success": f"{candidate}/{len(seeds)}", "reference": best,
+                "reference_success": f"{scores[best] * len(seeds):g}/{len(seeds)}", "margin": settings.margin,
+                "seeds": [list(key) for key in seeds], "canary_robots": sorted(self.robots), "decided_at": time.time()}
+
+    def _fisher(self, settings: CanarySettings) -> dict | None:
         cand, stab = self.outcomes.get(self.candidate, []), self.outcomes.get(self.stable, [])
         if len(cand) < settings.episodes or len(stab) < settings.episodes:
             return None
         cand, stab = cand[:settings.episodes * 2], stab[-settings.episodes * 2:]
         p = fisher_less(sum(cand), len(cand), sum(stab), len(stab))
-        return {"candidate": self.candidate, "stable": self.stable, "promote": p >= settings.alpha, "p_value": p,
-                "candidate_success": f"{sum(cand)}/{len(cand)}", "stable_success": f"{sum(stab)}/{len(stab)}",
-                "canary_robots": sorted(self.robots), "decided_at": time.time()}
+        return {"test": "fisher", "candidate": self.candidate, "stable": self.stable, "promote": p >= settings.alpha,
+                "p_value": p, "candidate_success": f"{sum(cand)}/{len(cand)}",
+                "stable_success": f"{sum(stab)}/{len(stab)}", "canary_robots": sorted(self.robots),
+                "decided_at": time.time()}
+
+
+def verdicts(data_dir: Path) -> dict[int, str]:
+    """"promoted" or "rolled back" per candidate version, from DATA/canary.jsonl (empty without it)."""
+    path = Path(data_dir) / "canary.jsonl"
+    if not path.exists():
+        return {}
+    decisions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {int(d["candidate"]): "promoted" if d["promote"] else "rolled back" for d in decisions}
 
 
 def record_decision(data_dir: Path | None, decision: dict) -> None:

@@ -83,6 +83,8 @@ def format_table(table: list[dict]) -> str:
              + "".join(f" {t:>{width}}" for t in per_task)]
     for r in table:
         partial = "" if r["eval_complete"] else " (evaluation incomplete)"
+        if r.get("canary") == "rolled back":
+            partial = " (rolled back by the canary)"
         age = r.get("weight_age_s")
         lines.append(f"{r['version']:>7} {f(r['success_rate'], '12.0%')} {interval(r):>8} {r['eval_episodes']:>8} "
                      f"{r['episodes']:>9} {f(r['interventions_per_episode'], '12.2f')} {r['human_steps']:>11} "

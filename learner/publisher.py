@@ -7,12 +7,14 @@ import logging
 from pathlib import Path
 
 from fleet.v1 import fleet_pb2 as pb
-from learner.canary import CanarySettings, CanaryTrial, record_decision
+from learner.canary import CanarySettings, CanaryTrial, EvalKey, record_decision
 from learner.quarantine import Quarantine, newest_sound
 from learner.versions import Publication, VersionRegistry
 from policy.checkpoint import META_FILE, CheckpointError, sha256_file, verify_checkpoint
 
 log = logging.getLogger("fleetlearn.publisher")
+
+KEEP_EVALUATED_VERSIONS = 50  # promoted versions whose evaluation outcomes the paired canary compares against
 
 
 def announcement_for(publication: Publication) -> pb.PolicyAnnouncement:
@@ -52,6 +54,8 @@ class WeightPublisher:
         self.trial: CanaryTrial | None = None
         self.waiting: tuple[pb.PolicyAnnouncement, Path] | None = None  # published during a trial
         self.decisions: list[dict] = []
+        # Evaluation outcomes of the versions every robot has run (the paired canary's references).
+        self.promoted_evaluations: dict[int, dict[EvalKey, bool]] = {}
         self._publication_id: int | None = None
         self._watchers: dict[asyncio.Queue, str] = {}           # queue -> robot id
 
@@ -125,6 +129,11 @@ class WeightPublisher:
 
     def _make_stable(self, announcement: pb.PolicyAnnouncement, directory: Path) -> None:
         """Every robot gets `announcement`; a trial, and a version waiting for one, end."""
+        record = self.promoted_evaluations.setdefault(announcement.version, {})
+        if self.trial is not None and self.trial.candidate == announcement.version:
+            record.update(self.trial.evaluations)
+        for old in sorted(self.promoted_evaluations)[:-KEEP_EVALUATED_VERSIONS]:
+            del self.promoted_evaluations[old]
         self.current, self.current_dir = announcement, directory
         self.candidate = self.candidate_dir = self.trial = self.waiting = None
         self._announce(lambda robot_id: True)
@@ -148,19 +157,27 @@ class WeightPublisher:
             if to(robot_id) and self.for_robot(robot_id) is not None:
                 q.put_nowait(self.for_robot(robot_id))
 
-    def episode_outcome(self, robot_id: str, version: int, success: bool) -> dict | None:
-        """A finished training or evaluation episode; returns the canary's verdict when it falls."""
+    def episode_outcome(self, robot_id: str, version: int, success: bool,
+                        evaluation: EvalKey | None = None) -> dict | None:
+        """A finished training or evaluation episode (`evaluation`: its (task, seed) when it was
+        an evaluation); returns the canary's verdict when it falls."""
+        if evaluation is not None and version in self.promoted_evaluations:
+            self.promoted_evaluations[version].setdefault(evaluation, bool(success))
         if self.trial is None:
             return None
-        self.trial.record(robot_id, version, success)
-        decision = self.trial.decision(self.canary)
+        self.trial.record(robot_id, version, success, evaluation)
+        decision = self.trial.decision(self.canary, self.promoted_evaluations)
         if decision is None:
             return None
         self.decisions.append(decision)
         record_decision(self.data_dir, decision)
         waiting = self.waiting
-        summary = (f"{decision['candidate_success']} against {decision['stable_success']} on version "
-                   f"{decision['stable']}, Fisher p={decision['p_value']:.3f}")
+        if decision["test"] == "paired":
+            summary = (f"{decision['candidate_success']} against {decision['reference_success']} for version "
+                       f"{decision['reference']} on the same evaluation seeds, margin {decision['margin']:g}")
+        else:
+            summary = (f"{decision['candidate_success']} against {decision['stable_success']} on version "
+                       f"{decision['stable']}, Fisher p={decision['p_value']:.3f}")
         if decision["promote"]:
             log.info("canary: promoting version %d (%s)", decision["candidate"], summary)
             self._make_stable(self.candidate, self.candidate_dir)

@@ -105,7 +105,8 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             if chunk.episode_end and chunk.kind == pb.EPISODE_KIND_TRAINING:
                 self.control.episode_feedback(chunk.task, chunk.outcome.float_summary, chunk.outcome.success)
             if chunk.episode_end and chunk.kind in (pb.EPISODE_KIND_TRAINING, pb.EPISODE_KIND_EVALUATION):
-                self.publisher.episode_outcome(chunk.robot_id, chunk.policy_version, chunk.outcome.success)
+                evaluation = (chunk.task, chunk.seed) if chunk.kind == pb.EPISODE_KIND_EVALUATION else None
+                self.publisher.episode_outcome(chunk.robot_id, chunk.policy_version, chunk.outcome.success, evaluation)
         await context.write(pb.ChunkAck(
             robot_id=chunk.robot_id, episode_id=chunk.episode_id, sequence=chunk.sequence,
             status=pb.ACK_STATUS_STORED if status == "stored" else pb.ACK_STATUS_DUPLICATE))

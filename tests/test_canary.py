@@ -51,6 +51,42 @@ def test_trial_waits_for_both_arms_then_promotes_or_rolls_back():
     assert not verdict["promote"] and verdict["p_value"] == pytest.approx(1 / 252)
 
 
+def test_paired_trial_compares_the_same_seeds_with_the_best_promoted_version():
+    settings = CanarySettings(fraction=0.5, episodes=4, test="paired", margin=0.25)
+    seeds = [("reach", i) for i in range(6)]
+    promoted = {0: {key: i < 2 for i, key in enumerate(seeds)},   # v0: 2 of the 6
+                1: {key: i < 4 for i, key in enumerate(seeds)}}   # v1: 4 of the 6, the best
+    trial = CanaryTrial(candidate=2, stable=1, robots=frozenset({"a"}))
+    trial.record("a", 2, False, ("reach", 99))  # a seed no promoted version has run: not paired
+    trial.record("b", 2, True, seeds[0])        # a robot not on trial cannot vote for the candidate
+    for key in seeds[:3]:
+        trial.record("a", 2, True, key)
+        assert trial.decision(settings, promoted) is None  # fewer than 4 paired seeds
+    trial.record("a", 2, False, seeds[0])  # only the first outcome of a seed counts
+    trial.record("a", 2, False, seeds[3])
+    verdict = trial.decision(settings, promoted)
+    # 3/4 against v1's 4/4 on the same seeds: one fewer, the margin allows 0.25 x 4 = 1.
+    assert verdict["test"] == "paired" and verdict["promote"]
+    assert verdict["reference"] == 1 and verdict["candidate_success"] == "3/4" and verdict["reference_success"] == "4/4"
+    strict = CanarySettings(fraction=0.5, episodes=4, test="paired", margin=0.2)
+    assert not trial.decision(strict, promoted)["promote"]  # 0.2 x 4 = 0.8 < one fewer
+    assert trial.decision(strict, {0: promoted[0]})["promote"]  # against v0's 2/4 it is better
+
+
+def test_paired_trial_falls_back_to_fisher_without_evaluation_seeds():
+    settings = CanarySettings(fraction=0.5, episodes=3, test="paired")
+    trial = CanaryTrial(candidate=2, stable=1, robots=frozenset({"a"}))
+    for _ in range(5):
+        trial.record("a", 2, False)
+        trial.record("b", 1, True)
+        assert trial.decision(settings, {1: {}}) is None  # waits 2 x episodes for evaluation seeds
+    trial.record("a", 2, False)
+    verdict = trial.decision(settings, {1: {}})
+    assert verdict["test"] == "fisher" and not verdict["promote"]
+    with pytest.raises(ValueError, match="unknown canary test"):
+        CanarySettings(test="vibes")
+
+
 def demonstrations(n: int):
     from bench.sim import _demonstration, close_envs
 
@@ -60,18 +96,28 @@ def demonstrations(n: int):
         close_envs()  # the env it rendered them with is not left open on this thread
 
 
-def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner_thread, tmp_path):
+@pytest.fixture(scope="module")
+def good_and_bad():
+    """A version trained on 20 reach demonstrations, and one trained on the same with corrupted
+    labels (every action negated)."""
     demos = demonstrations(20)
     config = TrainerConfig(data_dir=None, batch_size=32,
                            policy_overrides=dict(d_model=64, n_heads=2, n_layers=1, encoder_image_size=32))
-    good = fit_offline(demos, 2500, config)
-    # The bad version learns the same demonstrations with corrupted labels: every action negated.
     corrupted = [dataclasses.replace(d, arrays={**d.arrays, "action": -d.arrays["action"]}) for d in demos]
-    bad = fit_offline(corrupted, 300, config)
+    return fit_offline(demos, 2500, config), fit_offline(corrupted, 300, config)
+
+
+@pytest.mark.parametrize("test", ["paired", "fisher"])
+def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner_thread, tmp_path, test, good_and_bad):
+    good, bad = good_and_bad
 
     # reach: the good version succeeds about 40% (8/20 measured), the bad one about never; 25 episodes
     # per arm make a false promotion unlikely (the stable arm would need 4 or fewer successes: ~1%).
-    settings = CanarySettings(fraction=0.25, episodes=25, alpha=0.05)
+    # Paired: 16 evaluation seeds of the canary robot against version 0's outcomes on them; version
+    # 0 would have to fail all 16 (~0.03%) for the margin (0.05 x 16 = 0.8) to let a 0/16 through.
+    settings = CanarySettings(fraction=0.25, episodes=25, alpha=0.05) if test == "fisher" else \
+        CanarySettings(fraction=0.25, episodes=16, test="paired", margin=0.05)
+    evaluation = dict(eval_seeds=tuple(range(16)), eval_every=1) if test == "paired" else {}
     learner = learner_thread(train=False, canary=settings)
     data = learner.config.data_dir
     registry = VersionRegistry(data)
@@ -79,7 +125,7 @@ def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner
     registry.add(0, {"test": "good"})
     registry.publish(0, note="good")
     robots = [RobotThread(tmp_path / "robots", learner.address, f"arm-{i}", tasks=("reach",), help_gate="off",
-                          preview_hz=0, seed=i).start() for i in range(4)]
+                          preview_hz=0, seed=i, **evaluation).start() for i in range(4)]
     try:
         wait_for(lambda: all(r.client.version == 0 for r in robots), 60, "every robot on version 0")
         save_checkpoint(registry.checkpoint_dir(1), bad, 1)
@@ -100,4 +146,9 @@ def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner
     assert 1 <= len(on_bad) <= math.ceil(settings.fraction * len(robots)), on_bad
     assert on_bad == set(verdict["canary_robots"])
     assert (data / "canary.jsonl").read_text().count("\n") == 1
-    assert np.isfinite(verdict["p_value"]) and verdict["p_value"] < settings.alpha
+    assert verdict["test"] == test
+    if test == "fisher":
+        assert np.isfinite(verdict["p_value"]) and verdict["p_value"] < settings.alpha
+    else:
+        assert verdict["reference"] == 0 and verdict["candidate_success"] == "0/16", verdict
+        assert publisher.promoted_evaluations.keys() == {0}  # the rolled-back version is no reference
