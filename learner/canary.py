@@ -12,9 +12,10 @@ again, as a rollback, and every robot returns to it) comes from one of two tests
             `episodes` below those of the best promoted version on the same seeds. This is a
             non-inferiority rule, not a significance test: it keeps the versions every robot runs
             from sliding below the best one measured so far, at the price of sometimes holding
-            back a candidate that is merely unlucky (the next one is tried next). Where the
-            robots run no evaluation seeds (or a restarted learner has no record of them), the
-            candidate's first 2 x `episodes` episodes of any kind decide by the Fisher test.
+            back a candidate that is merely unlucky (the next one is tried next). With fewer
+            paired seeds than that once the candidate has run 4 x `episodes` episodes (small
+            evaluation shares), those decide; with none (robots that run no evaluation seeds, a
+            restarted learner with no record of them), the Fisher test below does.
     fisher  one-sided Fisher exact test on all finished episodes (training or evaluation),
             `episodes` per arm, the stable arm counted on the other robots since the candidate
             appeared. H0: the candidate succeeds at least as often; roll back when p < alpha.
@@ -108,17 +109,21 @@ class CanaryTrial:
         """None while the evidence is short; then the verdict. `promoted`: the evaluation
         outcomes of the versions every robot has run, by version (the paired test's references)."""
         if settings.test == "paired":
-            verdict = self._paired(settings, promoted or {})
-            if verdict is not None or len(self.outcomes.get(self.candidate, [])) < 2 * settings.episodes:
-                return verdict
+            # Its robots' evaluation shares are done well within 4 x episodes episodes (one
+            # evaluation every other episode); then what is paired decides, or with nothing paired,
+            # the unpaired test.
+            references = {version: record for version, record in (promoted or {}).items() if version != self.candidate}
+            paired = [key for key in self.evaluations if any(key in record for record in references.values())]
+            if len(paired) >= settings.episodes:
+                return self._paired(settings, references, paired[:settings.episodes])
+            if len(self.outcomes.get(self.candidate, [])) < 4 * settings.episodes:
+                return None
+            if paired:
+                return self._paired(settings, references, paired)
         return self._fisher(settings)
 
-    def _paired(self, settings: CanarySettings, promoted: dict[int, dict[EvalKey, bool]]) -> dict | None:
-        references = {version: record for version, record in promoted.items() if version != self.candidate}
-        paired = [key for key in self.evaluations if any(key in record for record in references.values())]
-        if len(paired) < settings.episodes:
-            return None
-        seeds = paired[:settings.episodes]
+    def _paired(self, settings: CanarySettings, references: dict[int, dict[EvalKey, bool]],
+                seeds: list[EvalKey]) -> dict:
         candidate = sum(self.evaluations[key] for key in seeds)
         scores = {version: sum(record[key] for key in seeds if key in record) / sum(key in record for key in seeds)
                   for version, record in references.items() if any(key in record for key in seeds)}

@@ -76,13 +76,22 @@ def test_paired_trial_compares_the_same_seeds_with_the_best_promoted_version():
 def test_paired_trial_falls_back_to_fisher_without_evaluation_seeds():
     settings = CanarySettings(fraction=0.5, episodes=3, test="paired")
     trial = CanaryTrial(candidate=2, stable=1, robots=frozenset({"a"}))
-    for _ in range(5):
+    for _ in range(11):
         trial.record("a", 2, False)
         trial.record("b", 1, True)
-        assert trial.decision(settings, {1: {}}) is None  # waits 2 x episodes for evaluation seeds
+        assert trial.decision(settings, {1: {}}) is None  # waits 4 x episodes for evaluation seeds
     trial.record("a", 2, False)
     verdict = trial.decision(settings, {1: {}})
     assert verdict["test"] == "fisher" and not verdict["promote"]
+    # Fewer paired seeds than asked for (the robots' evaluation shares are small): they decide.
+    short = CanaryTrial(candidate=2, stable=1, robots=frozenset({"a"}))
+    short.record("a", 2, True, ("reach", 0))
+    for _ in range(10):
+        short.record("a", 2, True)
+        assert short.decision(settings, {1: {("reach", 0): True}}) is None
+    short.record("a", 2, True)
+    verdict = short.decision(settings, {1: {("reach", 0): True}})
+    assert verdict["test"] == "paired" and verdict["promote"] and verdict["candidate_success"] == "1/1"
     with pytest.raises(ValueError, match="unknown canary test"):
         CanarySettings(test="vibes")
 
