@@ -15,7 +15,9 @@ an even share of data.
 Evaluation: every `eval_every`-th episode runs one of this robot's fixed evaluation seeds (for
 every task, seeds interleaved across tasks) until its share for the running version is done; evaluation episodes never ask for help and refuse
 takeovers, so a version's success rate is the policy's alone. The robot does not swap to a new
-version before its evaluation share of the current one is complete.
+version before its evaluation share of the current one is complete, except to go back to an
+older version (a rollback: the learner says the running one is worse, so it stops at once), and
+it does not evaluate a version again that it has already evaluated in full.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class RobotClient:
         self.rng = np.random.default_rng(config.seed)
         self.checkpoint: Checkpoint | None = None
         self.eval_pending: list[tuple[str, int]] = []  # (task, index into the evaluation seed list)
+        self.evaluated: set[int] = set()  # versions whose evaluation share this robot has finished
         # Every action passes the shield; the watchdog holds the arm if the loop stops acting.
         self.shield = SafetyShield(ActionLimits.of(driver), hold_action=driver.hold_action)
         self.watchdog = Watchdog(driver.hold, bound_s=max(0.5, 5.0 / driver.control_hz), name=config.robot_id)
@@ -230,8 +233,11 @@ class RobotClient:
         (self.config.work_dir / "stats.json").write_text(json.dumps(stats, indent=1))
 
     def _maybe_swap(self) -> None:
-        if self.eval_pending and self.checkpoint is not None:
-            return  # finish this version's evaluation share first
+        waiting = self.uplink.standby.peek_version()
+        if waiting is None:
+            return
+        if self.eval_pending and self.checkpoint is not None and waiting > self.checkpoint.version:
+            return  # finish this version's evaluation share first (a rollback does not wait)
         checkpoint = self.uplink.standby.take()
         if checkpoint is None:
             return
@@ -240,10 +246,13 @@ class RobotClient:
             raise EmbodimentMismatch(f"{self.config.robot_id} ({self.driver.robot_type}) cannot run policy version "
                                      f"{checkpoint.version}: {mismatch}")
         previous = self.version
+        if self.checkpoint is not None and not self.eval_pending:
+            self.evaluated.add(previous)
         torch.manual_seed(self.config.seed)
         self.checkpoint = checkpoint
         self.monitor.load(checkpoint)
-        self.eval_pending = [(task, index) for index in self.config.eval_seeds for task in self.config.tasks]
+        self.eval_pending = [] if checkpoint.version in self.evaluated else \
+            [(task, index) for index in self.config.eval_seeds for task in self.config.tasks]
         log.info("%s swapped policy %d -> %d", self.config.robot_id, previous, checkpoint.version)
 
     def run_episode(self, kind: str, seed: int, task: str | None = None, sampler_seed: int | None = None) -> dict:

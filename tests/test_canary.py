@@ -122,11 +122,12 @@ def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner
 
     # reach: the good version succeeds about 40% (8/20 measured), the bad one about never; 25 episodes
     # per arm make a false promotion unlikely (the stable arm would need 4 or fewer successes: ~1%).
-    # Paired: 16 evaluation seeds of the canary robot against version 0's outcomes on them; version
-    # 0 would have to fail all 16 (~0.03%) for the margin (0.05 x 16 = 0.8) to let a 0/16 through.
+    # Paired: the first 12 of the canary robot's 24 evaluation seeds against version 0's outcomes on
+    # them; version 0 would have to fail all 12 (~0.2%) for the margin (0.05 x 12 = 0.6) to let a
+    # 0/12 through. The verdict falls mid-share: the rollback must not wait for the rest.
     settings = CanarySettings(fraction=0.25, episodes=25, alpha=0.05) if test == "fisher" else \
-        CanarySettings(fraction=0.25, episodes=16, test="paired", margin=0.05)
-    evaluation = dict(eval_seeds=tuple(range(16)), eval_every=1) if test == "paired" else {}
+        CanarySettings(fraction=0.25, episodes=12, test="paired", margin=0.05)
+    evaluation = dict(eval_seeds=tuple(range(24)), eval_every=1) if test == "paired" else {}
     learner = learner_thread(train=False, canary=settings)
     data = learner.config.data_dir
     registry = VersionRegistry(data)
@@ -159,5 +160,13 @@ def test_a_bad_version_is_rolled_back_and_reaches_only_the_canary_robots(learner
     if test == "fisher":
         assert np.isfinite(verdict["p_value"]) and verdict["p_value"] < settings.alpha
     else:
-        assert verdict["reference"] == 0 and verdict["candidate_success"] == "0/16", verdict
+        assert verdict["reference"] == 0 and verdict["candidate_success"] == "0/12", verdict
         assert publisher.promoted_evaluations.keys() == {0}  # the rolled-back version is no reference
+        reader = StoreReader(data)
+        evaluations = dict(((v, n) for v, n in reader.db.execute(
+            "SELECT policy_version, COUNT(*) FROM episodes WHERE kind='evaluation' AND robot_id=? "
+            "GROUP BY policy_version", (verdict["canary_robots"][0],))))
+        reader.close()
+        # Back at once (the one episode under way when the verdict fell may finish), and version 0,
+        # evaluated in full before the trial, is not evaluated again.
+        assert 12 <= evaluations[1] <= 18 and evaluations[0] == 24, evaluations
