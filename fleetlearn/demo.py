@@ -101,7 +101,7 @@ def plot_learning_curve(table: list[dict], path: Path) -> None:
                  label="rolled back by the canary (its robots' seeds)")
     if rows:
         ax1.axhline(100 * rows[0]["success_rate"], color="tab:blue", ls=":", label=f"version {rows[0]['version']} level")
-    ax1.legend(fontsize=7, loc="lower right")
+    ax1.legend(fontsize=7, loc="upper left")
     ax1.set(xlabel="policy version", ylabel="evaluation success (%)", title="Success on fixed evaluation seeds",
             ylim=(0, 100))
     ax1.grid(alpha=0.3)
