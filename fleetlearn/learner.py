@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from learner.canary import TESTS
+from learner.canary import DEFAULT_GUARD, TESTS
 
 
 def trainer_settings(args) -> dict:
@@ -135,18 +135,18 @@ def server_flags(p: argparse.ArgumentParser) -> None:
                    "closed as truncated: its steps up to the first gap are kept, not a success")
     p.add_argument("--robot-previews-per-s", type=float, default=10.0,
                    help="live pictures kept per robot per second; the rest are dropped")
-    p.add_argument("--canary-fraction", type=float, default=0.5,
+    p.add_argument("--canary-fraction", type=float, default=DEFAULT_GUARD.fraction,
                    help="a new version goes to this fraction of the robots first, and to the rest once the canary "
                    "promotes it (0: to all at once, no guard)")
-    p.add_argument("--canary-test", choices=TESTS, default="paired",
+    p.add_argument("--canary-test", choices=TESTS, default=DEFAULT_GUARD.test,
                    help="paired: the candidate's evaluation episodes against the best promoted version on the same "
                    "evaluation seeds; fisher: a one-sided Fisher test on all episodes (learner/canary.py)")
-    p.add_argument("--canary-episodes", type=int, default=12,
+    p.add_argument("--canary-episodes", type=int, default=DEFAULT_GUARD.episodes,
                    help="paired: evaluation seeds the candidate needs before the verdict; fisher: episodes per arm")
-    p.add_argument("--canary-margin", type=float, default=0.15,
+    p.add_argument("--canary-margin", type=float, default=DEFAULT_GUARD.margin,
                    help="paired: roll back when the candidate's success on the paired seeds is more than this below "
                    "the best promoted version's")
-    p.add_argument("--canary-alpha", type=float, default=0.05,
+    p.add_argument("--canary-alpha", type=float, default=DEFAULT_GUARD.alpha,
                    help="fisher: roll back when the test says the new version succeeds less often, p < this")
     p.add_argument("--insecure", action="store_true", help="serve plaintext (logged as a warning): a trusted "
                    "loopback or a network TLS is terminated in front of")

@@ -16,16 +16,13 @@ from pathlib import Path
 
 from harness.learner import LearnerProcess
 from harness.processes import free_port, single_thread_env, spawn_robot, stop_fleet
-from learner.canary import verdicts
+from learner.canary import DEFAULT_GUARD, verdicts
 from learner.metrics import format_table, version_table
 from learner.store import StoreReader
 
 # Seconds one episode takes on average at 10 Hz (for the evaluation cadence below).
 MEAN_EPISODE_S = 4.5
 POLL_S = 15.0  # how often the store is read for progress
-# About how long the learner's default canary holds a version on its first robots (their share
-# of the paired evaluation seeds, every other episode) before the rest get it.
-CANARY_S = 60.0
 
 
 @dataclass
@@ -60,7 +57,13 @@ class FleetConfig:
     @property
     def final_eval_s(self) -> float:
         """No version is published this close to the deadline, so the last one finishes its round."""
-        return self.publish_every_s + 40.0 + CANARY_S
+        return self.publish_every_s + 40.0 + self.canary_s
+
+    @property
+    def canary_s(self) -> float:
+        """About how long the learner's default canary holds a version on its first robots before
+        the rest get it (their share of the paired evaluation seeds, every other episode)."""
+        return DEFAULT_GUARD.hold_episodes(self.robots) * MEAN_EPISODE_S
 
     @property
     def head_updates(self) -> int:

@@ -84,6 +84,28 @@ class CanarySettings:
         return min(robots - 1, max(1, math.ceil(self.fraction * robots)))
 
 
+    def hold_episodes(self, robots: int) -> int:
+        """About how many episodes each canary robot runs before a paired verdict: its share of
+        `episodes` evaluation seeds, run every other episode (robot_client/loop.py's eval_every)."""
+        canaries = self.canary_count(robots)
+        return 2 * math.ceil(self.episodes / canaries) if canaries else 0
+
+
+# The learner's default guard (`fleet learner`, and so `make demo`): half the robots get a new
+# version first; it reaches the rest unless it scores more than 0.15 x 12 = 1.8 successes below
+# the best promoted version on 12 shared evaluation seeds.
+DEFAULT_GUARD = CanarySettings(fraction=0.5, episodes=12, test="paired", margin=0.15)
+
+
+def describe(decision: dict) -> str:
+    """A verdict in one line, whichever test made it (for logs and rollback notes)."""
+    if decision["test"] == "paired":
+        return (f"{decision['candidate_success']} against {decision['reference_success']} for version "
+                f"{decision['reference']} on the same evaluation seeds, margin {decision['margin']:g}")
+    return (f"{decision['candidate_success']} against {decision['stable_success']} on version "
+            f"{decision['stable']}, Fisher p={decision['p_value']:.3f}")
+
+
 @dataclass
 class CanaryTrial:
     """One candidate against the stable version (and, paired, the promoted versions' records)."""

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from fleet.v1 import fleet_pb2 as pb
-from learner.canary import CanarySettings, CanaryTrial, EvalKey, record_decision
+from learner.canary import CanarySettings, CanaryTrial, EvalKey, describe, record_decision
 from learner.quarantine import Quarantine, newest_sound
 from learner.versions import Publication, VersionRegistry
 from policy.checkpoint import META_FILE, CheckpointError, sha256_file, verify_checkpoint
@@ -172,12 +172,7 @@ class WeightPublisher:
         self.decisions.append(decision)
         record_decision(self.data_dir, decision)
         waiting = self.waiting
-        if decision["test"] == "paired":
-            summary = (f"{decision['candidate_success']} against {decision['reference_success']} for version "
-                       f"{decision['reference']} on the same evaluation seeds, margin {decision['margin']:g}")
-        else:
-            summary = (f"{decision['candidate_success']} against {decision['stable_success']} on version "
-                       f"{decision['stable']}, Fisher p={decision['p_value']:.3f}")
+        summary = describe(decision)
         if decision["promote"]:
             log.info("canary: promoting version %d (%s)", decision["candidate"], summary)
             self._make_stable(self.candidate, self.candidate_dir)

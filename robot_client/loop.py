@@ -233,12 +233,10 @@ class RobotClient:
         (self.config.work_dir / "stats.json").write_text(json.dumps(stats, indent=1))
 
     def _maybe_swap(self) -> None:
-        waiting = self.uplink.standby.peek_version()
-        if waiting is None:
-            return
-        if self.eval_pending and self.checkpoint is not None and waiting > self.checkpoint.version:
-            return  # finish this version's evaluation share first (a rollback does not wait)
-        checkpoint = self.uplink.standby.take()
+        running = self.checkpoint.version if self.checkpoint is not None else None
+        # A newer version waits until this one's evaluation share is done; a rollback does not.
+        checkpoint = self.uplink.standby.take(
+            when=lambda version: not (self.eval_pending and running is not None and version > running))
         if checkpoint is None:
             return
         mismatch = embodiment_mismatch(checkpoint.policy.config, self.driver)

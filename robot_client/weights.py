@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from fleet.v1 import fleet_pb2 as pb
@@ -70,8 +71,13 @@ class StandbySlot:
         with self._lock:
             self._checkpoint = checkpoint
 
-    def take(self) -> Checkpoint | None:
+    def take(self, when: Callable[[int], bool] = lambda version: True) -> Checkpoint | None:
+        """The staged checkpoint if there is one and `when(its version)` holds, else None (and it
+        stays staged). The test and the take happen under one lock, so the checkpoint tested is
+        the one taken even if the weight thread stages a newer one meanwhile."""
         with self._lock:
+            if self._checkpoint is None or not when(self._checkpoint.version):
+                return None
             checkpoint, self._checkpoint = self._checkpoint, None
             return checkpoint
 

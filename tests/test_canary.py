@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
-from learner.canary import CanarySettings, CanaryTrial, fisher_less
+from learner.canary import DEFAULT_GUARD, CanarySettings, CanaryTrial, describe, fisher_less
 from learner.store import StoreReader
 from learner.trainer import TrainerConfig, fit_offline
 from learner.versions import VersionRegistry
@@ -71,6 +71,14 @@ def test_paired_trial_compares_the_same_seeds_with_the_best_promoted_version():
     strict = CanarySettings(fraction=0.5, episodes=4, test="paired", margin=0.2)
     assert not trial.decision(strict, promoted)["promote"]  # 0.2 x 4 = 0.8 < one fewer
     assert trial.decision(strict, {0: promoted[0]})["promote"]  # against v0's 2/4 it is better
+    assert describe(verdict) == "3/4 against 4/4 for version 1 on the same evaluation seeds, margin 0.25"
+
+
+def test_the_default_guard_is_the_paired_canary_on_half_the_robots():
+    assert DEFAULT_GUARD.enabled and DEFAULT_GUARD.test == "paired"
+    # 4 robots: 2 canaries share 12 seeds, one evaluation every other episode -> 12 episodes each.
+    assert DEFAULT_GUARD.canary_count(4) == 2 and DEFAULT_GUARD.hold_episodes(4) == 12
+    assert DEFAULT_GUARD.hold_episodes(1) == 0  # one robot: no trial
 
 
 def test_paired_trial_falls_back_to_fisher_without_evaluation_seeds():

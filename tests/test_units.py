@@ -291,3 +291,16 @@ def test_success_intervals_are_wilson_intervals():
     assert wilson_interval(0, 30)[0] == 0.0 and 0.10 < wilson_interval(0, 30)[1] < 0.12  # 0/30 is not "surely 0"
     assert wilson_interval(30, 30)[1] == 1.0 and wilson_interval(30, 30)[0] < 0.9
     assert wilson_interval(0, 0) is None
+
+
+def test_standby_slot_takes_only_the_version_it_tested():
+    from types import SimpleNamespace
+
+    from robot_client.weights import StandbySlot
+
+    slot = StandbySlot()
+    assert slot.take() is None
+    slot.offer(SimpleNamespace(version=3))
+    assert slot.take(when=lambda version: version < 2) is None and slot.peek_version() == 3  # stays staged
+    slot.offer(SimpleNamespace(version=1))  # a rollback staged over it
+    assert slot.take(when=lambda version: version < 2).version == 1 and slot.peek_version() is None
