@@ -85,12 +85,18 @@ def cmd_demo(args) -> None:
 
     import sim
 
-    try:
-        tasks = tuple(sim.parse_tasks(args.tasks))
-    except ValueError as error:
-        sys.exit(f"fleet demo: {error}")
+    if args.env:
+        if not args.expert:
+            sys.exit("fleet demo: --env needs --expert (it records the demonstrations and plays the operators)")
+        tasks = (args.task or args.env,)
+    else:
+        try:
+            tasks = tuple(sim.parse_tasks(args.tasks))
+        except ValueError as error:
+            sys.exit(f"fleet demo: {error}")
     run_demo(DemoConfig(minutes=args.minutes, robots=args.robots, operators=args.operators, out=Path(args.out),
-                        tasks=tasks, demos=args.demos, eval_seeds=args.eval_seeds, policy=args.policy,
+                        tasks=tasks, env=args.env, expert=args.expert,
+                        demos=args.demos, eval_seeds=args.eval_seeds, policy=args.policy,
                         base=args.base, help_gate=args.help_gate, dashboard_port=args.dashboard_port,
                         screenshot=Path(args.screenshot) if args.screenshot else None,
                         screenshot_at_min=args.screenshot_at_min))
@@ -202,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operators", type=int, default=2)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--tasks", default="push_cube", help="comma-separated sim tasks, or all: one policy learns them all")
+    p.add_argument("--env", metavar="MODULE:FACTORY", help="a Gymnasium env instead of sim tasks (README \"Bring your "
+                   "own environment\"); needs --expert")
+    p.add_argument("--expert", metavar="MODULE:FACTORY", help="with --env: its expert, for demonstrations and operators")
+    p.add_argument("--task", help="with --env: the task's name (default MODULE:FACTORY)")
     p.add_argument("--demos", type=int, default=12,
                    help="scripted demonstrations per task that version 0 trains on (10-20 is honest)")
     p.add_argument("--eval-seeds", type=int, help="evaluation seeds per task (default 30 for one task, 20 each for several)")

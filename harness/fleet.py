@@ -32,6 +32,10 @@ class FleetConfig:
     operators: int = 2
     out: Path = Path("runs/demo")
     tasks: tuple[str, ...] = ("push_cube",)
+    # A Gymnasium env instead of sim tasks (MODULE:FACTORY, README "Bring your own environment"),
+    # with its expert (it records the demonstrations and plays the operators); its task is tasks[0].
+    env: str | None = None
+    expert: str | None = None
     demos: int = 12  # per task
     eval_seeds: int | None = None  # per task; default 30 for one task, 20 each for several
     policy: str = "default"  # or "ptp": long context, trained in stages (learner/trainer.py)
@@ -149,10 +153,18 @@ class FleetRun:
             name = f"robot-{i + 1}"
             self.robots.append(spawn_robot(
                 self.learner.address, name, ",".join(c.tasks), self.token_file, self.out / "robots" / name,
-                self.logs / f"{name}.log", env=env,
+                self.logs / f"{name}.log", env=env, driver=self.driver_flags,
                 extra=["--demos", str(c.demos_per_robot), "--eval-seeds", str(c.seeds_per_task),
                        "--eval-index", str(i), "--eval-stride", str(c.robots), "--seed", str(i + 1),
                        "--help-gate", c.help_gate]))
+
+    @property
+    def driver_flags(self) -> list[str]:
+        """The robots' driver: the sim tasks (spawn_robot's default), or the config's Gymnasium env."""
+        c = self.config
+        if c.env is None:
+            return []
+        return ["--env", c.env, "--task", c.tasks[0], *(["--expert", c.expert] if c.expert else [])]
 
     def progress(self) -> FleetProgress | None:
         """What the store holds now; None before the learner has created it."""

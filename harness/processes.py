@@ -57,10 +57,13 @@ def spawn_fleet(args: Sequence[str], log_path: Path, env: Mapping[str, str] | No
 
 
 def spawn_robot(learner: str, robot_id: str, tasks: str, token_file: Path, work_dir: Path, log_path: Path,
-                extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> subprocess.Popen:
+                extra: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                driver: Sequence[str] = ()) -> subprocess.Popen:
     """`fleet robot --sim TASKS` against `learner` (host:port, or a comma-separated failover list),
-    over plaintext loopback, with `extra` flags."""
-    return spawn_fleet(["robot", "--sim", tasks, "--learner", learner, "--robot-id", robot_id,
+    over plaintext loopback, with `extra` flags; `driver`: other driver flags instead of `--sim
+    TASKS` (e.g. `--env MODULE:FACTORY --expert MODULE:FACTORY --task NAME`)."""
+    source = list(driver) or ["--sim", tasks]
+    return spawn_fleet(["robot", *source, "--learner", learner, "--robot-id", robot_id,
                         "--token-file", str(token_file), "--work-dir", str(work_dir), *extra, "--insecure"],
                        log_path, env)
 
