@@ -42,6 +42,11 @@ class PolicyConfig:
     n_layers: int = 1
     ffn_dim: int = 256
     keypoints: int = 32
+    # The CNN's total stride before its keypoint maps: 2 gives 24 x 24 maps at 48 px, where a
+    # cube spans ~2 cells; 4 (checkpoints from before this field) gave 12 x 12. On 50 push_cube
+    # demonstrations 2 scored 24/60 against 12-14/60 for 4 (docs/BENCHMARKS.md), at ~1.7x the
+    # encoder's cost (the fleet's head trains on cached embeddings, so only version 0 pays it).
+    keypoint_stride: int = 2
     # Instruction vocabulary (lower-case words); unknown words map to a shared <unk> embedding.
     vocab: tuple[str, ...] = field(default_factory=tuple)
     # DDPM with a squared-cosine schedule for training, DDIM for sampling.
@@ -56,6 +61,8 @@ class PolicyConfig:
     deploy_advantage: int = 2
 
     def __post_init__(self):
+        if self.keypoint_stride not in (2, 4):
+            raise ValueError(f"keypoint_stride must be 2 or 4, got {self.keypoint_stride}")
         if self.obs_steps < 1 or self.horizon < self.obs_steps + self.n_action_steps - 1:
             raise ValueError(f"horizon {self.horizon} must cover obs_steps - 1 = {self.obs_steps - 1} past tokens "
                              f"plus n_action_steps = {self.n_action_steps}")
@@ -100,6 +107,7 @@ class PolicyConfig:
         values = dict(data)
         # Checkpoints from before `ffn_dim` existed have the 4 x d_model feed-forward.
         values.setdefault("ffn_dim", 4 * values.get("d_model", cls.d_model))
+        values.setdefault("keypoint_stride", 4)  # and from before `keypoint_stride`, 12 x 12 keypoint maps
         for name in ("cameras", "vocab"):
             if name in values:
                 values[name] = tuple(values[name])

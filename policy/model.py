@@ -26,13 +26,14 @@ class SpatialSoftmax(nn.Module):
 
 
 class CameraEncoder(nn.Module):
-    """uint8 image -> one d_model token."""
+    """uint8 image -> one d_model token. `stride` (2 or 4): the conv stack's total stride, so the
+    keypoint maps are image_size / stride on a side (the weights' shapes do not depend on it)."""
 
-    def __init__(self, d_model: int, keypoints: int):
+    def __init__(self, d_model: int, keypoints: int, stride: int = 4):
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.GroupNorm(8, 32), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=stride // 2, padding=1), nn.GroupNorm(8, 32), nn.ReLU(),
             nn.Conv2d(32, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.ReLU(),
             nn.Conv2d(32, keypoints, 1),
         )

@@ -29,7 +29,7 @@ SHIPPED_BASE = Path(__file__).resolve().parent / "bases" / "tabletop"
 
 # What must agree between a base and the policy it starts: the embodiment and the network shape.
 _MUST_MATCH = ("cameras", "image_size", "encoder_image_size", "state_dim", "action_dim", "d_model", "ffn_dim",
-               "keypoints")
+               "keypoints", "keypoint_stride")
 
 
 class BaseMismatch(ValueError):

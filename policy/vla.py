@@ -49,7 +49,7 @@ class VLAPolicy(nn.Module):
         c = config
         self.word_index = {w: i + 2 for i, w in enumerate(c.vocab)}
         self.word_embedding = nn.Embedding(len(c.vocab) + 2, c.d_model, padding_idx=_PAD)
-        self.camera_encoders = nn.ModuleDict({cam: CameraEncoder(c.d_model, c.keypoints) for cam in c.cameras})
+        self.camera_encoders = nn.ModuleDict({cam: CameraEncoder(c.d_model, c.keypoints, c.keypoint_stride) for cam in c.cameras})
         self.state_in = nn.Sequential(nn.Linear(c.state_dim, c.d_model), nn.Mish(), nn.Linear(c.d_model, c.d_model))
         # RECAP: an advantage indicator (0 none, 1 negative, 2 positive) added to the text token.
         # Outside the encoder, so it trains with the head on cached embeddings too.
@@ -84,7 +84,7 @@ class VLAPolicy(nn.Module):
         """A digest of everything that determines frame embeddings; cached embeddings carry it."""
         digest = hashlib.sha256()
         c = self.config
-        digest.update(repr((c.cameras, c.encoder_image_size, c.d_model, c.keypoints, c.vocab)).encode())
+        digest.update(repr((c.cameras, c.encoder_image_size, c.d_model, c.keypoints, c.keypoint_stride, c.vocab)).encode())
         for name in self.ENCODER_MODULES:
             for key, tensor in sorted(getattr(self, name).state_dict().items()):
                 digest.update(key.encode())

@@ -59,6 +59,16 @@ def test_a_base_for_another_embodiment_is_refused_with_the_reason(tmp_path):
         start_from_base(VLAPolicy, PolicyConfig(vocab=("x",), **dict(SMALL, state_dim=9)), base)
 
 
+def test_a_base_with_other_keypoint_maps_does_not_fit_and_old_checkpoints_keep_theirs(tmp_path):
+    base = small_base(tmp_path)  # keypoint_stride 2, the default
+    with pytest.raises(BaseMismatch, match="keypoint_stride 2 != 4"):
+        start_from_base(VLAPolicy, PolicyConfig(vocab=("x",), **dict(SMALL, keypoint_stride=4)), base)
+    old = {k: v for k, v in PolicyConfig(**SMALL).to_dict().items() if k != "keypoint_stride"}
+    assert PolicyConfig.from_dict(old).keypoint_stride == 4  # saved before the field: 12 x 12 maps at 48 px
+    maps = VLAPolicy(PolicyConfig(vocab=("x",), **SMALL)).camera_encoders["front"].conv(torch.zeros(1, 3, 16, 16))
+    assert maps.shape[-2:] == (8, 8)  # 16 px encoder input / stride 2
+
+
 def test_version_zero_starts_from_the_configured_base_and_records_it(tmp_path, caplog):
     base = small_base(tmp_path)
     config = TrainerConfig(data_dir=None, bootstrap_updates=2, batch_size=4, base=str(tmp_path / "base"),
@@ -99,3 +109,4 @@ def test_the_shipped_base_loads_is_small_and_never_saw_the_demos_task():
     assert info["recipe"].startswith("fleet pretrain ") and info["final_loss"] < 0.1
     c = base.policy.config
     assert (c.cameras, c.image_size, c.state_dim, c.action_dim) == (("front", "wrist"), 96, 7, 4)
+    assert c.keypoint_stride == PolicyConfig().keypoint_stride  # it fits the default policy
