@@ -19,6 +19,7 @@ from harness.processes import free_port, single_thread_env, spawn_robot, stop_fl
 from learner.canary import DEFAULT_GUARD, verdicts
 from learner.metrics import format_table, version_table
 from learner.store import StoreReader
+from robot_client.config import RobotConfig
 
 # Seconds one episode takes on average at 10 Hz (for the evaluation cadence below).
 MEAN_EPISODE_S = 4.5
@@ -67,7 +68,14 @@ class FleetConfig:
     def canary_s(self) -> float:
         """About how long the learner's default canary holds a version on its first robots before
         the rest get it (their share of the paired evaluation seeds, every other episode)."""
-        return DEFAULT_GUARD.hold_episodes(self.robots) * MEAN_EPISODE_S
+        return DEFAULT_GUARD.hold_episodes(self.robots, RobotConfig.eval_every) * MEAN_EPISODE_S
+
+    @property
+    def driver_flags(self) -> list[str]:
+        """The robots' driver: the sim tasks (spawn_robot's default), or the config's Gymnasium env."""
+        if self.env is None:
+            return []
+        return ["--env", self.env, "--task", self.tasks[0], *(["--expert", self.expert] if self.expert else [])]
 
     @property
     def head_updates(self) -> int:
@@ -153,18 +161,10 @@ class FleetRun:
             name = f"robot-{i + 1}"
             self.robots.append(spawn_robot(
                 self.learner.address, name, ",".join(c.tasks), self.token_file, self.out / "robots" / name,
-                self.logs / f"{name}.log", env=env, driver=self.driver_flags,
+                self.logs / f"{name}.log", env=env, driver=c.driver_flags,
                 extra=["--demos", str(c.demos_per_robot), "--eval-seeds", str(c.seeds_per_task),
                        "--eval-index", str(i), "--eval-stride", str(c.robots), "--seed", str(i + 1),
                        "--help-gate", c.help_gate]))
-
-    @property
-    def driver_flags(self) -> list[str]:
-        """The robots' driver: the sim tasks (spawn_robot's default), or the config's Gymnasium env."""
-        c = self.config
-        if c.env is None:
-            return []
-        return ["--env", c.env, "--task", c.tasks[0], *(["--expert", c.expert] if c.expert else [])]
 
     def progress(self) -> FleetProgress | None:
         """What the store holds now; None before the learner has created it."""

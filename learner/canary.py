@@ -83,12 +83,11 @@ class CanarySettings:
             return 0
         return min(robots - 1, max(1, math.ceil(self.fraction * robots)))
 
-
-    def hold_episodes(self, robots: int) -> int:
+    def hold_episodes(self, robots: int, eval_every: int) -> int:
         """About how many episodes each canary robot runs before a paired verdict: its share of
-        `episodes` evaluation seeds, run every other episode (robot_client/loop.py's eval_every)."""
+        `episodes` evaluation seeds, one every `eval_every` episodes (the robots' setting)."""
         canaries = self.canary_count(robots)
-        return 2 * math.ceil(self.episodes / canaries) if canaries else 0
+        return eval_every * math.ceil(self.episodes / canaries) if canaries else 0
 
 
 # The learner's default guard (`fleet learner`, and so `make demo`): half the robots get a new

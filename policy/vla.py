@@ -49,7 +49,8 @@ class VLAPolicy(nn.Module):
         c = config
         self.word_index = {w: i + 2 for i, w in enumerate(c.vocab)}
         self.word_embedding = nn.Embedding(len(c.vocab) + 2, c.d_model, padding_idx=_PAD)
-        self.camera_encoders = nn.ModuleDict({cam: CameraEncoder(c.d_model, c.keypoints, c.keypoint_stride) for cam in c.cameras})
+        self.camera_encoders = nn.ModuleDict({cam: CameraEncoder(c.d_model, c.keypoints, c.keypoint_stride)
+                                              for cam in c.cameras})
         self.state_in = nn.Sequential(nn.Linear(c.state_dim, c.d_model), nn.Mish(), nn.Linear(c.d_model, c.d_model))
         # RECAP: an advantage indicator (0 none, 1 negative, 2 positive) added to the text token.
         # Outside the encoder, so it trains with the head on cached embeddings too.

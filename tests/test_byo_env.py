@@ -215,13 +215,13 @@ def test_bad_factory_spec_on_the_command_line_is_a_message(token_file, tmp_path)
 
 
 def test_the_demo_runs_a_byo_env_with_its_expert(tmp_path):
-    from harness.fleet import FleetConfig, FleetRun
+    from harness.fleet import FleetConfig
 
-    run = FleetRun(FleetConfig(out=tmp_path, tasks=("point_reach",), env="tests.test_byo_env:make_env",
-                               expert="tests.test_byo_env:make_expert", dashboard_port=-1))
-    assert run.driver_flags == ["--env", "tests.test_byo_env:make_env", "--task", "point_reach",
-                                "--expert", "tests.test_byo_env:make_expert"]
-    assert FleetRun(FleetConfig(out=tmp_path / "sim", dashboard_port=-1)).driver_flags == []  # --sim TASKS
+    config = FleetConfig(tasks=("point_reach",), env="tests.test_byo_env:make_env",
+                         expert="tests.test_byo_env:make_expert")
+    assert config.driver_flags == ["--env", "tests.test_byo_env:make_env", "--task", "point_reach",
+                                   "--expert", "tests.test_byo_env:make_expert"]
+    assert FleetConfig().driver_flags == []  # --sim TASKS
     command = [sys.executable, "-m", "fleetlearn.cli", "demo", "--env", "tests.test_byo_env:make_env",
                "--out", str(tmp_path / "no-expert")]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -77,8 +77,8 @@ def test_paired_trial_compares_the_same_seeds_with_the_best_promoted_version():
 def test_the_default_guard_is_the_paired_canary_on_half_the_robots():
     assert DEFAULT_GUARD.enabled and DEFAULT_GUARD.test == "paired"
     # 4 robots: 2 canaries share 12 seeds, one evaluation every other episode -> 12 episodes each.
-    assert DEFAULT_GUARD.canary_count(4) == 2 and DEFAULT_GUARD.hold_episodes(4) == 12
-    assert DEFAULT_GUARD.hold_episodes(1) == 0  # one robot: no trial
+    assert DEFAULT_GUARD.canary_count(4) == 2 and DEFAULT_GUARD.hold_episodes(4, eval_every=2) == 12
+    assert DEFAULT_GUARD.hold_episodes(1, eval_every=2) == 0  # one robot: no trial
 
 
 def test_paired_trial_falls_back_to_fisher_without_evaluation_seeds():
