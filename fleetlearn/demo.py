@@ -49,6 +49,9 @@ def run_demo(config: DemoConfig) -> dict:
     out = Path(config.out)
     plot_learning_curve(summary["versions"], out / "learning_curve.png")
     print("\nfinal:\n" + format_table(summary["versions"]))
+    if not summary["versions"]:
+        print(f"no version was published in {config.minutes:g} minutes: version 0 was still training on the "
+              "demonstrations (about 3-4 minutes on 2 cores); give the demo more --minutes")
     print(f"wrote {out / 'summary.json'} and {out / 'learning_curve.png'}")
     return summary
 
