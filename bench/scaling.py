@@ -9,6 +9,7 @@ Protocol (the same for every run):
     operators answering FLOAT's help requests; seeds 1000 * seed + robot;
   * the trainer is capped at `--updates-per-s` and publishes every `--publish-every-s`, for every
     N, so only the amount of fleet data differs;
+  * versions go to every robot at once (no canary: the robots run no evaluation episodes);
   * an evaluator outside the fleet runs each new version (the newest, when several wait) on the
     same fixed seeds, `--eval-seeds` per task, unpaced, with no operator. A run ends when a version
     reaches `--target` or at `--cap-minutes`.
@@ -48,6 +49,7 @@ from bench.fleet_watch import CpuMeter, Evaluator, _children
 from bench.rlco import _learner
 from harness.processes import spawn_robot, stop_fleet
 from learner.store import StoreReader
+from learner.trainer import TrainerConfig
 from learner.versions import VersionRegistry
 
 @dataclass
@@ -154,7 +156,7 @@ class FleetRun:
         self.learner = _learner(self.data, [
             "--algorithm", s.algorithm, "--sampler", s.sampler, "--operators", str(max(1, s.robots // 2)),
             "--max-updates-per-s", str(a.updates_per_s), "--publish-every-s", str(a.publish_every_s),
-            "--ema-decay", str(a.ema_decay),
+            "--ema-decay", str(a.ema_decay), "--canary-fraction", "0",  # the evaluator below judges every version
             "--publish-every-updates", "1000000", "--tasks", ",".join(s.tasks), "--trainer-seed", str(s.seed)],
             self.logs, self.env, "fleet")
         self.robots = [spawn_robot(self.learner.address, f"arm-{i}", ",".join(s.tasks), self.dir / "tokens.txt",
@@ -365,18 +367,19 @@ def plot(figures: dict, path: str) -> None:
 
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="fleet bench scaling")
-    parser.add_argument("--robots", default="1,2,4,8", help="fleet sizes for the scaling part")
+    parser.add_argument("--robots", default="1,4", help="fleet sizes for the scaling part")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--tasks", default="reach", help="the scaling and algorithm runs' task set")
+    parser.add_argument("--tasks", default="push_cube", help="the scaling and algorithm runs' task set (the demo's)")
     parser.add_argument("--demos", type=int, default=12, help="demonstrations per task for the initial policy")
-    parser.add_argument("--bootstrap-updates", type=int, default=2000)
+    parser.add_argument("--bootstrap-updates", type=int, default=TrainerConfig.bootstrap_updates)
     parser.add_argument("--target", type=float, default=0.3, help="success rate that ends a run")
     parser.add_argument("--eval-seeds", type=int, default=20, help="fixed evaluation seeds per task")
-    parser.add_argument("--updates-per-s", type=float, default=4.0, help="the trainer's cap, equal for every N")
-    parser.add_argument("--publish-every-s", type=float, default=30.0)
-    parser.add_argument("--ema-decay", type=float, default=0.999,
+    parser.add_argument("--updates-per-s", type=float, default=30.0,
+                        help="the trainer's cap, equal for every N (below what it reaches beside 4 robots on 2 cores)")
+    parser.add_argument("--publish-every-s", type=float, default=TrainerConfig.publish_every_s)
+    parser.add_argument("--ema-decay", type=float, default=TrainerConfig.ema_decay,
                         help="the trainer's weight average; its lag (~1 / (1 - d) updates) is the same for every N")
-    parser.add_argument("--cap-minutes", type=float, default=20.0)
+    parser.add_argument("--cap-minutes", type=float, default=10.0)
     parser.add_argument("--parts", default="scaling,algorithms,samplers")
     parser.add_argument("--compare-robots", type=int, default=2, help="fleet size of the HG-DAgger/RECAP runs")
     parser.add_argument("--sampler-tasks", default="reach,press_button,push_cube")

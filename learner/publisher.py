@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from core.tensor_ranges import TensorRangeError, file_ranges
 from fleet.v1 import fleet_pb2 as pb
 from learner.canary import CanarySettings, CanaryTrial, EvalKey, describe, record_decision
 from learner.quarantine import Quarantine, newest_sound
@@ -23,7 +24,16 @@ def announcement_for(publication: Publication) -> pb.PolicyAnnouncement:
     files = [pb.PolicyFile(name=META_FILE, size_bytes=(publication.directory / META_FILE).stat().st_size,
                            sha256=sha256_file(publication.directory / META_FILE))]
     for name, digest in meta["files"].items():
-        files.append(pb.PolicyFile(name=name, size_bytes=(publication.directory / name).stat().st_size, sha256=digest))
+        path = publication.directory / name
+        spec = pb.PolicyFile(name=name, size_bytes=path.stat().st_size, sha256=digest)
+        if name.endswith(".safetensors"):  # robots fetch only the tensors they do not hold
+            try:
+                spec.header_bytes, ranges = file_ranges(path)
+            except TensorRangeError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
+            spec.tensors.extend(pb.TensorRange(name=r.name, offset=r.offset, length=r.length, sha256=r.sha256)
+                                for r in ranges)
+        files.append(spec)
     return pb.PolicyAnnouncement(version=publication.version, files=files, published_at=publication.published_at,
                                  rollback=publication.rollback, note=publication.note)
 

@@ -152,13 +152,15 @@ class FleetLearnerServicer(pb_grpc.FleetLearnerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"version {request.version} file {request.file_name!r} is not an announced version's")
         announced = {f.name: f for f in self.publisher.announced(request.version)[0].files}[request.file_name]
-        if not 0 <= request.offset <= announced.size_bytes:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} outside 0..{announced.size_bytes}")
+        end = request.offset + request.length if request.length else announced.size_bytes
+        if not 0 <= request.offset <= end <= announced.size_bytes or request.length < 0:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"range {request.offset}+{request.length} outside "
+                                f"0..{announced.size_bytes}")
         with open(path, "rb") as f:
             f.seek(request.offset)
             offset = request.offset
-            while True:
-                data = await asyncio.to_thread(f.read, WEIGHTS_CHUNK_BYTES)
+            while offset < end:
+                data = await asyncio.to_thread(f.read, min(WEIGHTS_CHUNK_BYTES, end - offset))
                 if not data:
                     return
                 yield pb.WeightsChunk(version=request.version, file_name=request.file_name, offset=offset, data=data,

@@ -152,6 +152,7 @@ class Uplink:
         self.channel = open_channel(self.config.tls, self.addresses[0])
         self.stub = pb_grpc.FleetLearnerStub(self.channel)
         self.failovers = 0
+        self.weights_fetched = (0, 0)  # the last version's (bytes over the wire, bytes of its files)
         self.stop_event = threading.Event()
         self._registered = False
         self._register_lock = threading.Lock()
@@ -360,12 +361,13 @@ class Uplink:
                             or not retries.due(announcement.version):
                         continue
                     started, version = time.time(), announcement.version
-                    directory = download_version(stub, announcement, self.config.robot_id,
-                                                 self.config.weights_dir, self.metadata)
-                    checkpoint = load_downloaded(directory, self.config.device)
+                    download = download_version(stub, announcement, self.config.robot_id,
+                                                self.config.weights_dir, self.metadata)
+                    checkpoint = load_downloaded(download.directory, self.config.device)
                     self.standby.offer(checkpoint)
-                    log.info("%s staged policy version %d (%.2f s)", self.config.robot_id, checkpoint.version,
-                             time.time() - started)
+                    self.weights_fetched = (download.fetched_bytes, download.file_bytes)
+                    log.info("%s staged policy version %d (%.2f s; fetched %d of its %d bytes)", self.config.robot_id,
+                             checkpoint.version, time.time() - started, download.fetched_bytes, download.file_bytes)
                     version = None
             except grpc.RpcError as exc:
                 if deadline is not None and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and version is None:

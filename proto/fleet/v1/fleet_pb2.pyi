@@ -262,14 +262,30 @@ class WatchPolicyRequest(_message.Message):
     def __init__(self, robot_id: _Optional[str] = ..., current_version: _Optional[int] = ...) -> None: ...
 
 class PolicyFile(_message.Message):
-    __slots__ = ("name", "size_bytes", "sha256")
+    __slots__ = ("name", "size_bytes", "sha256", "header_bytes", "tensors")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    HEADER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     size_bytes: int
     sha256: str
-    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    header_bytes: int
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorRange]
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., header_bytes: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorRange, _Mapping]]] = ...) -> None: ...
+
+class TensorRange(_message.Message):
+    __slots__ = ("name", "offset", "length", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    offset: int
+    length: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class PolicyAnnouncement(_message.Message):
     __slots__ = ("version", "files", "published_at", "rollback", "note")
@@ -286,16 +302,18 @@ class PolicyAnnouncement(_message.Message):
     def __init__(self, version: _Optional[int] = ..., files: _Optional[_Iterable[_Union[PolicyFile, _Mapping]]] = ..., published_at: _Optional[float] = ..., rollback: bool = ..., note: _Optional[str] = ...) -> None: ...
 
 class FetchWeightsRequest(_message.Message):
-    __slots__ = ("robot_id", "version", "file_name", "offset")
+    __slots__ = ("robot_id", "version", "file_name", "offset", "length")
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
     robot_id: str
     version: int
     file_name: str
     offset: int
-    def __init__(self, robot_id: _Optional[str] = ..., version: _Optional[int] = ..., file_name: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+    length: int
+    def __init__(self, robot_id: _Optional[str] = ..., version: _Optional[int] = ..., file_name: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class WeightsChunk(_message.Message):
     __slots__ = ("version", "file_name", "offset", "data", "total_bytes", "sha256")
