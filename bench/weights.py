@@ -15,6 +15,7 @@ their ratios (`bytes_ratio` is full over delta).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import tempfile
 import time
@@ -105,40 +106,66 @@ def _serve(data_dir: str, token_file: str, port_queue, stop_event) -> None:
     asyncio.run(main())
 
 
-def run_arm(robots: int, model_mb: float) -> dict:
+@contextlib.contextmanager
+def _fleet(robots: int, versions: int, version_zero):
+    """A learner without a trainer serving what `version_zero(data_dir)` publishes, and `robots`
+    robot processes that each report once they have swapped in `versions` versions. Yields
+    (work dir, data dir, outcomes); outcomes (one (robot id, swapped_at, missed, fetched) per
+    robot) are filled when the block ends."""
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "tokens").write_text(TOKEN + "\n")
         data_dir = tmp / "learner"
         data_dir.mkdir()
-        _publish(data_dir, 0, 1.0)  # robots first run a small version 0
+        version_zero(data_dir)
         port_queue, stop_event, results = ctx.Queue(), ctx.Event(), ctx.Queue()
         server = ctx.Process(target=_serve, args=(str(data_dir), str(tmp / "tokens"), port_queue, stop_event))
         server.start()
         address = f"127.0.0.1:{port_queue.get(timeout=60)}"
-        procs = [ctx.Process(target=_robot, args=(address, f"bench-{i}", str(tmp / f"r{i}"), 2, results))
+        procs = [ctx.Process(target=_robot, args=(address, f"bench-{i}", str(tmp / f"r{i}"), versions, results))
                  for i in range(robots)]
         for p in procs:
             p.start()
-        outcomes = []
-        # Wait until every robot runs version 0 (they report only at the end, so poll their caches).
-        deadline = time.time() + 300
-        while time.time() < deadline and not all((tmp / f"r{i}" / "weights" / "v000000").exists() for i in range(robots)):
-            time.sleep(0.2)
-        time.sleep(2.0)
-        published = _publish(data_dir, 1, model_mb)
-        size = sum(f.stat().st_size for f in (data_dir / "checkpoints" / "v000001").rglob("*") if f.is_file())
-        outcomes = [results.get(timeout=600) for _ in procs]
+        outcomes: list = []
+        yield tmp, data_dir, outcomes
+        outcomes.extend(results.get(timeout=900) for _ in procs)
         for p in procs:
             p.join()
         stop_event.set()
         server.join(30)
-    arrivals = [o[1].get(1) for o in outcomes]
+
+
+def _wait_for_caches(tmp: Path, robots: int, version: int, timeout_s: float = 600) -> None:
+    """Until every robot holds `version` (robots report only at the end, so this polls their caches)."""
+    deadline = time.time() + timeout_s
+    while not all((tmp / f"r{i}" / "weights" / f"v{version:06d}").exists() for i in range(robots)):
+        if time.time() > deadline:
+            raise RuntimeError(f"robots did not all fetch version {version} in {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def _propagation(outcomes: list, version: int, published: float) -> tuple[float, int]:
+    """(seconds from publication until the last robot swapped `version` in, control ticks missed
+    meanwhile and while waiting for the next one)."""
+    arrivals = [o[1].get(version) for o in outcomes]
     if any(a is None for a in arrivals):
-        raise RuntimeError("a robot never received version 1")
-    return {"propagation_s": max(arrivals) - published, "model_mb": size / 1e6,
-            "missed_ticks": sum(o[2].get(1, 0) + o[2].get(2, 0) for o in outcomes)}
+        raise RuntimeError(f"a robot never received version {version}")
+    return max(arrivals) - published, sum(o[2].get(version, 0) + o[2].get(version + 1, 0) for o in outcomes)
+
+
+def _version_mb(data_dir: Path, version: int) -> float:
+    return sum(f.stat().st_size for f in (data_dir / "checkpoints" / f"v{version:06d}").rglob("*") if f.is_file()) / 1e6
+
+
+def run_arm(robots: int, model_mb: float) -> dict:
+    with _fleet(robots, 2, lambda data_dir: _publish(data_dir, 0, 1.0)) as (tmp, data_dir, outcomes):  # a small v0
+        _wait_for_caches(tmp, robots, 0, timeout_s=300)
+        time.sleep(2.0)
+        published = _publish(data_dir, 1, model_mb)
+        size_mb = _version_mb(data_dir, 1)
+    propagation_s, missed = _propagation(outcomes, 1, published)
+    return {"propagation_s": propagation_s, "model_mb": size_mb, "missed_ticks": missed}
 
 
 def _retrain(policy, fraction: float) -> int:
@@ -163,52 +190,21 @@ def run_delta_arm(robots: int, model_mb: float, fraction: float) -> dict:
     version 2 changes every tensor (what every version costs without delta sync)."""
     from policy import VLAPolicy
 
-    ctx = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "tokens").write_text(TOKEN + "\n")
-        data_dir = tmp / "learner"
-        data_dir.mkdir()
-        policy = VLAPolicy(_policy_config(model_mb)).eval()
-        _publish(data_dir, 0, model_mb, policy)
-        port_queue, stop_event, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-        server = ctx.Process(target=_serve, args=(str(data_dir), str(tmp / "tokens"), port_queue, stop_event))
-        server.start()
-        address = f"127.0.0.1:{port_queue.get(timeout=60)}"
-        procs = [ctx.Process(target=_robot, args=(address, f"bench-{i}", str(tmp / f"r{i}"), 3, results))
-                 for i in range(robots)]
-        for p in procs:
-            p.start()
-        published = {}
+    policy = VLAPolicy(_policy_config(model_mb)).eval()
+    published = {}
+    with _fleet(robots, 3, lambda data_dir: _publish(data_dir, 0, model_mb, policy)) as (tmp, data_dir, outcomes):
         for version, change in ((1, fraction), (2, 1.0)):
             _wait_for_caches(tmp, robots, version - 1)
             time.sleep(2.0)
             changed = _retrain(policy, change)
             published[version] = _publish(data_dir, version, model_mb, policy)
             print(f"weights: version {version} changes {changed / 1e6:.1f} MB", flush=True)
-        size = sum(f.stat().st_size for f in (data_dir / "checkpoints" / "v000001").rglob("*") if f.is_file())
-        outcomes = [results.get(timeout=900) for _ in procs]
-        for p in procs:
-            p.join()
-        stop_event.set()
-        server.join(30)
-    figures = {"model_mb": size / 1e6}
+        figures = {"model_mb": _version_mb(data_dir, 1)}
     for version, arm in ((1, "delta"), (2, "full")):
-        arrivals = [o[1].get(version) for o in outcomes]
-        if any(a is None for a in arrivals):
-            raise RuntimeError(f"a robot never received version {version}")
-        figures[f"{arm}_propagation_s"] = max(arrivals) - published[version]
+        figures[f"{arm}_propagation_s"], figures[f"{arm}_missed_ticks"] = _propagation(outcomes, version,
+                                                                                       published[version])
         figures[f"{arm}_bytes_per_robot"] = float(np.mean([o[3][version] for o in outcomes]))
-        figures[f"{arm}_missed_ticks"] = sum(o[2].get(version, 0) + o[2].get(version + 1, 0) for o in outcomes)
     return figures
-
-
-def _wait_for_caches(tmp: Path, robots: int, version: int, timeout_s: float = 600) -> None:
-    deadline = time.time() + timeout_s
-    while not all((tmp / f"r{i}" / "weights" / f"v{version:06d}").exists() for i in range(robots)):
-        if time.time() > deadline:
-            raise RuntimeError(f"robots did not all fetch version {version} in {timeout_s:g} s")
-        time.sleep(0.2)
 
 
 def delta_figures(args) -> dict:
@@ -217,7 +213,8 @@ def delta_figures(args) -> dict:
     arm = run_delta_arm(args.robots, args.model_mb, args.trainable_fraction)
     figures = {
         "robots": args.robots, "model_mb": round(arm["model_mb"], 1), "trainable_fraction": args.trainable_fraction,
-        "full_bytes_per_robot": int(arm["full_bytes_per_robot"]), "delta_bytes_per_robot": int(arm["delta_bytes_per_robot"]),
+        "full_bytes_per_robot": int(arm["full_bytes_per_robot"]),
+        "delta_bytes_per_robot": int(arm["delta_bytes_per_robot"]),
         "bytes_ratio": round(arm["full_bytes_per_robot"] / arm["delta_bytes_per_robot"], 2),
         "full_propagation_s": round(arm["full_propagation_s"], 2),
         "delta_propagation_s": round(arm["delta_propagation_s"], 2),

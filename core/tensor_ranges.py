@@ -118,10 +118,10 @@ def plan(file_size: int, header_bytes: int, wanted: list[TensorRange],
     return pieces
 
 
-def save_sidecar(path: Path, header_bytes: int, ranges: list[TensorRange]) -> None:
+def save_sidecar(path: Path, ranges: list[TensorRange]) -> None:
     """Records a downloaded file's tensor ranges beside it (`<file>.ranges.json`)."""
     Path(str(path) + ".ranges.json").write_text(json.dumps(
-        {"header_bytes": header_bytes, "tensors": [[r.name, r.offset, r.length, r.sha256] for r in ranges]}))
+        {"tensors": [[r.name, r.offset, r.length, r.sha256] for r in ranges]}))
 
 
 def load_sidecar(path: Path) -> list[TensorRange]:

@@ -3,8 +3,9 @@
 Downloads are chunked and resumable (a `.part` file grows until it matches the announced size)
 and every file is checked against its announced sha256 before the checkpoint is loaded (which
 checks the weights against meta.json once more). Of a weights file only the tensors that changed
-since a version the robot holds come over the wire (core/tensor_ranges.py). Loading builds a complete standby policy off
-the control thread; the loop only swaps a reference, at an episode boundary.
+since a version the robot holds come over the wire (core/tensor_ranges.py). Loading builds a
+complete standby policy off the control thread; the loop only swaps a reference, at an episode
+boundary.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def download_version(stub, announcement: pb.PolicyAnnouncement, robot_id: str, c
                                        f"!= announced {spec.sha256[:12]}...; discarded, will fetch again")
         part.replace(target)
         if ranges:
-            save_sidecar(target, spec.header_bytes, ranges)
+            save_sidecar(target, ranges)
     staging.replace(final)
     return Download(final, fetched, total)
 

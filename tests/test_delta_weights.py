@@ -163,7 +163,8 @@ def test_a_range_outside_the_file_is_refused(fleet):
     publish(registry, VLAPolicy(PolicyConfig(vocab=("reach",), **SMALL)), 0)
     size = next(f.size_bytes for f in announced(stub, 0).files if f.name == WEIGHTS_FILE)
     for offset, length in ((0, size + 1), (size - 4, 8), (-1, 4)):
-        request = pb.FetchWeightsRequest(robot_id="arm", version=0, file_name=WEIGHTS_FILE, offset=offset, length=length)
+        request = pb.FetchWeightsRequest(robot_id="arm", version=0, file_name=WEIGHTS_FILE, offset=offset,
+                                         length=length)
         with pytest.raises(grpc.RpcError) as caught:
             list(stub.FetchWeights(request, metadata=AUTH, timeout=10))
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
